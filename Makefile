@@ -1,0 +1,48 @@
+# wakeline — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= default
+WAKE_WORD ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast bench compile lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "wakeline needs Python 3.11, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv (if missing) and install the locked dependencies
+
+run: install ## run the pipeline locally on PRESET (default: default); WAKE_WORD="hey nabu" to change it
+	$(VENV)/bin/wakeline run --preset $(PRESET) $(if $(WAKE_WORD),--wake-word "$(WAKE_WORD)")
+
+test: install ## the whole test suite (GPU tests skip themselves without a GPU)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: install ## benchmarks -> runs/bench/<benchmark>.json
+	$(PY) -m benchmarks
+
+compile: install ## compile the pipeline IR -> pipeline/compiled/wakeline.yaml
+	$(VENV)/bin/wakeline compile
+
+lock: ## re-resolve pyproject.toml into requirements.lock in a throwaway venv
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet --upgrade pip && .lockvenv/bin/pip install --quiet '.[dev]'
+	.lockvenv/bin/pip freeze --exclude-editable | grep -iv '^wakeline' > requirements.lock
+	rm -rf .lockvenv
+
+clean: ## remove the venv and local runs
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,181 @@
+"""Artifact types and their on-disk layouts: the one place every stage agrees on.
+
+The layouts are plain Python (pure cores import them without pulling in kfp). The KFP artifact classes
+are resolved on first attribute access (`from components.common.artifacts import Dataset`), so only
+component modules pay for importing kfp.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SAMPLE_RATE_HZ = 16_000
+
+
+class Label(str, enum.Enum):
+    POSITIVE = "positive"
+    ADVERSARIAL_NEGATIVE = "adversarial_negative"
+    NEGATIVE = "negative"
+    BACKGROUND = "background"
+    RIR = "rir"
+    HARD_NEGATIVE = "hard_negative"
+
+
+class Split(str, enum.Enum):
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+class QuarantineReason(str, enum.Enum):
+    UNREADABLE = "unreadable"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TRUNCATED = "truncated"
+    EMPTY = "empty"
+    NON_FINITE = "non_finite"
+    CLIPPED = "clipped"
+    SILENT = "silent"
+    TOO_SHORT = "too_short"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One line of `manifest.jsonl`. `path` is relative to the dataset directory."""
+
+    path: str
+    label: Label
+    split: Split
+    voice: str
+    source: str
+    duration_s: float
+    sha256: str
+    text: str | None = None
+    origin: str | None = None
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["label"] = self.label.value
+        d["split"] = self.split.value
+        return json.dumps({k: v for k, v in d.items() if v is not None}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> "ManifestRecord":
+        d = json.loads(line)
+        d["label"] = Label(d["label"])
+        d["split"] = Split(d["split"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """One rejected input: where it came from and why it was not used."""
+
+    origin: str
+    reason: QuarantineReason
+    detail: str = ""
+    kind: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"origin": self.origin, "reason": self.reason.value, "detail": self.detail,
+                           "kind": self.kind}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """A `Dataset` artifact directory as data_prep writes it.
+
+    clips/<label>/<sha256[:16]>.wav     16 kHz mono int16 (RIRs: float32)
+    manifest.jsonl                       one ManifestRecord per clip, sorted
+    quarantine.jsonl                     one QuarantineRecord per rejected input
+    summary.json                         the artifact metadata, also on disk
+    """
+
+    root: Path
+    manifest_name: str = "manifest.jsonl"
+    quarantine_name: str = "quarantine.jsonl"
+    summary_name: str = "summary.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / self.manifest_name
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / self.quarantine_name
+
+    @property
+    def summary(self) -> Path:
+        return self.root / self.summary_name
+
+    def clip_path(self, label: Label, sha256: str) -> Path:
+        return self.root / "clips" / label.value / f"{sha256[:16]}.wav"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def read_manifest(self) -> list[ManifestRecord]:
+        return list(iter_manifest(self.manifest))
+
+
+def iter_manifest(path: Path) -> Iterator[ManifestRecord]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield ManifestRecord.from_json(line)
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> str:
+    """Write records (objects with `to_json`) one per line; return the file's sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Lineage:
+    """What every artifact's metadata carries: its own hashes, its inputs' hashes, config and code."""
+
+    config_sha256: str
+    code_version: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"config_sha256": self.config_sha256, "code_version": self.code_version,
+                "input_sha256": dict(sorted(self.inputs.items())), "file_sha256": dict(sorted(self.files.items()))}
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wakeline")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+_KFP_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics", "HTML", "Markdown",
+              "Input", "Output"}
+
+
+def __getattr__(name: str) -> Any:
+    # KFP artifact classes, imported on demand so that pure cores never import kfp.
+    if name in _KFP_TYPES:
+        from kfp import dsl
+
+        return getattr(dsl, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

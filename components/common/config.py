@@ -1,0 +1,362 @@
+"""Typed configuration for the whole pipeline, validated once before the first stage runs.
+
+A config is a preset (`configs/presets/<name>.yaml`) with an optional user file and `--set key.path=value`
+overrides merged on top. Unknown keys are rejected and every error names the key path and what is allowed.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import types
+import typing
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
+
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names every offending key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _ordered(v: tuple[float, float]) -> tuple[float, float]:
+    if v[0] > v[1]:
+        raise ValueError(f"must be [low, high] with low <= high, got {list(v)}")
+    return v
+
+
+FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
+IntRange = Annotated[tuple[int, int], AfterValidator(_ordered)]
+
+
+class AmbientKind(str, enum.Enum):
+    BABBLE = "babble"
+    NOISE = "noise"
+    MUSIC = "music"
+
+
+class UserSources(Strict):
+    """Your own recordings: local directories or `s3://bucket/prefix` URIs.
+
+    A first-level sub-folder is taken as the speaker id (`positives/alice/001.wav`), so splits keep
+    each speaker in one split; files without one are split file by file.
+    """
+
+    positives: list[str] = []
+    negatives: list[str] = []
+    background: list[str] = []
+
+
+class Quality(Strict):
+    min_clip_duration_s: Annotated[float, Field(gt=0)] = 0.3
+    min_background_duration_s: Annotated[float, Field(gt=0)] = 5.0
+    silence_threshold_dbfs: Annotated[float, Field(lt=0)] = -50.0
+    trim_padding_ms: Annotated[int, Field(ge=0)] = 100
+    max_clipped_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+
+
+class PiperSettings(Strict):
+    length_scale_range: FloatRange = (0.8, 1.35)
+    noise_scale_range: FloatRange = (0.4, 0.9)
+    noise_w_scale_range: FloatRange = (0.5, 1.0)
+
+
+class EspeakSettings(Strict):
+    languages: Annotated[list[str], Field(min_length=1)] = [
+        "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+    variants: Annotated[list[str], Field(min_length=1)] = [
+        "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
+        "croak", "whisper", "Andy", "Annie", "belinda", "benjamin", "david", "edward", "grandma", "linda"]
+    rate_wpm_range: FloatRange = (120.0, 210.0)
+    pitch_range: FloatRange = (20.0, 80.0)
+
+    @field_validator("languages")
+    @classmethod
+    def _installed_language(cls, v: list[str]) -> list[str]:
+        known = _espeak_names("lang")
+        missing = [x for x in v if known and x.lower() not in known]
+        if missing:
+            raise ValueError(f"espeak-ng has no language {missing}; e.g. {', '.join(sorted(k for k in known if k.startswith('en')))}")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _installed_variant(cls, v: list[str]) -> list[str]:
+        known = _espeak_names("variants")
+        missing = [x for x in v if known and x not in known]
+        if missing:
+            raise ValueError(f"espeak-ng has no voice variant {missing}; installed: {', '.join(sorted(known))}")
+        return v
+
+
+@lru_cache(maxsize=2)
+def _espeak_names(kind: str) -> frozenset[str]:
+    """Languages or voice variants shipped in the espeakng-loader wheel (empty if it is not installed)."""
+    try:
+        import espeakng_loader
+    except ImportError:
+        return frozenset()
+    data = Path(espeakng_loader.get_data_path())
+    if kind == "lang":
+        return frozenset(p.name.lower() for p in (data / "lang").rglob("*") if p.is_file())
+    return frozenset(p.name for p in (data / "voices" / "!v").iterdir() if p.is_file())
+
+
+class TTSSettings(Strict):
+    piper: PiperSettings = PiperSettings()
+    espeak: EspeakSettings = EspeakSettings()
+
+
+class ClipCounts(Strict):
+    piper_clips: Annotated[int, Field(ge=0)] = 0
+    espeak_clips: Annotated[int, Field(ge=0)] = 0
+
+
+class Adversarial(ClipCounts):
+    """Phrases that sound close to the wake word: derived automatically, plus your own."""
+
+    extra_phrases: list[str] = []
+    max_phrases: Annotated[int, Field(ge=1)] = 40
+
+
+class Ambient(Strict):
+    """Long-form background audio synthesised offline, split by file like everything else."""
+
+    synthetic_duration_s: Annotated[float, Field(ge=0)] = 600.0
+    file_duration_s: Annotated[float, Field(gt=0)] = 60.0
+    kinds: Annotated[list[AmbientKind], Field(min_length=1)] = [AmbientKind.BABBLE, AmbientKind.NOISE,
+                                                                 AmbientKind.MUSIC]
+    level_dbfs_range: FloatRange = (-38.0, -20.0)
+    babble_talkers_range: IntRange = (2, 6)
+
+
+class RoomImpulseResponses(Strict):
+    count: Annotated[int, Field(ge=0)] = 50
+    room_size_m_min: tuple[float, float, float] = (3.0, 3.0, 2.4)
+    room_size_m_max: tuple[float, float, float] = (10.0, 8.0, 4.0)
+    rt60_s_range: FloatRange = (0.15, 0.9)
+    max_image_order: Annotated[int, Field(ge=0, le=80)] = 30
+
+
+class Splits(Strict):
+    validation_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+    test_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+
+
+class DataPrep(Strict):
+    sources: UserSources = UserSources()
+    quality: Quality = Quality()
+    tts: TTSSettings = TTSSettings()
+    positives: ClipCounts = ClipCounts(piper_clips=200, espeak_clips=300)
+    adversarial: Adversarial = Adversarial(piper_clips=150, espeak_clips=250)
+    speech: ClipCounts = ClipCounts(piper_clips=100, espeak_clips=300)
+    ambient: Ambient = Ambient()
+    rirs: RoomImpulseResponses = RoomImpulseResponses()
+    splits: Splits = Splits()
+    min_usable_positives: Annotated[int, Field(ge=1)] = 50
+    workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per CPU
+
+
+_WAKE_WORD = re.compile(r"^[\w' ,.!?-]+$")
+
+
+class WakelineConfig(Strict):
+    """Everything one pipeline run needs. `wake_word` is what the user says; variants are other spellings
+    (phonetic ones often synthesise better, e.g. "hey jar vis")."""
+
+    wake_word: Annotated[str, Field(min_length=2, max_length=64)]
+    wake_word_variants: list[str] = []
+    target_false_accepts_per_hour: Annotated[float, Field(gt=0, le=100)] = 0.5
+    seed: Annotated[int, Field(ge=0)] = 0
+    data_prep: DataPrep = DataPrep()
+
+    @field_validator("wake_word", "wake_word_variants")
+    @classmethod
+    def _speakable(cls, v):
+        for text in [v] if isinstance(v, str) else v:
+            if not text.strip() or not _WAKE_WORD.match(text):
+                raise ValueError(f"{text!r} must be letters, spaces and simple punctuation")
+        return v
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self):
+        s = self.data_prep.splits
+        if s.validation_fraction + s.test_fraction >= 0.6:
+            raise ValueError("data_prep.splits: validation_fraction + test_fraction must be < 0.6")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def phrases(self) -> list[str]:
+        """The wake word and its written variants, deduplicated, in order."""
+        return list(dict.fromkeys([self.wake_word, *self.wake_word_variants]))
+
+
+# --------------------------------------------------------------------------------------------------
+# loading, merging and error messages
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset: unknown preset {name!r}; allowed: {', '.join(preset_names())}")
+    return _load_yaml(path)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) is replaced."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one `key.path=value`; the value is parsed as YAML (`3`, `0.5`, `[a, b]`, `true`)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    node: Any = {}
+    try:
+        node = yaml.safe_load(value)
+    except yaml.YAMLError:
+        node = value
+    for part in reversed(parts):
+        node = {part: node}
+    return deep_merge(raw, node)
+
+
+def validate(raw: dict[str, Any]) -> WakelineConfig:
+    try:
+        return WakelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e)) from None
+
+
+def load_config(preset: str, config_file: Path | None = None, overrides: list[str] = (),
+                wake_word: str | None = None) -> WakelineConfig:
+    raw = load_preset(preset)
+    if config_file is not None:
+        raw = deep_merge(raw, _load_yaml(Path(config_file)))
+    for assignment in overrides:
+        raw = apply_override(raw, assignment)
+    if wake_word:
+        raw = deep_merge(raw, {"wake_word": wake_word})
+    return validate(raw)
+
+
+def resolve_pipeline_config(config_json: str, preset: str, wake_word: str) -> WakelineConfig:
+    """What the pipeline's first task does with the run form: the preset, the (possibly partial) JSON
+    config on top, then the wake word if one was typed in."""
+    overlay: dict[str, Any] = {}
+    if config_json.strip():
+        try:
+            overlay = json.loads(config_json)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config_json: not valid JSON ({e})") from None
+        if not isinstance(overlay, dict):
+            raise ConfigError("config_json: must be a JSON object")
+    raw = deep_merge(load_preset(preset), overlay)
+    if wake_word.strip():
+        raw = deep_merge(raw, {"wake_word": wake_word.strip()})
+    return validate(raw)
+
+
+def parse_config(config_json: str) -> WakelineConfig:
+    """A stage's view: the fully resolved config the first task produced."""
+    try:
+        return validate(json.loads(config_json))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config_json: not valid JSON ({e})") from None
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = [f"{len(exc.errors())} config error(s):"]
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        path = ".".join(str(p) for p in loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(WakelineConfig, loc[:-1])
+            lines.append(f"  {path}: unknown key; allowed here: {', '.join(allowed) or '(none)'}")
+            continue
+        expected = _annotation_at(WakelineConfig, loc)
+        got = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        detail = f" (expected {expected})" if expected and err["type"] != "value_error" else ""
+        got_txt = "" if err["type"] in ("missing", "value_error") else f"; got {got!r}"
+        lines.append(f"  {path}: {msg}{detail}{got_txt}")
+    return "\n".join(lines)
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _step(typing.get_args(annotation)[0], part)
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(annotation):
+            if a is not type(None):
+                return _step(a, part)
+    if isinstance(part, int) and origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return args[0] if args else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
+        f = annotation.model_fields.get(part)
+        return f.annotation if f else None
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    ann: Any = model
+    for part in loc:
+        ann = _step(ann, part)
+    while typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return list(ann.model_fields)
+    return []
+
+
+def _annotation_at(model: type[BaseModel], loc: list[Any]) -> str:
+    ann: Any = model
+    for part in loc:
+        ann = _step(ann, part)
+        if ann is None:
+            return ""
+    while typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    if isinstance(ann, type) and issubclass(ann, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in ann)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return "a mapping with keys " + ", ".join(ann.model_fields)
+    return getattr(ann, "__name__", None) if isinstance(ann, type) else str(ann).replace("typing.", "")

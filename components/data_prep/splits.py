@@ -1,0 +1,62 @@
+"""Deterministic train/validation/test assignment that never lets a voice or speaker cross splits."""
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping, Sequence
+
+from components.common.artifacts import Split
+from components.common.config import Splits
+
+
+def _fractions(cfg: Splits) -> dict[Split, float]:
+    return {Split.TRAIN: 1 - cfg.validation_fraction - cfg.test_fraction,
+            Split.VALIDATION: cfg.validation_fraction, Split.TEST: cfg.test_fraction}
+
+
+def _tiebreak(name: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
+def assign_groups(positives: Mapping[str, int], totals: Mapping[str, int], cfg: Splits,
+                  seed: int) -> dict[str, Split]:
+    """Assign whole groups (voices, speakers) to splits.
+
+    Groups with positives are balanced on their positive count (so every split gets wake-word clips),
+    the rest on their total clip count. Largest first, each into the split furthest below its target
+    share; ties broken by a seeded hash, so the result depends only on the inputs and the seed.
+    """
+    frac = _fractions(cfg)
+    out: dict[str, Split] = {}
+    with_pos = [g for g in totals if positives.get(g, 0) > 0]
+    without = [g for g in totals if positives.get(g, 0) == 0]
+    for groups, weight in ((with_pos, positives), (without, totals)):
+        total = sum(weight[g] for g in groups)
+        order = sorted(groups, key=lambda g: (-weight[g], _tiebreak(g, seed)))
+        filled = {s: 0.0 for s in frac}
+        if len(order) >= 3:
+            # Validation and test each first get the group closest to their target share (never the
+            # largest group), so they are never empty while train takes the big ones.
+            for split in (Split.VALIDATION, Split.TEST):
+                g = min(order[1:], key=lambda g: (abs(weight[g] - frac[split] * total), _tiebreak(g, seed)))
+                out[g] = split
+                filled[split] += weight[g]
+                order.remove(g)
+        for g in order:
+            split = max(frac, key=lambda s: frac[s] * total - filled[s])
+            out[g] = split
+            filled[split] += weight[g]
+    return out
+
+
+def assign_files(names: Sequence[str], cfg: Splits, seed: int) -> dict[str, Split]:
+    """Split independent files (ambient recordings, RIRs); validation and test each get at least one
+    file when there are three or more."""
+    frac = _fractions(cfg)
+    order = sorted(names, key=lambda n: _tiebreak(n, seed))
+    n = len(order)
+    n_val = max(1 if n >= 3 else 0, round(n * frac[Split.VALIDATION]))
+    n_test = max(1 if n >= 3 else 0, round(n * frac[Split.TEST]))
+    out = {}
+    for i, name in enumerate(order):
+        out[name] = Split.VALIDATION if i < n_val else Split.TEST if i < n_val + n_test else Split.TRAIN
+    return out

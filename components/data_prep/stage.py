@@ -1,0 +1,194 @@
+"""data_prep stage entry: config in, a `Dataset` directory and its metadata out."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from components.common.artifacts import (SAMPLE_RATE_HZ, DatasetLayout, Label, Lineage, ManifestRecord,
+                                         QuarantineReason, QuarantineRecord, Split, code_version, sha256_file,
+                                         write_jsonl)
+from components.common.audio import write_wav
+from components.common.config import AmbientKind, WakelineConfig
+from components.common.progress import progress
+from components.common.storage import materialize
+from components.data_prep import ambient, ingest, rirs, splits, synth
+
+
+class DataPrepError(RuntimeError):
+    """The stage cannot produce a usable dataset; the message says why and what to change."""
+
+
+def _ingest_user(uris: list[str], label: Label, config: WakelineConfig, cache: Path,
+                 quarantine: list[QuarantineRecord], inputs: dict[str, str]) -> tuple[list[ingest.Clip], int]:
+    q = config.data_prep.quality
+    background = label is Label.BACKGROUND
+    clips, n_files = [], 0
+    for uri in uris:
+        files = materialize(uri, cache)
+        n_files += len(files)
+        listing = hashlib.sha256()
+        for src in progress(files, desc=f"ingest {label.value}", unit="file"):
+            listing.update(f"{src.relative}\0{sha256_file(src.local_path)}\n".encode())
+            try:
+                samples = ingest.load_source_file(
+                    src, q, trim=not background,
+                    min_duration_s=q.min_background_duration_s if background else q.min_clip_duration_s)
+            except ingest.Quarantined as e:
+                quarantine.append(QuarantineRecord(src.origin, e.reason, e.detail, kind=label.value))
+                continue
+            clips.append(ingest.Clip(samples, label, ingest.user_voice(src), "user", src.origin))
+        inputs[uri] = listing.hexdigest()
+    return clips, n_files
+
+
+def _dedupe(clips: list[ingest.Clip], quarantine: list[QuarantineRecord]) -> list[ingest.Clip]:
+    seen: dict[str, ingest.Clip] = {}
+    for c in clips:
+        first = seen.setdefault(c.sha256, c)
+        if first is not c:
+            quarantine.append(QuarantineRecord(c.origin, QuarantineReason.DUPLICATE,
+                                               f"same audio as {first.origin}", kind=c.label.value))
+    return list(seen.values())
+
+
+def _check_positives(clips: list[ingest.Clip], n_user_files: int, quarantine: list[QuarantineRecord],
+                     config: WakelineConfig) -> None:
+    minimum = config.data_prep.min_usable_positives
+    by_source = Counter(c.source for c in clips if c.label is Label.POSITIVE)
+    usable = sum(by_source.values())
+    if usable >= minimum:
+        return
+    reasons = Counter(r.reason.value for r in quarantine if r.kind == Label.POSITIVE.value)
+    why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "none rejected"
+    raise DataPrepError(
+        f"data_prep.min_usable_positives: only {usable} usable positive clips (minimum {minimum}). "
+        f"User recordings: {by_source.get('user', 0)} usable of {n_user_files} files "
+        f"(rejected positives: {why}); synthetic: piper {by_source.get('piper', 0)}, "
+        f"espeak {by_source.get('espeak', 0)}. Add recordings to data_prep.sources.positives, raise "
+        f"data_prep.positives.piper_clips / espeak_clips, or lower data_prep.min_usable_positives. "
+        f"Details per file are in the quarantine report.")
+
+
+def _ambient_clips(config: WakelineConfig, speech_by_split: dict[Split, list], names_to_split: dict[str, Split]):
+    cfg = config.data_prep.ambient
+    kinds = list(cfg.kinds)
+    for i, name in enumerate(sorted(names_to_split)):
+        split = names_to_split[name]
+        primary = kinds[i % len(kinds)]
+        speech = speech_by_split.get(split, [])
+        if primary is AmbientKind.BABBLE and not speech:
+            primary = next((k for k in kinds if k is not AmbientKind.BABBLE), AmbientKind.NOISE)
+        samples = ambient.ambient_file(cfg.file_duration_s, primary, cfg, speech, seed=config.seed * 1_000_003 + i)
+        yield name, split, primary, samples
+
+
+def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    """Build the dataset in `output_dir`; return the metadata (also written to summary.json)."""
+    t0 = time.monotonic()
+    dp = config.data_prep
+    layout = DatasetLayout(Path(output_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    workers = dp.workers or os.cpu_count() or 1
+    quarantine: list[QuarantineRecord] = []
+    inputs: dict[str, str] = {}
+
+    with tempfile.TemporaryDirectory(prefix="wakeline-s3-") as cache:
+        user, n_pos_files = _ingest_user(dp.sources.positives, Label.POSITIVE, config, Path(cache), quarantine, inputs)
+        negs, _ = _ingest_user(dp.sources.negatives, Label.NEGATIVE, config, Path(cache), quarantine, inputs)
+        user_bg, _ = _ingest_user(dp.sources.background, Label.BACKGROUND, config, Path(cache), quarantine, inputs)
+
+    texts = synth.label_texts(config)
+    jobs = synth.plan(config, texts)
+    synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet)
+    quarantine += rejected
+    clips = _dedupe(user + negs + synthetic, quarantine)
+    _check_positives(clips, n_pos_files, quarantine, config)
+
+    positives = Counter(c.voice for c in clips if c.label is Label.POSITIVE)
+    totals = Counter(c.voice for c in clips)
+    voice_split = splits.assign_groups(positives, totals, dp.splits, config.seed)
+
+    records: list[ManifestRecord] = []
+    speech_by_split: dict[Split, list] = defaultdict(list)
+    for c in progress(clips, desc="write clips", unit="clip", disable=not show_progress):
+        split = voice_split[c.voice]
+        path = layout.clip_path(c.label, c.sha256)
+        write_wav(path, c.samples)
+        records.append(ManifestRecord(layout.relative(path), c.label, split, c.voice, c.source,
+                                      round(c.duration_s, 4), c.sha256, c.text, c.origin))
+        if c.label is Label.NEGATIVE:
+            speech_by_split[split].append(c.samples)
+
+    # Long-form background: user recordings and synthetic streams, both split by file.
+    bg_split = splits.assign_files([c.origin for c in user_bg], dp.splits, config.seed)
+    for c in user_bg:
+        path = layout.clip_path(Label.BACKGROUND, c.sha256)
+        write_wav(path, c.samples)
+        records.append(ManifestRecord(layout.relative(path), Label.BACKGROUND, bg_split[c.origin], c.voice,
+                                      "user", round(c.duration_s, 4), c.sha256, None, c.origin))
+    n_ambient = int(dp.ambient.synthetic_duration_s // dp.ambient.file_duration_s)
+    ambient_split = splits.assign_files([f"ambient-{i:04d}" for i in range(n_ambient)], dp.splits, config.seed)
+    for name, split, kind, samples in progress(_ambient_clips(config, speech_by_split, ambient_split),
+                                               total=n_ambient, desc="ambient", unit="file",
+                                               disable=not show_progress):
+        records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"synthetic:{kind.value}",
+                                    "synthetic_ambient", f"{name}:{kind.value}"))
+
+    rir_split = splits.assign_files([f"rir-{i:04d}" for i in range(dp.rirs.count)], dp.splits, config.seed)
+    for name in progress(sorted(rir_split), desc="room impulse responses", unit="rir", disable=not show_progress):
+        rir, info = rirs.room_impulse_response(dp.rirs, seed=config.seed * 7_919 + int(name[4:]))
+        records.append(_write_extra(layout, Label.RIR, rir_split[name], rir, "room", "pyroomacoustics",
+                                    f"{name}:{json.dumps(info, sort_keys=True)}"))
+
+    records.sort(key=lambda r: (r.label.value, r.split.value, r.path))
+    quarantine.sort(key=lambda r: (r.kind, r.origin))
+    manifest_sha = write_jsonl(layout.manifest, records)
+    quarantine_sha = write_jsonl(layout.quarantine, quarantine)
+    metadata = summarize(records, quarantine, config, manifest_sha, quarantine_sha, inputs, time.monotonic() - t0)
+    layout.summary.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
+
+
+def _write_extra(layout: DatasetLayout, label: Label, split: Split, samples, voice: str, source: str,
+                 origin: str) -> ManifestRecord:
+    sha = hashlib.sha256(samples.tobytes()).hexdigest()
+    path = layout.clip_path(label, sha)
+    write_wav(path, samples)
+    return ManifestRecord(layout.relative(path), label, split, voice, source,
+                          round(len(samples) / SAMPLE_RATE_HZ, 4), sha, None, origin)
+
+
+def _quiet(it, **_):
+    return it
+
+
+def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord], config: WakelineConfig,
+              manifest_sha: str, quarantine_sha: str, inputs: dict[str, str], wall_s: float) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
+    hours: dict[str, dict[str, float]] = defaultdict(lambda: {s.value: 0.0 for s in Split})
+    voices: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        counts[r.label.value][r.split.value] += 1
+        hours[r.label.value][r.split.value] += r.duration_s / 3600
+        if r.label in (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE):
+            voices[r.split.value].add(r.voice)
+    lineage = Lineage(config.sha256(), code_version(), inputs,
+                      {"manifest.jsonl": manifest_sha, "quarantine.jsonl": quarantine_sha})
+    return {
+        "wake_word": config.wake_word,
+        "clips": len(records),
+        "counts": dict(counts),
+        "hours": {k: {s: round(v, 5) for s, v in d.items()} for k, d in hours.items()},
+        "voices_per_split": {s: len(v) for s, v in sorted(voices.items())},
+        "quarantined": len(quarantine),
+        "quarantine_by_reason": dict(Counter(r.reason.value for r in quarantine).most_common()),
+        "manifest_sha256": manifest_sha,
+        "wall_s": round(wall_s, 2),
+        **lineage.as_metadata(),
+    }

@@ -1,0 +1,54 @@
+"""The one-screen summary printed at the end of a local run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.common.artifacts import Label, Split
+from pipeline.local import LocalRun
+
+
+def _rel(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def format_summary(run: LocalRun) -> str:
+    md = run.dataset_metadata
+    counts, hours = md.get("counts", {}), md.get("hours", {})
+    splits = [s.value for s in Split]
+    lines = [
+        f"wakeline run {run.run_id}  (preset {run.preset}, wake word {md.get('wake_word')!r}, "
+        f"{_duration(run.wall_s)})",
+        "",
+        f"Dataset   {_rel(run.run_dir / 'outputs' / 'dataset')}",
+        f"          -> {_rel(run.dataset_path)}",
+        "",
+        f"  {'label':<22}" + "".join(f"{s:>12}" for s in splits) + f"{'hours':>10}",
+    ]
+    for label in Label:
+        if label.value not in counts:
+            continue
+        row = counts[label.value]
+        total_h = sum(hours.get(label.value, {}).values())
+        lines.append(f"  {label.value:<22}" + "".join(f"{int(row.get(s, 0)):>12}" for s in splits)
+                     + f"{total_h:>10.3f}")
+    vps = md.get("voices_per_split", {})
+    lines.append("  voices/speakers       " + "".join(f"{int(vps.get(s, 0)):>12}" for s in splits))
+    reasons = md.get("quarantine_by_reason", {})
+    detail = ", ".join(f"{int(n)} {r}" for r, n in reasons.items())
+    lines += [
+        "",
+        f"Quarantined {int(md.get('quarantined', 0))} input(s){': ' + detail if detail else ''}"
+        f"  -> {_rel(run.dataset_path / 'quarantine.jsonl')}",
+        f"Manifest    {_rel(run.dataset_path / 'manifest.jsonl')}  sha256 {str(md.get('manifest_sha256'))[:16]}…",
+        f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}",
+    ]
+    return "\n".join(lines)
