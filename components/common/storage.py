@@ -69,6 +69,7 @@ def materialize(uri: str, cache_dir: Path, client=None) -> list[SourceFile]:
 
 
 def _materialize_s3(uri: str, cache_dir: Path, client) -> list[SourceFile]:
+    import urllib3
     from minio.error import S3Error
 
     bucket, prefix = split_s3(uri)
@@ -88,4 +89,6 @@ def _materialize_s3(uri: str, cache_dir: Path, client) -> list[SourceFile]:
             out.append(SourceFile(f"s3://{bucket}/{obj.object_name}", local, rel))
     except S3Error as e:
         raise StorageError(f"{uri}: {e.code}: {e.message}") from None
+    except urllib3.exceptions.HTTPError as e:  # endpoint unreachable, connection reset, ...
+        raise StorageError(f"{uri}: cannot reach the S3 endpoint: {e}") from None
     return out

@@ -137,13 +137,13 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     for name, split, kind, samples in progress(_ambient_clips(config, speech_by_split, ambient_split),
                                                total=n_ambient, desc="ambient", unit="file",
                                                disable=not show_progress):
-        records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"synthetic:{kind.value}",
+        records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"synthetic:{name}",
                                     "synthetic_ambient", f"{name}:{kind.value}"))
 
     rir_split = splits.assign_files([f"rir-{i:04d}" for i in range(dp.rirs.count)], dp.splits, config.seed)
     for name in progress(sorted(rir_split), desc="room impulse responses", unit="rir", disable=not show_progress):
         rir, info = rirs.room_impulse_response(dp.rirs, seed=config.seed * 7_919 + int(name[4:]))
-        records.append(_write_extra(layout, Label.RIR, rir_split[name], rir, "room", "pyroomacoustics",
+        records.append(_write_extra(layout, Label.RIR, rir_split[name], rir, f"room:{name}", "pyroomacoustics",
                                     f"{name}:{json.dumps(info, sort_keys=True)}"))
 
     records.sort(key=lambda r: (r.label.value, r.split.value, r.path))

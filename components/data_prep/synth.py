@@ -82,7 +82,7 @@ def run_jobs(jobs: list[Job], config: WakelineConfig, workers: int,
     dp = config.data_prep
     espeak_jobs = [j for j in jobs if j.engine == "espeak"]
     piper_jobs = [j for j in jobs if j.engine == "piper"]
-    # espeak first: its worker processes are forked, and that is safest before onnxruntime starts threads.
+    # Both engines keep their job order, so the clip list is reproducible whatever the worker count.
     results = []
     e_iter = espeak.synthesize_many(
         (espeak.EspeakJob(j.text, j.voice.removeprefix("espeak:"), **{k: int(v) for k, v in j.params})

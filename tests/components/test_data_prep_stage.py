@@ -1,0 +1,117 @@
+"""The data_prep stage entry on tiny real inputs: quarantine, splits, determinism, failure messages."""
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from components.common.artifacts import DatasetLayout, Label, Split, sha256_file
+from components.common.config import load_config
+from components.data_prep.stage import DataPrepError, run
+from tests.factories import broken_files, speechlike, write
+
+TINY = ["data_prep.positives.piper_clips=2", "data_prep.positives.espeak_clips=12",
+        "data_prep.adversarial.piper_clips=1", "data_prep.adversarial.espeak_clips=4",
+        "data_prep.speech.piper_clips=1", "data_prep.speech.espeak_clips=8",
+        "data_prep.ambient.synthetic_duration_s=30", "data_prep.ambient.file_duration_s=10",
+        "data_prep.rirs.count=3", "data_prep.min_usable_positives=5"]
+
+
+@pytest.fixture(scope="module")
+def user_audio(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user")
+    pos = root / "positives"
+    for spk, seed in (("alice", 10), ("bob", 20), ("carol", 30)):
+        for i in range(3):
+            write(pos / spk / f"{i}.wav", speechlike(1.0, seed=seed + i, lead_silence_s=0.5), subtype="PCM_16")
+    write(pos / "loose.flac", speechlike(1.2, sr=44_100, seed=40), sr=44_100)
+    # The same recording twice, under another name: kept once, the copy quarantined as a duplicate.
+    (pos / "alice" / "copy_of_0.wav").write_bytes((pos / "alice" / "0.wav").read_bytes())
+    broken = broken_files(pos / "broken")
+    bg = root / "background"
+    write(bg / "kitchen.wav", speechlike(8.0, seed=50, level=0.05), subtype="PCM_16")
+    return root, broken
+
+
+@pytest.fixture(scope="module")
+def dataset(user_audio, tmp_path_factory):
+    root, _ = user_audio
+    cfg = load_config("smoke", overrides=TINY + [f"data_prep.sources.positives=[{root / 'positives'}]",
+                                                 f"data_prep.sources.background=[{root / 'background'}]"])
+    out = tmp_path_factory.mktemp("dataset")
+    metadata = run(out, cfg, show_progress=False)
+    return cfg, DatasetLayout(out), metadata
+
+
+def test_broken_user_files_are_quarantined_with_reasons(dataset, user_audio):
+    _, layout, md = dataset
+    _, broken = user_audio
+    rows = [json.loads(line) for line in layout.quarantine.read_text().splitlines()]
+    by_name = {r["origin"].rsplit("/", 1)[-1]: r for r in rows}
+    for name, (_, reason) in broken.items():
+        assert by_name[name]["reason"] == reason, name
+        assert by_name[name]["kind"] == "positive"
+    assert by_name["copy_of_0.wav"]["reason"] == "duplicate"
+    assert md["quarantined"] == len(rows)
+    assert md["quarantine_by_reason"]["duplicate"] >= 1
+    manifest_origins = {r.origin for r in layout.read_manifest()}
+    assert not any("/broken/" in (o or "") for o in manifest_origins)
+
+
+def test_user_clips_are_resampled_trimmed_and_speaker_disjoint(dataset):
+    _, layout, _ = dataset
+    records = layout.read_manifest()
+    user = [r for r in records if r.source == "user" and r.label is Label.POSITIVE]
+    assert len(user) == 10  # 9 speaker files + loose.flac; the copy is a duplicate
+    for r in user:
+        data, sr = sf.read(str(layout.root / r.path), dtype="int16")
+        assert sr == 16_000 and data.ndim == 1
+        assert r.duration_s < 1.5 and r.sha256 == __import__("hashlib").sha256(data.tobytes()).hexdigest()
+    speakers = defaultdict(set)
+    for r in records:
+        speakers[r.voice].add(r.split)
+    assert all(len(s) == 1 for s in speakers.values()), "a voice or speaker crosses splits"
+
+
+def test_every_split_has_positives_and_ambient(dataset):
+    _, layout, md = dataset
+    for split in Split:
+        assert md["counts"]["positive"][split.value] > 0
+        assert md["counts"]["background"][split.value] > 0
+    assert md["counts"]["rir"]["train"] >= 1
+    bg_user = [r for r in layout.read_manifest() if r.label is Label.BACKGROUND and r.source == "user"]
+    assert len(bg_user) == 1 and bg_user[0].duration_s == pytest.approx(8.0, abs=0.01)  # never trimmed
+
+
+def test_metadata_matches_files(dataset):
+    cfg, layout, md = dataset
+    records = layout.read_manifest()
+    assert md["clips"] == len(records)
+    assert md["manifest_sha256"] == sha256_file(layout.manifest) == md["file_sha256"]["manifest.jsonl"]
+    assert md["config_sha256"] == cfg.sha256()
+    total_h = sum(sum(v.values()) for v in md["hours"].values())
+    assert total_h == pytest.approx(sum(r.duration_s for r in records) / 3600, rel=1e-3)
+    assert json.loads(layout.summary.read_text()) == md
+    for r in records:
+        assert (layout.root / r.path).is_file()
+    assert any(k.endswith("positives") for k in md["input_sha256"])
+
+
+def test_rerun_is_identical(dataset, user_audio, tmp_path):
+    cfg, layout, md = dataset
+    md2 = run(tmp_path, cfg, show_progress=False)
+    assert md2["manifest_sha256"] == md["manifest_sha256"]
+
+
+def test_too_few_positives_fails_with_explanation(user_audio, tmp_path):
+    root, _ = user_audio
+    cfg = load_config("smoke", overrides=TINY + [
+        "data_prep.positives.piper_clips=0", "data_prep.positives.espeak_clips=0",
+        "data_prep.min_usable_positives=50", f"data_prep.sources.positives=[{root / 'positives' / 'broken'}]"])
+    with pytest.raises(DataPrepError) as e:
+        run(tmp_path, cfg, show_progress=False)
+    msg = str(e.value)
+    assert "only 0 usable positive clips (minimum 50)" in msg
+    assert "0 usable of 9 files" in msg and "truncated" in msg and "silent" in msg
+    assert "data_prep.min_usable_positives" in msg

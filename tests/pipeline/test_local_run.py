@@ -1,0 +1,56 @@
+"""End to end: the smoke preset through kfp.local's SubprocessRunner, as `make run` does."""
+import json
+
+import pytest
+
+from components.common.artifacts import DatasetLayout, Split
+from components.common.config import load_config
+from pipeline.local import run_local
+from pipeline.summary import format_summary
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return run_local(load_config("smoke"), "smoke", runs, run_id="smoke-test")
+
+
+def test_pipeline_produces_a_dataset(smoke_run):
+    layout = DatasetLayout(smoke_run.dataset_path)
+    records = layout.read_manifest()
+    md = smoke_run.dataset_metadata
+    assert int(md["clips"]) == len(records) > 50
+    assert md["manifest_sha256"] and md["wake_word"] == "hey jarvis"
+    assert {r.split for r in records} == set(Split)
+    link = smoke_run.run_dir / "outputs" / "dataset"
+    assert link.resolve() == smoke_run.dataset_path.resolve()
+    summary = json.loads((smoke_run.run_dir / "summary.json").read_text())
+    assert summary["dataset"]["path"] == str(smoke_run.dataset_path)
+    assert (smoke_run.run_dir / "config.yaml").is_file()
+
+
+def test_summary_names_the_dataset_and_counts(smoke_run):
+    text = format_summary(smoke_run)
+    assert "outputs/dataset" in text and "positive" in text and "Quarantined" in text
+    assert len(text.splitlines()) < 30  # one screen
+
+
+def test_run_dir_is_not_overwritten(smoke_run):
+    with pytest.raises(FileExistsError):
+        run_local(load_config("smoke"), "smoke", smoke_run.run_dir.parent, run_id="smoke-test")
+
+
+def test_bad_run_form_fails_before_any_stage(tmp_path, capfd):
+    """On a cluster the run form is validated by the first task; no stage starts on a bad config."""
+    from kfp import local
+
+    from components.common.images import Images
+    from pipeline.dag import create_pipeline
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True)
+    with pytest.raises(RuntimeError):
+        create_pipeline(Images.for_version("test"))(preset="smoke", wake_word="",
+                                                     config_json='{"data_prep": {"positivs": {}}}')
+    out = capfd.readouterr()
+    assert "data_prep.positivs: unknown key" in out.out + out.err
+    assert not list(tmp_path.rglob("data-prep"))

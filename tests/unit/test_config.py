@@ -1,0 +1,103 @@
+import json
+
+import pytest
+
+from components.common.config import (ConfigError, WakelineConfig, apply_override, load_config, preset_names,
+                                      resolve_pipeline_config, validate)
+from pipeline.cli import main
+
+
+def test_every_preset_validates():
+    assert {"smoke", "default", "production"} <= set(preset_names())
+    for name in preset_names():
+        assert isinstance(load_config(name), WakelineConfig)
+
+
+def test_unknown_key_is_named_with_allowed_keys():
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides=["data_prep.ambient.lenght_s=3"])
+    msg = str(e.value)
+    assert "data_prep.ambient.lenght_s: unknown key" in msg
+    assert "file_duration_s" in msg and "synthetic_duration_s" in msg
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides=["data_prep.positives.piper_clips=many"])
+    msg = str(e.value)
+    assert "data_prep.positives.piper_clips" in msg and "integer" in msg and "'many'" in msg
+
+
+def test_enum_error_lists_allowed_values():
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides=["data_prep.ambient.kinds=[noise, rain]"])
+    msg = str(e.value)
+    assert "data_prep.ambient.kinds.1" in msg and "'babble'" in msg and "'rain'" in msg
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides=["seed=-1", "wake_word=", "data_prep.rirs.rt60_s_range=[0.9, 0.1]"])
+    msg = str(e.value)
+    assert msg.startswith("3 config error(s)")
+    for key in ("seed", "wake_word", "data_prep.rirs.rt60_s_range"):
+        assert f"  {key}:" in msg
+
+
+def test_missing_espeak_voice_is_rejected_with_alternatives():
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides=["data_prep.tts.espeak.variants=[m1, nosuchvoice]"])
+    assert "data_prep.tts.espeak.variants" in str(e.value) and "nosuchvoice" in str(e.value)
+
+
+def test_overrides_parse_yaml_values():
+    raw = apply_override({"a": {"b": 1}}, "a.c=[1, 2]")
+    assert raw == {"a": {"b": 1, "c": [1, 2]}}
+    cfg = load_config("smoke", overrides=["target_false_accepts_per_hour=0.25"], wake_word="okay nabu")
+    assert cfg.target_false_accepts_per_hour == 0.25 and cfg.wake_word == "okay nabu"
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_override({}, "no_equals_sign")
+
+
+def test_config_file_merges_over_preset(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("wake_word: hey computer\ndata_prep:\n  rirs: {count: 2}\n")
+    cfg = load_config("smoke", config_file=f)
+    assert cfg.wake_word == "hey computer" and cfg.data_prep.rirs.count == 2
+    assert cfg.data_prep.positives == load_config("smoke").data_prep.positives  # untouched keys stay
+
+
+def test_pipeline_form_partial_json_and_wake_word():
+    cfg = resolve_pipeline_config(json.dumps({"data_prep": {"rirs": {"count": 3}}}), "smoke", " hey mycroft ")
+    assert cfg.data_prep.rirs.count == 3 and cfg.wake_word == "hey mycroft"
+    full = load_config("default")
+    assert resolve_pipeline_config(full.to_json(), "smoke", "") == full  # a full config wins over the preset
+    with pytest.raises(ConfigError, match="config_json: not valid JSON"):
+        resolve_pipeline_config("{oops", "smoke", "")
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a, b = load_config("smoke"), load_config("smoke")
+    assert a.sha256() == b.sha256()
+    assert a.sha256() != load_config("smoke", overrides=["seed=1"]).sha256()
+
+
+def test_frozen():
+    cfg = validate({"wake_word": "hey jarvis"})
+    with pytest.raises(Exception):
+        cfg.seed = 3
+
+
+def test_cli_config_error_exit_code(capsys):
+    assert main(["config", "--preset", "smoke", "--set", "data_prep.bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "data_prep.bogus: unknown key" in err
+
+
+def test_cli_config_prints_resolved_yaml(capsys):
+    assert main(["config", "--preset", "smoke", "--wake-word", "hey nabu"]) == 0
+    out = capsys.readouterr().out
+    assert "wake_word: hey nabu" in out and "min_usable_positives:" in out

@@ -1,0 +1,49 @@
+from collections import Counter, defaultdict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.common.artifacts import Split
+from components.common.config import Splits
+from components.data_prep.splits import assign_files, assign_groups
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.integers(1, 300), min_size=3, max_size=60),
+       st.integers(0, 10_000))
+def test_groups_cover_all_splits_and_are_deterministic(sizes, seed):
+    a = assign_groups(sizes, sizes, Splits(), seed)
+    assert a == assign_groups(dict(reversed(list(sizes.items()))), sizes, Splits(), seed)  # order-independent
+    assert set(a) == set(sizes)
+    assert set(a.values()) == set(Split)
+
+
+def test_shares_are_close_to_targets_with_many_voices():
+    sizes = {"piper": 300, **{f"espeak:{i}": 10 for i in range(200)}}
+    a = assign_groups(sizes, sizes, Splits(validation_fraction=0.1, test_fraction=0.1), 0)
+    share = Counter()
+    for g, s in a.items():
+        share[s] += sizes[g]
+    total = sum(sizes.values())
+    assert a["piper"] is Split.TRAIN
+    assert abs(share[Split.VALIDATION] / total - 0.1) < 0.02
+    assert abs(share[Split.TEST] / total - 0.1) < 0.02
+
+
+def test_groups_without_positives_are_split_too():
+    pos = {"a": 5, "b": 5, "c": 5}
+    totals = {**pos, "spk1": 3, "spk2": 3, "spk3": 3}
+    a = assign_groups(pos, totals, Splits(), 1)
+    assert {a["spk1"], a["spk2"], a["spk3"]} == set(Split)
+
+
+def test_files_split_with_at_least_one_each():
+    a = assign_files([f"f{i}" for i in range(3)], Splits(), 0)
+    assert sorted(s.value for s in a.values()) == ["test", "train", "validation"]
+    b = assign_files([f"f{i}" for i in range(20)], Splits(), 0)
+    per = defaultdict(int)
+    for s in b.values():
+        per[s] += 1
+    assert per[Split.VALIDATION] == 2 and per[Split.TEST] == 2
+    assert assign_files([f"f{i}" for i in range(20)], Splits(), 0) == b
+    assert assign_files([f"f{i}" for i in range(20)], Splits(), 1) != b
