@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,16 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=S3_STOP_TIMEOUT_S)
 
 
+def _remove_stale_sockets(ports: list[int]) -> None:
+    """weed leaves `seaweedfs-<service>-[grpc-]<port>.sock` files in the temp dir; drop ours once it exited."""
+    dirs = {Path(tempfile.gettempdir()), Path(os.environ.get("TMPDIR") or "/tmp")}
+    for d in dirs:
+        for port in ports:
+            for sock in d.glob(f"seaweedfs-*-{port}.sock"):
+                if sock.is_socket():
+                    sock.unlink(missing_ok=True)
+
+
 def _wait_ready(server: S3Server, proc: subprocess.Popen, log: Path, timeout_s: float) -> float:
     """Poll `list_buckets` until the server answers; return the seconds it took."""
     t0 = time.monotonic()
@@ -153,6 +164,7 @@ def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory):
     last_failure: Exception | None = None
     for attempt in range(3):  # a chosen port can be taken by someone else before weed binds it
         master, volume, filer, s3, admin = _free_ports(5, rng)
+        ports = [p + offset for p in (master, volume, filer, s3, admin) for offset in (0, GRPC_OFFSET)]
         data = root / f"data-{attempt}"
         data.mkdir()
         log = root / f"weed-{attempt}.log"
@@ -176,15 +188,18 @@ def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory):
             startup_s = _wait_ready(server, proc, log, S3_STARTUP_TIMEOUT_S)
         except RuntimeError as e:  # exited early (e.g. a port was taken): try other ports
             _stop(proc)
+            _remove_stale_sockets(ports)
             last_failure = e
             continue
         except BaseException:
             _stop(proc)
+            _remove_stale_sockets(ports)
             raise
         print(f"\nseaweedfs: S3 ready at {server.endpoint_url} in {startup_s:.1f} s (log {log})")
         try:
             yield server
         finally:
             _stop(proc)
+            _remove_stale_sockets(ports)
         return
     pytest.fail(f"could not start SeaweedFS after 3 attempts: {last_failure}")

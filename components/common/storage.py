@@ -49,7 +49,13 @@ def s3_client(env: Mapping[str, str] | None = None):
     env = os.environ if env is None else env
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
     parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-    return Minio(parsed.netloc, access_key=env.get("AWS_ACCESS_KEY_ID"),
+    import urllib3
+
+    # Bounded: a dead endpoint fails in seconds, not after minio's default 300 s x 5 retries.
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=120),
+                               retries=urllib3.Retry(total=3, backoff_factor=0.5,
+                                                     status_forcelist=(500, 502, 503, 504)))
+    return Minio(parsed.netloc, access_key=env.get("AWS_ACCESS_KEY_ID"), http_client=http,
                  secret_key=env.get("AWS_SECRET_ACCESS_KEY"), session_token=env.get("AWS_SESSION_TOKEN"),
                  secure=parsed.scheme == "https",
                  region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None)
@@ -81,9 +87,11 @@ def _materialize_s3(uri: str, cache_dir: Path, client) -> list[SourceFile]:
                           if not o.is_dir), key=lambda o: o.object_name)
         for obj in objects:
             rel = PurePosixPath(obj.object_name[len(prefix):])
+            local = (cache_dir / bucket / obj.object_name).resolve()
+            if ".." in rel.parts or not local.is_relative_to(cache_dir.resolve()):
+                raise StorageError(f"{uri}: refusing object key {obj.object_name!r} (leaves the download folder)")
             if any(part.startswith(".") for part in rel.parts):
                 continue
-            local = cache_dir / bucket / obj.object_name
             local.parent.mkdir(parents=True, exist_ok=True)
             client.fget_object(bucket, obj.object_name, str(local))
             out.append(SourceFile(f"s3://{bucket}/{obj.object_name}", local, rel))
@@ -91,4 +99,6 @@ def _materialize_s3(uri: str, cache_dir: Path, client) -> list[SourceFile]:
         raise StorageError(f"{uri}: {e.code}: {e.message}") from None
     except urllib3.exceptions.HTTPError as e:  # endpoint unreachable, connection reset, ...
         raise StorageError(f"{uri}: cannot reach the S3 endpoint: {e}") from None
+    except ValueError as e:  # minio's own validation, e.g. an invalid bucket name
+        raise StorageError(f"{uri}: {e}") from None
     return out

@@ -241,3 +241,27 @@ def test_an_unreachable_endpoint_is_a_clear_storage_error(seaweedfs_s3, tmp_path
     with pytest.raises(StorageError, match="cannot reach the S3 endpoint") as err:
         within(CALL_TIMEOUT_S, materialize, URI, tmp_path)
     assert URI in str(err.value)
+
+
+def test_an_invalid_bucket_name_is_a_storage_error(seaweedfs_s3, tmp_path, monkeypatch):
+    s3_env(monkeypatch, seaweedfs_s3)
+    with pytest.raises(StorageError, match="s3://b/"):
+        within(CALL_TIMEOUT_S, materialize, "s3://b/x", tmp_path)
+
+
+def test_object_keys_cannot_escape_the_download_folder(seaweedfs_s3, tmp_path, monkeypatch):
+    from components.common.storage import _materialize_s3
+
+    class Obj:
+        is_dir = False
+        object_name = "users/positives/../../../../escape.wav"
+
+    class FakeListing:  # a hostile listing; SeaweedFS itself normalises such keys on upload
+        def list_objects(self, *a, **k):
+            return [Obj()]
+
+        def fget_object(self, *a, **k):
+            raise AssertionError("must not download")
+
+    with pytest.raises(StorageError, match="leaves the download folder"):
+        _materialize_s3("s3://bucket/users/positives", tmp_path / "cache", FakeListing())
