@@ -3,13 +3,14 @@
 Metrics (names are stable; other fields are context):
   synth_clips_per_s_piper             steady-state piper clips/s, voice load excluded (reported as a field)
   synth_realtime_factor_piper         audio seconds produced per wall second by piper (same clips)
-  synth_clips_per_s_espeak            espeak.synthesize_many (one fresh forked process per clip), os.cpu_count() workers
+  synth_clips_per_s_espeak            espeak.synthesize_many (every clip from pristine engine state), os.cpu_count() workers
   espeak_reproducible_overhead_ratio  the above / the same jobs through one in-process engine (fast, not reproducible)
   ingest_audio_hours_per_min          ingest.load_source_file (read, checks, resample, trim) over a mixed-format set
   ingest_vs_decode_ratio              the above / plain soundfile decoding of the same files
 
-Order matters: espeak runs first because it forks, and forking is safest before onnxruntime starts threads
-(the stage does the same). Wake-word renditions are the text for both TTS engines, so their clips/s compare.
+espeak runs first, as in the stage: its workers are started before onnxruntime (piper) starts threads.
+Wake-word renditions are the text for both TTS engines, so their clips/s compare.
+Run through `python -m benchmarks` (a real module): espeak's worker processes need an importable __main__.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import SEED, comparison, log, result, timer
+from components.common.artifacts import SAMPLE_RATE_HZ
 from components.common.config import EspeakSettings, PiperSettings, Quality
 from components.common.storage import SourceFile
 from components.data_prep import espeak, ingest, phrases, piper_tts
@@ -90,7 +92,7 @@ def _espeak_jobs() -> list[espeak.EspeakJob]:
 def bench_espeak() -> list[dict]:
     jobs = _espeak_jobs()
     workers = os.cpu_count() or 1
-    # The stage's parent process already holds an initialised engine (phonemize) when it forks; so does this.
+    # The stage's parent already holds an initialised engine (phonemize) when synthesis starts; so does this.
     with timer() as t_init:
         engine = espeak._Engine()
     ours_s, base_s = [], []
@@ -180,7 +182,7 @@ def bench_ingest() -> list[dict]:
                         out = ingest.load_source_file(f, quality, trim=True,
                                                       min_duration_s=quality.min_clip_duration_s)
                     per_format[fmt_of[str(f.local_path)]].append(tf[0])
-                    kept_s.append(len(out) / 16000)
+                    kept_s.append(len(out) / SAMPLE_RATE_HZ)
             return t[0]
 
         ingest.load_source_file(files[0], quality, trim=True, min_duration_s=0.1)  # warm-up: lazy imports
@@ -190,8 +192,8 @@ def bench_ingest() -> list[dict]:
             ingest_s.append(ingest_pass())
     t_dec, t_ing = statistics.median(decode_s), statistics.median(ingest_s)
     ours, baseline = audio_h / (t_ing / 60), audio_h / (t_dec / 60)
-    per_file_s = len(files) * INGEST_ROUNDS / len(_FORMATS)
-    by_format = {k: round((per_file_s * INGEST_FILE_S / 3600) / (sum(v) / 60), 2) for k, v in per_format.items()}
+    format_audio_h = len(files) * INGEST_ROUNDS / len(_FORMATS) * INGEST_FILE_S / 3600  # per format, all rounds
+    by_format = {k: round(format_audio_h / (sum(v) / 60), 2) for k, v in per_format.items()}
     log(f"[bench]   ingest: {ours:.1f} audio h/min (decode only {baseline:.1f})")
     return [
         result("ingest_audio_hours_per_min", ours, "audio h/min", n=len(files), audio_s=audio_h * 3600,

@@ -203,3 +203,23 @@ def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory):
             _remove_stale_sockets(ports)
         return
     pytest.fail(f"could not start SeaweedFS after 3 attempts: {last_failure}")
+
+
+def _gpu_usable() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except RuntimeError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run where a GPU is usable and are reported as skipped elsewhere (never silently passed)."""
+    gpu_items = [i for i in items if i.get_closest_marker("gpu")]
+    if gpu_items and not _gpu_usable():
+        skip = pytest.mark.skip(reason="no usable GPU (CuPy not installed or no CUDA device)")
+        for item in gpu_items:
+            item.add_marker(skip)

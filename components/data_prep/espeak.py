@@ -101,16 +101,26 @@ def phonemize(text: str, voice: str = "en-us") -> str:
     return _engine().phonemes(text, voice)
 
 
+_pristine: _Engine | None = None
+
+
 def _synthesize_in_child(job: EspeakJob) -> tuple[np.ndarray, int]:
-    """Fork, synthesise in the child from this process's never-used espeak state, and return the audio."""
+    """Fork and synthesise in the child from this worker's initialised but never-used engine.
+
+    The worker initialises espeak once and never speaks itself, so every child starts from the same
+    state; loading the phoneme data once instead of per clip makes this several times faster.
+    """
+    global _pristine
+    if _pristine is None:
+        _pristine = _Engine()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
         status = 0
         try:
-            engine = _Engine()
-            engine.lib.espeak_ng_SetRandSeed(job.seed)  # initialisation seeds from the clock otherwise
-            payload = pickle.dumps(("ok", engine.synthesize(job), engine.sample_rate))
+            os.close(r)
+            _pristine.lib.espeak_ng_SetRandSeed(job.seed)
+            payload = pickle.dumps(("ok", _pristine.synthesize(job), _pristine.sample_rate))
         except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
             payload, status = pickle.dumps(("error", f"{type(e).__name__}: {e}", 0)), 1
         with os.fdopen(w, "wb") as f:
