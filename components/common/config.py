@@ -241,6 +241,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def merge_layer(raw: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Merge one layer (user file, --set, run form) onto the config so far. A layer that names a new
+    wake word without its own variants drops the variants it inherited: they spell the old word."""
+    if "wake_word" in layer and "wake_word_variants" not in layer and layer["wake_word"] != raw.get("wake_word"):
+        layer = {**layer, "wake_word_variants": []}
+    return deep_merge(raw, layer)
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
     """Apply one `key.path=value`; the value is parsed as YAML (`3`, `0.5`, `[a, b]`, `true`)."""
     key, sep, value = assignment.partition("=")
@@ -254,7 +262,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
         node = value
     for part in reversed(parts):
         node = {part: node}
-    return deep_merge(raw, node)
+    return merge_layer(raw, node)
 
 
 def validate(raw: dict[str, Any]) -> WakelineConfig:
@@ -268,11 +276,11 @@ def load_config(preset: str, config_file: Path | None = None, overrides: list[st
                 wake_word: str | None = None) -> WakelineConfig:
     raw = load_preset(preset)
     if config_file is not None:
-        raw = deep_merge(raw, _load_yaml(Path(config_file)))
+        raw = merge_layer(raw, _load_yaml(Path(config_file)))
     for assignment in overrides:
         raw = apply_override(raw, assignment)
     if wake_word:
-        raw = deep_merge(raw, {"wake_word": wake_word})
+        raw = merge_layer(raw, {"wake_word": wake_word})
     return validate(raw)
 
 
@@ -287,9 +295,9 @@ def resolve_pipeline_config(config_json: str, preset: str, wake_word: str) -> Wa
             raise ConfigError(f"config_json: not valid JSON ({e})") from None
         if not isinstance(overlay, dict):
             raise ConfigError("config_json: must be a JSON object")
-    raw = deep_merge(load_preset(preset), overlay)
+    raw = merge_layer(load_preset(preset), overlay)
     if wake_word.strip():
-        raw = deep_merge(raw, {"wake_word": wake_word.strip()})
+        raw = merge_layer(raw, {"wake_word": wake_word.strip()})
     return validate(raw)
 
 

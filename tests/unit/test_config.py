@@ -101,3 +101,14 @@ def test_cli_config_prints_resolved_yaml(capsys):
     assert main(["config", "--preset", "smoke", "--wake-word", "hey nabu"]) == 0
     out = capsys.readouterr().out
     assert "wake_word: hey nabu" in out and "min_usable_positives:" in out
+
+
+def test_new_wake_word_drops_inherited_variants(tmp_path):
+    assert load_config("smoke").wake_word_variants == ["hey jar vis"]
+    assert load_config("smoke", wake_word="okay nabu").wake_word_variants == []
+    assert load_config("smoke", overrides=["wake_word=okay nabu"]).phrases == ["okay nabu"]
+    kept = load_config("smoke", overrides=["wake_word=okay nabu", "wake_word_variants=[okay naboo]"])
+    assert kept.phrases == ["okay nabu", "okay naboo"]
+    assert resolve_pipeline_config("", "smoke", "hey mycroft").wake_word_variants == []
+    full = load_config("smoke")
+    assert resolve_pipeline_config(full.to_json(), "default", "").wake_word_variants == ["hey jar vis"]
