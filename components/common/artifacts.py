@@ -168,14 +168,126 @@ def code_version() -> str:
         return "0+unknown"
 
 
+LABEL_CODES = {label: i for i, label in enumerate(Label)}  # stable: append new labels at the end of Label
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One split x epoch of a feature store, memory-mapped: clip i is `frames[offsets[i]:offsets[i+1]]`."""
+
+    root: Path
+    frames: "Any"  # np.memmap uint16 [total_frames, 40]
+    offsets: "Any"  # int64 [n + 1]
+    labels: "Any"  # uint8 label codes [n]
+    weights: "Any"  # float32 [n]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def clip(self, i: int):
+        return self.frames[self.offsets[i]:self.offsets[i + 1]]
+
+    def label(self, i: int) -> Label:
+        return list(Label)[int(self.labels[i])]
+
+    @property
+    def positives(self):
+        return self.labels == LABEL_CODES[Label.POSITIVE]
+
+    def clip_info(self) -> list[dict[str, Any]]:
+        with open(self.root / FeatureStoreLayout.CLIPS, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+@dataclass(frozen=True)
+class FeatureStoreLayout:
+    """A `FeatureStore` artifact directory as augmentation writes it.
+
+    <split>/epoch-<k>/  frames.u16 (raw uint16, 40 per frame), offsets.npy, labels.npy, weights.npy, clips.jsonl
+    <split>/ambient/    the split's long-form background audio, unaugmented, one entry per file (FA/h eval)
+    metadata.json       counts, shapes, sha256 per file, the SNR schedule
+    """
+
+    root: Path
+    FRAMES = "frames.u16"
+    OFFSETS = "offsets.npy"
+    LABELS = "labels.npy"
+    WEIGHTS = "weights.npy"
+    CLIPS = "clips.jsonl"
+    METADATA = "metadata.json"
+    AMBIENT = "ambient"
+
+    def set_dir(self, split: Split, epoch: int | None) -> Path:
+        return self.root / split.value / (self.AMBIENT if epoch is None else f"epoch-{epoch:03d}")
+
+    def epochs(self, split: Split) -> list[int]:
+        d = self.root / split.value
+        return sorted(int(p.name.split("-")[1]) for p in d.glob("epoch-*")) if d.is_dir() else []
+
+    def open(self, split: Split, epoch: int | None) -> FeatureSet:
+        import numpy as np
+
+        d = self.set_dir(split, epoch)
+        offsets = np.load(d / self.OFFSETS)
+        n_frames = int(offsets[-1])
+        frames = (np.memmap(d / self.FRAMES, dtype=np.uint16, mode="r", shape=(n_frames, 40)) if n_frames
+                  else np.zeros((0, 40), np.uint16))
+        return FeatureSet(d, frames, offsets, np.load(d / self.LABELS), np.load(d / self.WEIGHTS))
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads((self.root / self.METADATA).read_text())
+
+
+class FeatureSetWriter:
+    """Appends clips to one split x epoch on disk, so memory stays flat however large the set is."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory
+        self._frames = open(directory / FeatureStoreLayout.FRAMES, "wb")
+        self._clips = open(directory / FeatureStoreLayout.CLIPS, "w", encoding="utf-8")
+        self._offsets = [0]
+        self._labels: list[int] = []
+        self._weights: list[float] = []
+
+    def add(self, frames, label: Label, weight: float, info: dict[str, Any]) -> None:
+        import numpy as np
+
+        frames = np.ascontiguousarray(frames, dtype=np.uint16)
+        self._frames.write(frames.tobytes())
+        self._offsets.append(self._offsets[-1] + len(frames))
+        self._labels.append(LABEL_CODES[label])
+        self._weights.append(weight)
+        self._clips.write(json.dumps(info, sort_keys=True) + "\n")
+
+    def close(self) -> dict[str, Any]:
+        import numpy as np
+
+        self._frames.close()
+        self._clips.close()
+        np.save(self.dir / FeatureStoreLayout.OFFSETS, np.asarray(self._offsets, np.int64))
+        np.save(self.dir / FeatureStoreLayout.LABELS, np.asarray(self._labels, np.uint8))
+        np.save(self.dir / FeatureStoreLayout.WEIGHTS, np.asarray(self._weights, np.float32))
+        counts: dict[str, int] = {}
+        for code in self._labels:
+            name = list(Label)[code].value
+            counts[name] = counts.get(name, 0) + 1
+        return {"clips": len(self._labels), "frames": self._offsets[-1], "counts": counts,
+                "sha256": {f.name: sha256_file(f) for f in sorted(self.dir.iterdir())}}
+
+
 _KFP_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics", "HTML", "Markdown",
               "Input", "Output"}
 
 
+# Our artifact kinds map onto KFP's built-in types, which every KFP backend and UI understands.
+_ALIASES = {"FeatureStore": "Dataset", "TFLiteModel": "Model"}
+
+
 def __getattr__(name: str) -> Any:
     # KFP artifact classes, imported on demand so that pure cores never import kfp.
-    if name in _KFP_TYPES:
+    if name in _KFP_TYPES or name in _ALIASES:
         from kfp import dsl
 
-        return getattr(dsl, name)
+        return getattr(dsl, _ALIASES.get(name, name))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
+from components.common.xp import Device
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
@@ -168,6 +169,86 @@ class DataPrep(Strict):
     workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per CPU
 
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class ScheduleShape(str, enum.Enum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+class SnrSchedule(Strict):
+    """Training SNR range per augmentation epoch: easy mixes first, hard ones last."""
+
+    start_db_range: FloatRange = (20.0, 30.0)
+    end_db_range: FloatRange = (-5.0, 10.0)
+    shape: ScheduleShape = ScheduleShape.COSINE
+
+
+class AugmentOps(Strict):
+    """Each waveform operation: the probability a clip gets it, and its ranges."""
+
+    speed_probability: Probability = 0.15
+    speed_factor_range: FloatRange = (0.92, 1.08)
+    eq_probability: Probability = 0.2
+    eq_max_gain_db: Annotated[float, Field(ge=0, le=24)] = 6.0
+    band_stop_probability: Probability = 0.1
+    band_stop_center_hz_range: FloatRange = (300.0, 6000.0)
+    band_stop_depth_db_range: FloatRange = (10.0, 40.0)
+    rir_probability: Probability = 0.5
+    rir_max_duration_s: Annotated[float, Field(gt=0, le=4)] = 1.0
+    background_probability: Probability = 0.75
+    colored_noise_probability: Probability = 0.25
+    gain_probability: Probability = 1.0
+    gain_db_range: FloatRange = (-25.0, 0.0)
+
+
+class LabelWeights(Strict):
+    """Per-clip sample weights stored with the features (training multiplies them into the loss)."""
+
+    positive: Annotated[float, Field(ge=0)] = 1.0
+    negative: Annotated[float, Field(ge=0)] = 1.0
+    adversarial_negative: Annotated[float, Field(ge=0)] = 1.0
+    hard_negative: Annotated[float, Field(ge=0)] = 1.0
+    background: Annotated[float, Field(ge=0)] = 1.0
+
+
+class SpecAugment(Strict):
+    time_mask_count: Annotated[int, Field(ge=0)] = 2
+    time_mask_max_frames: Annotated[int, Field(ge=0)] = 5
+    freq_mask_count: Annotated[int, Field(ge=0)] = 2
+    freq_mask_max_bins: Annotated[int, Field(ge=0, le=40)] = 5
+
+
+class Augmentation(Strict):
+    device: Device = Device.AUTO
+    epochs: Annotated[int, Field(ge=1, le=100)] = 4
+    clip_duration_s: Annotated[float, Field(ge=0.5, le=10)] = 2.0
+    positive_end_margin_s_range: FloatRange = (0.1, 0.3)
+    snr: SnrSchedule = SnrSchedule()
+    eval_snr_db_range: FloatRange = (0.0, 15.0)
+    ops: AugmentOps = AugmentOps()
+    background_windows_per_hour: Annotated[float, Field(ge=0)] = 1000.0
+    sample_weights: LabelWeights = LabelWeights()
+    spec_augment: SpecAugment = SpecAugment()
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    workers: Annotated[int, Field(ge=0, le=256)] = 0  # feature workers; 0 = one per CPU
+    shards: Annotated[int, Field(ge=1, le=256)] = 1
+
+    @field_validator("positive_end_margin_s_range")
+    @classmethod
+    def _margin_fits(cls, v, info):
+        if v[0] < 0:
+            raise ValueError("margins must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _margin_inside_window(self):
+        if self.positive_end_margin_s_range[1] >= self.clip_duration_s:
+            raise ValueError("augmentation.positive_end_margin_s_range must end before clip_duration_s")
+        return self
+
+
 _WAKE_WORD = re.compile(r"^[\w' ,.!?-]+$")
 
 
@@ -180,6 +261,7 @@ class WakelineConfig(Strict):
     target_false_accepts_per_hour: Annotated[float, Field(gt=0, le=100)] = 0.5
     seed: Annotated[int, Field(ge=0)] = 0
     data_prep: DataPrep = DataPrep()
+    augmentation: Augmentation = Augmentation()
 
     @field_validator("wake_word", "wake_word_variants")
     @classmethod

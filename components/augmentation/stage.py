@@ -1,0 +1,208 @@
+"""augmentation stage entry: a `Dataset` in, a `FeatureStore` (one shard of it) out; and the gather step.
+
+Work is cut into batches of the global clip list. Shard s of S takes batches s, s+S, ...; each batch's
+randomness comes from (seed, split, epoch, batch), so the gathered store is the same for any shard count.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from components.common import xp as xpmod
+from components.common.artifacts import (SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
+                                         Lineage, ManifestRecord, Split, code_version, sha256_file)
+from components.common.audio import read_wav_int16
+from components.common.config import Augmentation, WakelineConfig
+from components.common.frontend import features_uint16, n_frames
+from components.common.progress import progress
+from components.augmentation import ops
+from components.augmentation.features import FeatureExtractor
+from components.augmentation.schedule import snr_range
+
+SR = SAMPLE_RATE_HZ
+SPEECH_LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE, Label.HARD_NEGATIVE)
+SPLIT_CODES = {s: i for i, s in enumerate(Split)}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training example before augmentation: a manifest clip, or a window of background audio."""
+
+    index: int
+    label: Label
+    record: ManifestRecord | None = None
+    background: int = -1  # index into the split's background list, for ambient windows
+
+
+def items_for(records: list[ManifestRecord], split: Split, backgrounds: list[np.ndarray], aug: Augmentation,
+              extra: list[ManifestRecord] = ()) -> list[Item]:
+    clips = sorted((r for r in [*records, *extra] if r.split is split and r.label in SPEECH_LABELS),
+                   key=lambda r: (r.label.value, r.path))
+    items = [Item(i, r.label, r) for i, r in enumerate(clips)]
+    hours = sum(len(b) for b in backgrounds) / SR / 3600
+    n_windows = int(round(hours * aug.background_windows_per_hour)) if backgrounds else 0
+    items += [Item(len(clips) + j, Label.BACKGROUND, None, j % len(backgrounds)) for j in range(n_windows)]
+    return items
+
+
+def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation, backgrounds: list[np.ndarray],
+           rng: np.random.Generator):
+    """Put each clip in an N-sample window: positives end `positive_end_margin_s` before the window end
+    (where a streaming model sees a finished wake word), other clips anywhere, long ones cropped."""
+    b = len(items)
+    clean = np.zeros((b, n), np.float32)
+    start, end, anchor = np.zeros(b, np.int64), np.zeros(b, np.int64), np.zeros(b, np.int64)
+    margins = rng.uniform(*aug.positive_end_margin_s_range, b)
+    positions = rng.random(b)
+    for i, item in enumerate(items):
+        if item.record is None:  # a background window is all "signal": no mixing, other ops apply
+            clean[i] = ops._segment(backgrounds[item.background], positions[i], n)
+            start[i], end[i], anchor[i] = 0, n, n // 2
+            continue
+        audio = read_wav_int16(dataset.root / item.record.path).astype(np.float32) / 32768.0
+        if item.label is Label.POSITIVE:
+            e = n - int(margins[i] * SR)
+            s = e - len(audio)
+            if s < 0:  # keep the end of the wake word, drop the start
+                audio, s = audio[-s:], 0
+        elif len(audio) > n:
+            off = int(positions[i] * (len(audio) - n + 1))
+            audio, s = audio[off:off + n], 0
+        else:
+            s = int(positions[i] * (n - len(audio) + 1))
+        clean[i, s:s + len(audio)] = audio
+        start[i], end[i] = s, s + len(audio)
+        anchor[i] = end[i] if item.label is Label.POSITIVE else (start[i] + end[i]) // 2
+    mixable = np.array([it.record is not None for it in items])
+    return clean, start, end, anchor, mixable
+
+
+def _batches(items: list[Item], batch_size: int, shard: int, shards: int) -> Iterator[tuple[int, list[Item]]]:
+    for b in range(math.ceil(len(items) / batch_size)):
+        if b % shards == shard:
+            yield b, items[b * batch_size:(b + 1) * batch_size]
+
+
+def _split_records(records: list[ManifestRecord], label: Label, split: Split) -> list[ManifestRecord]:
+    return sorted((r for r in records if r.label is label and r.split is split), key=lambda r: r.path)
+
+
+def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_index: int = 0,
+        show_progress: bool = True, extra_records: list[ManifestRecord] = ()) -> dict[str, Any]:
+    """Augment and featurise this shard's batches of every split and epoch into `output_dir`."""
+    t0 = time.monotonic()
+    aug = config.augmentation
+    if not 0 <= shard_index < aug.shards:
+        raise ValueError(f"shard_index {shard_index} outside augmentation.shards={aug.shards}")
+    backend = xpmod.select(aug.device, key="augmentation.device")
+    print(f"augmentation: {backend.reason} -> {backend.name}", file=sys.stderr)
+    dataset = DatasetLayout(Path(dataset_dir))
+    records = dataset.read_manifest()
+    out = FeatureStoreLayout(Path(output_dir))
+    n = int(round(aug.clip_duration_s * SR))
+    rir_max = int(aug.ops.rir_max_duration_s * SR)
+    workers = aug.workers or None
+    sets: dict[str, Any] = {}
+    schedule: dict[str, list[float]] = {}
+
+    with FeatureExtractor(workers) as fx:
+        for split in Split:
+            rirs = [read_wav_float(dataset.root / r.path) for r in _split_records(records, Label.RIR, split)]
+            bg_records = _split_records(records, Label.BACKGROUND, split)
+            backgrounds = [read_wav_int16(dataset.root / r.path) for r in bg_records]
+            bank = ops.RirBank(rirs, n, rir_max, backend.xp)
+            items = items_for(records, split, backgrounds, aug, list(extra_records))
+            epochs = aug.epochs if split is Split.TRAIN else 1
+            for epoch in range(epochs):
+                lo_hi = snr_range(aug.snr, epoch, epochs) if split is Split.TRAIN else aug.eval_snr_db_range
+                schedule[f"{split.value}/epoch-{epoch:03d}"] = [round(v, 3) for v in lo_hi]
+                writer = FeatureSetWriter(out.set_dir(split, epoch))
+                batches = list(_batches(items, aug.batch_size, shard_index, aug.shards))
+                pending = None
+                for b, batch in progress(batches, desc=f"{split.value} epoch {epoch}", unit="batch",
+                                         disable=not show_progress):
+                    rng = np.random.default_rng([config.seed, SPLIT_CODES[split], epoch, b])
+                    clean, start, end, anchor, mixable = _place(batch, dataset, n, aug, backgrounds, rng)
+                    params = ops.draw_params(rng, start, end, anchor, n, aug.ops, lo_hi, bank.count, backgrounds,
+                                             mixable)
+                    pcm = ops.augment_batch(clean, params, bank, backend.xp)
+                    job = fx.submit(list(pcm))  # features of this batch run while the next one augments
+                    if pending:
+                        _write(writer, *pending, aug)
+                    pending = (job, batch, params)
+                if pending:
+                    _write(writer, *pending, aug)
+                sets[f"{split.value}/epoch-{epoch:03d}"] = writer.close()
+            if shard_index == 0 and split is not Split.TRAIN and backgrounds:
+                writer = FeatureSetWriter(out.set_dir(split, None))
+                for rec, audio in zip(bg_records, backgrounds):
+                    writer.add(features_uint16(audio), Label.BACKGROUND, aug.sample_weights.background,
+                               {"item": -1, "path": rec.path, "label": "background", "duration_s": rec.duration_s})
+                sets[f"{split.value}/ambient"] = writer.close()
+
+    metadata = {"shard_index": shard_index, "shards": aug.shards, "array_backend": backend.name,
+                "device_choice": backend.reason, "clip_duration_s": aug.clip_duration_s,
+                "frames_per_clip": n_frames(n), "feature_channels": 40, "feature_dtype": "uint16",
+                "feature_scale": 0.0390625, "snr_schedule": {"shape": aug.snr.shape.value, "epochs": schedule},
+                "sets": sets, "wall_s": round(time.monotonic() - t0, 2),
+                **Lineage(config.sha256(), code_version(), {"dataset_manifest": sha256_file(dataset.manifest)}).as_metadata()}
+    (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
+
+
+def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchParams, aug: Augmentation) -> None:
+    weights = aug.sample_weights
+    for i, (item, frames) in enumerate(zip(batch, job.get())):
+        snr = params.snr_db[i]
+        info = {"item": item.index, "label": item.label.value,
+                "path": item.record.path if item.record else None,
+                "snr_db": None if np.isnan(snr) else round(float(snr), 3),
+                "rir": int(params.rir_index[i]), "speed": round(float(params.speed[i]), 4),
+                "gain_db": round(float(params.gain_db[i]), 2)}
+        writer.add(frames, item.label, getattr(weights, item.label.value), info)
+
+
+def read_wav_float(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    data, _ = sf.read(str(path), dtype="float32")
+    return data
+
+
+def gather(shard_dirs: list[Path], output_dir: Path) -> dict[str, Any]:
+    """Merge shard stores into one, in global item order (the same store whatever the shard count)."""
+    shards = [FeatureStoreLayout(Path(d)) for d in shard_dirs]
+    metas = sorted((s.metadata() for s in shards), key=lambda m: m["shard_index"])
+    if [m["shard_index"] for m in metas] != list(range(metas[0]["shards"])):
+        raise ValueError(f"expected shards 0..{metas[0]['shards'] - 1}, got {[m['shard_index'] for m in metas]}")
+    out = FeatureStoreLayout(Path(output_dir))
+    merged_sets = {}
+    for key in metas[0]["sets"]:
+        split_name, set_name = key.split("/")
+        split = Split(split_name)
+        epoch = None if set_name == FeatureStoreLayout.AMBIENT else int(set_name.split("-")[1])
+        entries = []
+        for s in shards:
+            if not s.set_dir(split, epoch).is_dir():
+                continue
+            fs = s.open(split, epoch)
+            for i, info in enumerate(fs.clip_info()):
+                entries.append((info["item"], i, fs, info))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        writer = FeatureSetWriter(out.set_dir(split, epoch))
+        for _, i, fs, info in entries:
+            writer.add(fs.clip(i), fs.label(i), float(fs.weights[i]), info)
+        merged_sets[key] = writer.close()
+    metadata = {k: v for k, v in metas[0].items() if k not in ("shard_index", "sets", "wall_s")}
+    metadata.update({"sets": merged_sets, "shards": len(metas),
+                     "shard_wall_s": [m["wall_s"] for m in metas]})
+    (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
+
