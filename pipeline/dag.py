@@ -2,11 +2,15 @@
 
 No `from __future__ import annotations` here or in component modules: kfp reads the real annotations."""
 
+from typing import NamedTuple
+
 from kfp import dsl
+
+from components.augmentation.component import augmentation, gather_features
 
 from components.common.images import Images
 from components.data_prep.component import data_prep
-from components.validate_config.component import validate_config
+from components.validate_config.component import augmentation_shards, validate_config
 
 PIPELINE_NAME = "wakeline"
 
@@ -17,13 +21,26 @@ def create_pipeline(images: Images):
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Train an ESPHome micro_wake_word model: data prep through verification.")
-    def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> dsl.Dataset:
-        config = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
-        config.set_display_name("validate config").set_container_image(images.cpu)
-        config.set_caching_options(False)
+    def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> NamedTuple(
+            "Outputs", dataset=dsl.Dataset, features=dsl.Dataset):
+        checked = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
+        checked.set_display_name("validate config").set_container_image(images.cpu)
+        checked.set_caching_options(False)
+        config = checked.outputs["config"]
+        shards = augmentation_shards(config=config)
+        shards.set_display_name("plan shards").set_container_image(images.cpu)
 
-        prep = data_prep(config_json=config.output)
+        prep = data_prep(config=config)
         prep.set_display_name("data prep").set_container_image(images.cpu)
-        return prep.outputs["dataset"]
+
+        with dsl.ParallelFor(shards.output, name="augmentation-shards") as shard:
+            aug = augmentation(config=config, dataset=prep.outputs["dataset"], shard_index=shard)
+            aug.set_display_name("augmentation").set_container_image(images.gpu)
+            aug.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        gathered = gather_features(shards=dsl.Collected(aug.outputs["features"]))
+        gathered.set_display_name("gather features").set_container_image(images.cpu)
+
+        outputs = NamedTuple("Outputs", dataset=dsl.Dataset, features=dsl.Dataset)
+        return outputs(prep.outputs["dataset"], gathered.outputs["features"])
 
     return wakeline

@@ -17,18 +17,31 @@ from components.common.images import Images
 
 
 @dataclass(frozen=True)
+class OutputArtifact:
+    path: Path
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LocalRun:
     run_id: str
     run_dir: Path
     preset: str
     wall_s: float
-    dataset_path: Path
-    dataset_metadata: dict[str, Any]
+    outputs: dict[str, OutputArtifact]  # the pipeline's outputs by name: dataset, features, ...
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.outputs["dataset"].path
+
+    @property
+    def dataset_metadata(self) -> dict[str, Any]:
+        return self.outputs["dataset"].metadata
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "preset": self.preset,
-                "wall_s": round(self.wall_s, 1), "dataset": {"path": str(self.dataset_path),
-                                                               "metadata": self.dataset_metadata}}
+                "wall_s": round(self.wall_s, 1),
+                **{name: {"path": str(a.path), "metadata": a.metadata} for name, a in self.outputs.items()}}
 
 
 def new_run_id(config: WakelineConfig, now: _dt.datetime | None = None) -> str:
@@ -57,10 +70,12 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
     wall = time.monotonic() - t0
 
-    dataset = task.output
-    outputs = run_dir / "outputs"
-    outputs.mkdir(exist_ok=True)
-    (outputs / "dataset").symlink_to(Path(dataset.path))
-    result = LocalRun(run_id, run_dir, preset, wall, Path(dataset.path), dict(dataset.metadata))
+    links = run_dir / "outputs"
+    links.mkdir(exist_ok=True)
+    outputs = {}
+    for name, artifact in task.outputs.items():
+        (links / name).symlink_to(Path(artifact.path))
+        outputs[name] = OutputArtifact(Path(artifact.path), dict(artifact.metadata))
+    result = LocalRun(run_id, run_dir, preset, wall, outputs)
     (run_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result

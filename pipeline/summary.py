@@ -49,6 +49,29 @@ def format_summary(run: LocalRun) -> str:
         f"Quarantined {int(md.get('quarantined', 0))} input(s){': ' + detail if detail else ''}"
         f"  -> {_rel(run.dataset_path / 'quarantine.jsonl')}",
         f"Manifest    {_rel(run.dataset_path / 'manifest.jsonl')}  sha256 {str(md.get('manifest_sha256'))[:16]}…",
-        f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}",
     ]
+    if "features" in run.outputs:
+        lines += ["", *_features_lines(run)]
+    lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}"]
     return "\n".join(lines)
+
+
+def _features_lines(run: LocalRun) -> list[str]:
+    md = run.outputs["features"].metadata
+    sets = md.get("sets", {})
+    epochs = sorted(k for k in sets if k.startswith("train/epoch-"))
+    snr = md.get("snr_schedule", {}).get("epochs", {})
+    first, last = (snr.get(epochs[0]), snr.get(epochs[-1])) if epochs else (None, None)
+    per_split = {s.value: int(sets.get(f"{s.value}/epoch-000", {}).get("clips", 0)) for s in Split}
+    ambient_frames = sum(int(sets.get(f"{s}/ambient", {}).get("frames", 0)) for s in ("validation", "test"))
+    lines = [
+        f"Features  {_rel(run.run_dir / 'outputs' / 'features')}  ({md.get('array_backend')}, "
+        f"{int(md.get('shards', 1))} shard(s), {int(md.get('frames_per_clip', 0))} frames x 40 per clip)",
+        f"  train: {len(epochs)} augmentation epoch(s) x {per_split['train']} clips; validation "
+        f"{per_split['validation']}, test {per_split['test']} clips; ambient for FA/h "
+        f"{ambient_frames / 100 / 60:.1f} min",
+    ]
+    if first and last:
+        lines.append(f"  SNR curriculum ({md['snr_schedule'].get('shape')}): {first[0]:g}..{first[1]:g} dB "
+                     f"-> {last[0]:g}..{last[1]:g} dB")
+    return lines

@@ -280,14 +280,10 @@ _KFP_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics"
               "Input", "Output"}
 
 
-# Our artifact kinds map onto KFP's built-in types, which every KFP backend and UI understands.
-_ALIASES = {"FeatureStore": "Dataset", "TFLiteModel": "Model"}
-
-
 def __getattr__(name: str) -> Any:
     # KFP artifact classes, imported on demand so that pure cores never import kfp.
-    if name in _KFP_TYPES or name in _ALIASES:
+    if name in _KFP_TYPES:
         from kfp import dsl
 
-        return getattr(dsl, _ALIASES.get(name, name))
+        return getattr(dsl, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -281,6 +281,9 @@ class WakelineConfig(Strict):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    def shard_indices(self) -> list[int]:
+        return list(range(self.augmentation.shards))
+
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
@@ -389,6 +392,17 @@ def parse_config(config_json: str) -> WakelineConfig:
         return validate(json.loads(config_json))
     except json.JSONDecodeError as e:
         raise ConfigError(f"config_json: not valid JSON ({e})") from None
+
+
+def write_config_artifact(config: WakelineConfig, path: Path, preset: str) -> dict[str, Any]:
+    """The resolved config as the pipeline's first artifact; returns its metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json(), encoding="utf-8")
+    return {"preset": preset, "wake_word": config.wake_word, "config_sha256": config.sha256()}
+
+
+def read_config_artifact(path: Path) -> WakelineConfig:
+    return parse_config(Path(path).read_text(encoding="utf-8"))
 
 
 def format_errors(exc: ValidationError) -> str:

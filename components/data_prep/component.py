@@ -1,16 +1,16 @@
 """data_prep as a KFP component: typed signature, no logic."""
 from kfp import dsl
-from components.common.artifacts import Dataset, Output
+from components.common.artifacts import Artifact, Dataset, Input, Output
 
 from components.common.images import PLACEHOLDER_IMAGE
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def data_prep(config_json: str, dataset: Output[Dataset]):
+def data_prep(config: Input[Artifact], dataset: Output[Dataset]):
     """User audio + offline TTS + synthetic ambient + RIRs -> clips, manifest.jsonl, quarantine report."""
     from pathlib import Path
 
-    from components.common.config import parse_config
+    from components.common.config import read_config_artifact
     from components.data_prep.stage import run
 
-    dataset.metadata.update(run(Path(dataset.path), parse_config(config_json)))
+    dataset.metadata.update(run(Path(dataset.path), read_config_artifact(Path(config.path))))

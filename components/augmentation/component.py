@@ -1,0 +1,33 @@
+"""augmentation (one shard) and gather_features as KFP components: typed signatures, no logic.
+
+The feature store travels as a KFP `Dataset` (its layout is `FeatureStoreLayout`): lightweight component
+sources only see kfp.dsl's names, so the signature must use them.
+"""
+from typing import List
+
+from kfp import dsl
+
+from components.common.artifacts import Artifact, Dataset, Input, Output
+from components.common.images import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: int, features: Output[Dataset]):
+    """Waveform augmentation (CuPy or NumPy) + device-frontend features for one shard of the batches."""
+    from pathlib import Path
+
+    from components.augmentation.stage import run
+    from components.common.config import read_config_artifact
+
+    features.metadata.update(run(Path(dataset.path), Path(features.path), read_config_artifact(Path(config.path)),
+                                 shard_index=shard_index))
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def gather_features(shards: Input[List[Dataset]], features: Output[Dataset]):
+    """Merge the shards into one feature store, in global clip order."""
+    from pathlib import Path
+
+    from components.augmentation.stage import gather
+
+    features.metadata.update(gather([Path(s.path) for s in shards], Path(features.path)))
