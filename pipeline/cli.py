@@ -43,7 +43,7 @@ def cmd_config(args) -> int:
 def cmd_compile(args) -> int:
     from pipeline.compile import compile_pipeline
 
-    path = compile_pipeline(args.output, args.registry, args.version)
+    path = compile_pipeline(args.output, args.registry, args.version, args.gpus_per_task)
     print(f"compiled pipeline IR -> {path}")
     return 0
 
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", type=Path, default=COMPILED_IR, help="default: %(default)s")
     comp.add_argument("--registry", default=DEFAULT_REGISTRY, help="image registry (default: %(default)s)")
     comp.add_argument("--version", help="image tag (default: the package version)")
+    comp.add_argument("--gpus-per-task", type=int, default=1,
+                      help="GPUs each GPU stage requests; 0 for a CPU-only cluster (default: %(default)s)")
     comp.set_defaults(func=cmd_compile)
 
     sub.add_parser("presets", help="list the config presets").set_defaults(func=cmd_presets)

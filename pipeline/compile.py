@@ -10,7 +10,7 @@ COMPILED_IR = Path(__file__).resolve().parent / "compiled" / "wakeline.yaml"
 
 
 def compile_pipeline(output: Path = COMPILED_IR, registry: str = DEFAULT_REGISTRY,
-                     version: str | None = None) -> Path:
+                     version: str | None = None, gpus_per_task: int = 1) -> Path:
     from kfp import compiler
 
     from pipeline.dag import create_pipeline
@@ -18,5 +18,5 @@ def compile_pipeline(output: Path = COMPILED_IR, registry: str = DEFAULT_REGISTR
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     images = Images.for_version(version or code_version(), registry)
-    compiler.Compiler().compile(create_pipeline(images), str(output))
+    compiler.Compiler().compile(create_pipeline(images, gpus_per_task), str(output))
     return output

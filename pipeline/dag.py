@@ -15,9 +15,13 @@ from components.validate_config.component import augmentation_shards, validate_c
 PIPELINE_NAME = "wakeline"
 
 
-def create_pipeline(images: Images):
+def create_pipeline(images: Images, gpus_per_task: int = 1):
     """Build the pipeline for a set of images. Its parameters are the KFP run form: a preset, an optional
-    wake word, and the config as JSON (partial is fine: it is merged onto the preset)."""
+    wake word, and the config as JSON (partial is fine: it is merged onto the preset).
+
+    `gpus_per_task` is what GPU stages request on a cluster; 0 compiles a CPU-only pipeline (GPU stages
+    then run NumPy in the gpu image). kfp.local ignores resource requests either way.
+    """
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Train an ESPHome micro_wake_word model: data prep through verification.")
@@ -36,7 +40,7 @@ def create_pipeline(images: Images):
         with dsl.ParallelFor(shards.output, name="augmentation-shards") as shard:
             aug = augmentation(config=config, dataset=prep.outputs["dataset"], shard_index=shard)
             aug.set_display_name("augmentation").set_container_image(images.gpu)
-            aug.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            _request_gpus(aug, gpus_per_task)
         gathered = gather_features(shards=dsl.Collected(aug.outputs["features"]))
         gathered.set_display_name("gather features").set_container_image(images.cpu)
 
@@ -44,3 +48,9 @@ def create_pipeline(images: Images):
         return outputs(prep.outputs["dataset"], gathered.outputs["features"])
 
     return wakeline
+
+
+def _request_gpus(task, count: int) -> None:
+    # Both calls are needed: with only a limit, KFP requests no GPU at all.
+    if count > 0:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(count)

@@ -15,8 +15,14 @@ def test_committed_ir_is_fresh(tmp_path):
 def test_ir_images_parameters_and_reload():
     docs = list(yaml.safe_load_all(COMPILED_IR.read_text()))
     ir = docs[0]
-    images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
-    assert images == {f"ghcr.io/wakeline/wakeline-cpu:{code_version()}"}
+    executors = ir["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images.pop("exec-augmentation") == f"ghcr.io/wakeline/wakeline-gpu:{code_version()}"
+    assert set(images.values()) == {f"ghcr.io/wakeline/wakeline-cpu:{code_version()}"}
+    gpu = executors["exec-augmentation"]["container"]["resources"]["accelerator"]
+    assert gpu["resourceType"] == "nvidia.com/gpu" and gpu["resourceCount"] == "1"  # type AND count
+    assert not any("accelerator" in e["container"].get("resources", {})
+                   for n, e in executors.items() if n != "exec-augmentation")
     for executor in ir["deploymentSpec"]["executors"].values():
         joined = " ".join(executor["container"]["command"])
         assert "pip install" not in joined  # install_kfp_package=False: images are air-gap friendly
@@ -25,10 +31,15 @@ def test_ir_images_parameters_and_reload():
     assert params["preset"]["defaultValue"] == "default"
     tasks = ir["root"]["dag"]["tasks"]
     assert tasks["data-prep"]["dependentTasks"] == ["validate-config"]
+    assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("augmentation-shards-Output")
+    assert tasks["gather-features"]["dependentTasks"] == ["for-loop-1"]
     component = load_component_from_file(str(COMPILED_IR))
     assert component.name == "wakeline"
 
 
-def test_registry_and_version_are_arguments(tmp_path):
-    path = compile_pipeline(tmp_path / "p.yaml", registry="registry.local:5000/team", version="9.9.9")
-    assert "registry.local:5000/team/wakeline-cpu:9.9.9" in path.read_text()
+def test_registry_version_and_gpus_are_arguments(tmp_path):
+    path = compile_pipeline(tmp_path / "p.yaml", registry="registry.local:5000/team", version="9.9.9",
+                            gpus_per_task=0)
+    text = path.read_text()
+    assert "registry.local:5000/team/wakeline-cpu:9.9.9" in text and "wakeline-gpu:9.9.9" in text
+    assert "nvidia.com/gpu" not in text

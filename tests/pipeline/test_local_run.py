@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from components.common.artifacts import DatasetLayout, Split
+from components.common.artifacts import DatasetLayout, FeatureStoreLayout, Split
 from components.common.config import load_config
 from pipeline.local import run_local
 from pipeline.summary import format_summary
@@ -26,12 +26,27 @@ def test_pipeline_produces_a_dataset(smoke_run):
     assert link.resolve() == smoke_run.dataset_path.resolve()
     summary = json.loads((smoke_run.run_dir / "summary.json").read_text())
     assert summary["dataset"]["path"] == str(smoke_run.dataset_path)
+    assert summary["features"]["path"] == str(smoke_run.outputs["features"].path)
     assert (smoke_run.run_dir / "config.yaml").is_file()
 
 
-def test_summary_names_the_dataset_and_counts(smoke_run):
+def test_pipeline_produces_features_from_the_dataset(smoke_run):
+    store = FeatureStoreLayout(smoke_run.outputs["features"].path)
+    md = store.metadata()
+    cfg = load_config("smoke")
+    assert store.epochs(Split.TRAIN) == list(range(cfg.augmentation.epochs))
+    assert md["input_sha256"]["dataset_manifest"] == smoke_run.dataset_metadata["manifest_sha256"]
+    train = store.open(Split.TRAIN, 0)
+    n_pos = int(smoke_run.dataset_metadata["counts"]["positive"]["train"])
+    assert int(train.positives.sum()) == n_pos
+    assert train.frames.shape[1] == 40 and len(train.clip(0)) == md["frames_per_clip"]
+    assert len(store.open(Split.TEST, None)) == int(smoke_run.dataset_metadata["counts"]["background"]["test"])
+
+
+def test_summary_names_the_outputs_and_counts(smoke_run):
     text = format_summary(smoke_run)
     assert "outputs/dataset" in text and "positive" in text and "Quarantined" in text
+    assert "outputs/features" in text and "SNR curriculum" in text
     assert len(text.splitlines()) < 30  # one screen
 
 
