@@ -30,18 +30,19 @@ class FeatureExtractor:
         self._pool.join()
 
     def submit(self, clips: list[np.ndarray]):
-        chunks = [clips[i::self.workers] for i in range(self.workers)]
-        parts = self._pool.map_async(_featurise, chunks)
-        return _Interleaved(parts, len(clips), self.workers)
+        """About four chunks per worker: few enough to keep IPC cheap, enough that a worker slowed down
+        by a neighbour process does not hold up the rest."""
+        chunk = max(1, -(-len(clips) // (4 * self.workers)))
+        chunks = [clips[i:i + chunk] for i in range(0, len(clips), chunk)]
+        return _Flattened(self._pool.map_async(_featurise, chunks))
 
     def map(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         return self.submit(clips).get()
 
 
-class _Interleaved:
-    def __init__(self, parts, n: int, k: int) -> None:
-        self._parts, self._n, self._k = parts, n, k
+class _Flattened:
+    def __init__(self, parts) -> None:
+        self._parts = parts
 
     def get(self) -> list[np.ndarray]:
-        chunks = self._parts.get()
-        return [chunks[i % self._k][i // self._k] for i in range(self._n)]
+        return [f for part in self._parts.get() for f in part]

@@ -11,6 +11,7 @@ coloured noise scaled together to the target SNR over the speech -> gain -> peak
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -36,71 +37,104 @@ class BatchParams:
     stop_depth_db: np.ndarray  # float [B]; 0 = no band-stop
     rir_index: np.ndarray  # int [B]; -1 = no reverberation
     background: np.ndarray  # float32 [B, N]: background segments (zeros = none)
-    white: np.ndarray  # float32 [B, N]: white noise, coloured on the device
+    white: np.ndarray  # float32 [K, N//2+1, 2]: a white random spectrum (re, im) for the K rows with coloured noise
     noise_exponent: np.ndarray  # float [B]: 0 white, 1 pink, 2 brown
     colored_gain: np.ndarray  # float [B]: RMS of the coloured part relative to full scale (0 = none)
     snr_db: np.ndarray  # float [B]; NaN = no noise added
     gain_db: np.ndarray  # float [B]
 
 
-def next_pow2(n: int) -> int:
-    return 1 << (int(n) - 1).bit_length()
+class _ScipyFFT:
+    """scipy.fft on all CPU cores: 2-3x faster than numpy.fft on batched rows, and threaded."""
+
+    def __init__(self) -> None:
+        import os
+
+        import scipy.fft
+
+        self._fft, self._workers = scipy.fft, os.cpu_count() or 1
+
+    def rfft(self, x, n=None, axis=-1):
+        return self._fft.rfft(x, n=n, axis=axis, workers=self._workers)
+
+    def irfft(self, x, n=None, axis=-1):
+        return self._fft.irfft(x, n=n, axis=axis, workers=self._workers)
+
+
+def fft_module(xp):
+    """The FFT for an array module: threaded scipy.fft for NumPy, cupy.fft (cuFFT) for CuPy."""
+    return _ScipyFFT() if xp is np else xp.fft
+
+
+def fast_len(n: int) -> int:
+    import scipy.fft
+
+    return scipy.fft.next_fast_len(int(n), real=True)
 
 
 class RirBank:
-    """Room impulse responses pre-transformed once for FFT convolution of N-sample windows."""
+    """Room impulse responses pre-transformed once for FFT convolution of N-sample windows, plus the
+    EQ basis at the same FFT size."""
 
     def __init__(self, rirs: list[np.ndarray], n_samples: int, max_len: int, xp) -> None:
         self.xp = xp
         self.max_len = max(1, max_len)
-        self.nfft = next_pow2(n_samples + self.max_len - 1)
+        self.nfft = fast_len(n_samples + self.max_len - 1)
         self.count = len(rirs)
         bank = np.zeros((max(1, self.count), self.max_len), np.float32)
         delays = np.zeros(max(1, self.count), np.int64)
         for i, r in enumerate(rirs):
             r = np.asarray(r, np.float32)[: self.max_len]
-            bank[i, : len(r)] = r / (np.max(np.abs(r)) or 1.0)
-            delays[i] = int(np.argmax(np.abs(r))) if len(r) else 0
-        self.spectra = xp.fft.rfft(xp.asarray(bank), n=self.nfft, axis=1).astype(xp.complex64)
+            if len(r):
+                bank[i, : len(r)] = r / (np.max(np.abs(r)) or 1.0)
+                delays[i] = int(np.argmax(np.abs(r)))
+        self.spectra = fft_module(xp).rfft(xp.asarray(bank), n=self.nfft, axis=1).astype(xp.complex64)
         self.delays = delays  # direct-path delay, removed so the speech stays where it was placed
+        freqs = np.fft.rfftfreq(self.nfft, 1 / SR)
+        self.logf = xp.asarray(np.log2(np.maximum(freqs, 20.0)), dtype=xp.float32)
+        centers = np.log2(EQ_BANDS_HZ)
+        basis = np.maximum(0, 1 - np.abs(np.log2(np.maximum(freqs, 20.0))[None, :] - centers[:, None])
+                           / np.diff(centers).mean())
+        self.eq_basis = xp.asarray(basis / np.maximum(basis.sum(axis=0, keepdims=True), 1e-9), dtype=xp.float32)
 
 
 def convolve_rir(x, rir, xp):
     """Full linear convolution of a batch `[B, N]` with one RIR via FFT (what `scipy.signal.fftconvolve`
     computes), exposed for tests and single-clip use."""
     n = x.shape[-1] + len(rir) - 1
-    nfft = next_pow2(n)
-    y = xp.fft.irfft(xp.fft.rfft(x, n=nfft, axis=-1) * xp.fft.rfft(xp.asarray(rir), n=nfft), n=nfft, axis=-1)
+    nfft = fast_len(n)
+    fft = fft_module(xp)
+    y = fft.irfft(fft.rfft(x, n=nfft, axis=-1) * fft.rfft(xp.asarray(rir), n=nfft), n=nfft, axis=-1)
     return y[..., :n]
 
 
-def _speed(x, p: BatchParams, xp):
-    """Resample each row by its factor around its anchor (linear interpolation): mild pitch+tempo change."""
-    b, n = x.shape
-    f = xp.asarray(p.speed, dtype=xp.float32)[:, None]
-    anchor = xp.asarray(p.anchor, dtype=xp.float32)[:, None]
-    pos = anchor + (xp.arange(n, dtype=xp.float32)[None, :] - anchor) * f
-    i0 = xp.floor(pos).astype(xp.int64)
-    frac = (pos - i0).astype(xp.float32)
-    valid = (i0 >= 0) & (i0 + 1 < n)
-    i0c = xp.clip(i0, 0, n - 2)
-    y = xp.take_along_axis(x, i0c, axis=1) * (1 - frac) + xp.take_along_axis(x, i0c + 1, axis=1) * frac
-    return xp.where(valid, y, 0).astype(xp.float32)
+def _speed(x, anchor: np.ndarray, factor: np.ndarray, xp):
+    """Resample each row by its factor around its anchor (linear interpolation): mild pitch+tempo change.
+    Row by row with `interp` (a single C or CUDA pass per row): 2x faster than a batched gather."""
+    n = x.shape[1]
+    k = xp.arange(n, dtype=xp.float32)
+    out = xp.empty_like(x)
+    for i in range(x.shape[0]):
+        f = float(factor[i])
+        out[i] = xp.interp(k * np.float32(f) + np.float32(anchor[i] * (1 - f)), k, x[i], left=0.0, right=0.0)
+    return out
 
 
-def _eq_gain(p: BatchParams, freqs, xp):
-    """Per-clip magnitude response in dB: 7-band EQ interpolated over log-frequency, plus a band-stop dip."""
-    logf = xp.log2(xp.maximum(freqs, 20.0))
-    centers = xp.log2(xp.asarray(EQ_BANDS_HZ))
-    # Linear interpolation between band centres over log-frequency, as a [bands, F] basis.
-    basis = xp.maximum(0, 1 - xp.abs(logf[None, :] - centers[:, None]) /
-                       xp.diff(centers).mean())
-    basis = basis / xp.maximum(basis.sum(axis=0, keepdims=True), 1e-9)
-    db = xp.asarray(p.eq_gain_db, dtype=xp.float32) @ basis.astype(xp.float32)
-    stop_c = xp.log2(xp.asarray(p.stop_center_hz, dtype=xp.float32))[:, None]
-    db -= xp.asarray(p.stop_depth_db, dtype=xp.float32)[:, None] * xp.exp(
-        -0.5 * ((logf[None, :] - stop_c) / BAND_STOP_WIDTH_OCT) ** 2)
-    return (10 ** (db / 20)).astype(xp.float32)
+def _eq_gain(eq_db: np.ndarray, stop_center_hz: np.ndarray, stop_depth_db: np.ndarray, bank: RirBank, xp):
+    """Per-row linear gain over the FFT bins: 7-band EQ interpolated over log-frequency, plus a band-stop dip."""
+    db = xp.einsum("bk,kf->bf", xp.asarray(eq_db, dtype=xp.float32), bank.eq_basis)
+    stop_c = xp.log2(xp.asarray(stop_center_hz, dtype=xp.float32))[:, None]
+    db -= xp.asarray(stop_depth_db, dtype=xp.float32)[:, None] * xp.exp(
+        -0.5 * ((bank.logf[None, :] - stop_c) / BAND_STOP_WIDTH_OCT) ** 2)
+    return xp.exp(db * np.float32(np.log(10) / 20))
+
+
+@lru_cache(maxsize=8)
+def _tilts(n: int) -> np.ndarray:
+    """Amplitude slopes f^(-e/2) for e = 0, 1, 2 (white, pink, brown) over the rfft bins of n samples."""
+    f = np.fft.rfftfreq(n, 1 / SR)
+    f[0] = f[1]
+    return np.stack([f ** (-e / 2) for e in (0, 1, 2)]).astype(np.float32)
 
 
 def _region_power(x, start, end, xp):
@@ -113,37 +147,48 @@ def _region_power(x, start, end, xp):
 
 def augment_batch(clean: np.ndarray, p: BatchParams, rirs: RirBank, xp, *, return_parts: bool = False):
     """Augment a batch `[B, N]` of float32 clips in [-1, 1]; returns int16 `[B, N]` on the host
-    (and, with `return_parts`, the processed clean signal and the scaled noise before gain)."""
-    b, n = clean.shape
-    x = xp.asarray(clean, dtype=xp.float32)
-    if np.any(p.speed != 1.0):
-        x = _speed(x, p, xp)
+    (and, with `return_parts`, the processed clean signal and the scaled noise before gain).
 
-    # EQ, band-stop and reverberation in one FFT pass.
-    nfft = rirs.nfft
-    spec = xp.fft.rfft(x, n=nfft, axis=1)
-    freqs = xp.fft.rfftfreq(nfft, 1 / SR).astype(xp.float32)
-    if np.any(p.eq_gain_db != 0) or np.any(p.stop_depth_db > 0):
-        spec *= _eq_gain(p, freqs, xp)
-    has_rir = p.rir_index >= 0
-    shift = np.zeros(b, np.int64)
-    if has_rir.any() and rirs.count:
-        rows = np.flatnonzero(has_rir)
-        spec[rows] *= rirs.spectra[xp.asarray(p.rir_index[rows])]
-        shift[rows] = rirs.delays[p.rir_index[rows]]
-    y = xp.fft.irfft(spec, n=nfft, axis=1)
-    cols = xp.arange(n)[None, :] + xp.asarray(shift)[:, None]
-    x = xp.take_along_axis(y, cols, axis=1).astype(xp.float32)
+    Each operation touches only the rows that drew it, so a batch costs what its clips need."""
+    b, n = clean.shape
+    fft = fft_module(xp)
+    x = xp.array(clean, dtype=xp.float32, copy=True)  # rows are rewritten in place below
+    rows = np.flatnonzero(p.speed != 1.0)
+    if rows.size:
+        x[rows] = _speed(x[rows], p.anchor[rows], p.speed[rows], xp)
+
+    # EQ, band-stop and reverberation in one FFT pass over the rows that have any of them.
+    has_eq = np.any(p.eq_gain_db != 0, axis=1) | (p.stop_depth_db > 0)
+    has_rir = (p.rir_index >= 0) & (rirs.count > 0)
+    rows = np.flatnonzero(has_eq | has_rir)
+    if rows.size:
+        spec = fft.rfft(x[rows], n=rirs.nfft, axis=1)
+        if has_eq[rows].any():
+            spec *= _eq_gain(p.eq_gain_db[rows], p.stop_center_hz[rows], p.stop_depth_db[rows], rirs, xp)
+        rir_rows = np.flatnonzero(has_rir[rows])
+        if rir_rows.size == rows.size:
+            spec *= rirs.spectra[xp.asarray(p.rir_index[rows])]
+        elif rir_rows.size:
+            spec[rir_rows] *= rirs.spectra[xp.asarray(p.rir_index[rows][rir_rows])]
+        y = fft.irfft(spec, n=rirs.nfft, axis=1)
+        shift = np.where(has_rir[rows], rirs.delays[np.maximum(p.rir_index[rows], 0)], 0)
+        for j, r in enumerate(rows):
+            x[r] = y[j, shift[j]:shift[j] + n]
 
     # Noise: background segment + coloured noise, scaled together to the target SNR over the speech.
-    noise = xp.asarray(p.background, dtype=xp.float32)
-    if np.any(p.colored_gain > 0):
-        f = xp.fft.rfftfreq(n, 1 / SR).astype(xp.float32)
-        f[0] = f[1]
-        tilt = f[None, :] ** (-xp.asarray(p.noise_exponent, dtype=xp.float32)[:, None] / 2)
-        colour = xp.fft.irfft(xp.fft.rfft(xp.asarray(p.white, dtype=xp.float32), axis=1) * tilt, n=n, axis=1)
-        colour /= xp.sqrt(xp.maximum((colour * colour).mean(axis=1, keepdims=True), 1e-20))
-        noise = noise + colour.astype(xp.float32) * xp.asarray(p.colored_gain, dtype=xp.float32)[:, None]
+    noise = xp.array(p.background, dtype=xp.float32, copy=True)
+    rows = np.flatnonzero(p.colored_gain > 0)
+    if rows.size:
+        # Coloured noise is synthesised in the frequency domain: a white random spectrum times the slope.
+        tilt = xp.asarray(_tilts(n))[xp.asarray(p.noise_exponent[rows].astype(np.int64))]
+        white = xp.asarray(p.white, dtype=xp.float32)
+        colour = fft.irfft((white[..., 0] + 1j * white[..., 1]) * tilt, n=n, axis=1).astype(xp.float32, copy=False)
+        colour *= (xp.asarray(p.colored_gain[rows], dtype=xp.float32)[:, None]
+                   / xp.sqrt(xp.maximum((colour * colour).mean(axis=1, keepdims=True), 1e-20)))
+        if rows.size == b:
+            noise += colour
+        else:
+            noise[rows] += colour
     mix = ~np.isnan(p.snr_db)
     p_sig = _region_power(x, p.speech_start, p.speech_end, xp)
     p_noise = _region_power(noise, p.speech_start, p.speech_end, xp)
@@ -151,15 +196,14 @@ def augment_batch(clean: np.ndarray, p: BatchParams, rirs: RirBank, xp, *, retur
     scale = xp.sqrt(p_sig / xp.maximum(p_noise, 1e-20) / 10 ** (snr / 10))
     scale = xp.where(xp.asarray(mix) & (p_sig > 0) & (p_noise > 0), scale, 0).astype(xp.float32)
     noise = noise * scale[:, None]
-    out = (x + noise) * (10 ** (xp.asarray(p.gain_db, dtype=xp.float32) / 20))[:, None]
+    out = (x + noise) * xp.asarray(10 ** (p.gain_db / 20), dtype=xp.float32)[:, None]
     peak = xp.abs(out).max(axis=1, keepdims=True)
     out = out * xp.where(peak > PEAK_LIMIT, PEAK_LIMIT / xp.maximum(peak, 1e-20), 1)
     pcm = xp.clip(xp.rint(out * 32767), -32768, 32767).astype(xp.int16)
-    pcm = xp.asnumpy(pcm) if hasattr(xp, "asnumpy") else pcm
+    to_np = xp.asnumpy if hasattr(xp, "asnumpy") else np.asarray
     if return_parts:
-        to_np = xp.asnumpy if hasattr(xp, "asnumpy") else np.asarray
-        return pcm, to_np(x), to_np(noise)
-    return pcm
+        return to_np(pcm), to_np(x), to_np(noise)
+    return to_np(pcm)
 
 
 def draw_params(rng: np.random.Generator, speech_start: np.ndarray, speech_end: np.ndarray, anchor: np.ndarray,
@@ -184,7 +228,8 @@ def draw_params(rng: np.random.Generator, speech_start: np.ndarray, speech_end: 
     bg_pick = rng.integers(0, max(len(backgrounds), 1), b)
     bg_pos = rng.random(b)
     exponent = rng.choice([0.0, 1.0, 2.0], b)
-    white = rng.standard_normal((b, n)).astype(np.float32)
+    # Uniform, not Gaussian: 4x cheaper to draw, and the time signal is Gaussian anyway (a sum over bins).
+    white = rng.random((int(col_on.sum()), n // 2 + 1, 2), dtype=np.float32) - np.float32(0.5)
     snr = rng.uniform(*snr_range, b)
     gain = np.where(coin(ops.gain_probability), rng.uniform(*ops.gain_db_range, b), 0.0)
 
