@@ -237,7 +237,7 @@ class Augmentation(Strict):
 
     @field_validator("positive_end_margin_s_range")
     @classmethod
-    def _margin_fits(cls, v, info):
+    def _margin_non_negative(cls, v):
         if v[0] < 0:
             raise ValueError("margins must be >= 0")
         return v

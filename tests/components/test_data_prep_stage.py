@@ -2,7 +2,6 @@
 import json
 from collections import defaultdict
 
-import numpy as np
 import pytest
 import soundfile as sf
 

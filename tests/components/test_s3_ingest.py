@@ -6,7 +6,6 @@ import functools
 import io
 import json
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest

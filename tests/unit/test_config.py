@@ -86,8 +86,10 @@ def test_config_hash_is_stable_and_sensitive():
 
 
 def test_frozen():
+    from pydantic import ValidationError
+
     cfg = validate({"wake_word": "hey jarvis"})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.seed = 3
 
 
