@@ -7,6 +7,7 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.augmentation.component import augmentation, gather_features
+from components.teacher_training.component import teacher_training
 
 from components.common.images import Images
 from components.data_prep.component import data_prep
@@ -26,7 +27,7 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Train an ESPHome micro_wake_word model: data prep through verification.")
     def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> NamedTuple(
-            "Outputs", dataset=dsl.Dataset, features=dsl.Dataset):
+            "Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model):
         checked = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
         checked.set_display_name("validate config").set_container_image(images.cpu)
         checked.set_caching_options(False)
@@ -44,8 +45,17 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
         gathered = gather_features(shards=dsl.Collected(aug.outputs["features"]))
         gathered.set_display_name("gather features").set_container_image(images.cpu)
 
-        outputs = NamedTuple("Outputs", dataset=dsl.Dataset, features=dsl.Dataset)
-        return outputs(prep.outputs["dataset"], gathered.outputs["features"])
+        teachers = []
+        for index, label in enumerate(("a", "b")):  # two teachers in parallel, from config.teachers[0/1]
+            teacher = teacher_training(config=config, features=gathered.outputs["features"], teacher_index=index)
+            teacher.set_display_name(f"teacher {label}").set_container_image(images.gpu)
+            _request_gpus(teacher, gpus_per_task)
+            teachers.append(teacher)
+
+        outputs = NamedTuple("Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model,
+                             teacher_b=dsl.Model)
+        return outputs(prep.outputs["dataset"], gathered.outputs["features"], teachers[0].outputs["model"],
+                       teachers[1].outputs["model"])
 
     return wakeline
 

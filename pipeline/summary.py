@@ -52,6 +52,16 @@ def format_summary(run: LocalRun) -> str:
     ]
     if "features" in run.outputs:
         lines += ["", *_features_lines(run)]
+    teachers = [name for name in run.outputs if name.startswith("teacher_")]
+    if teachers:
+        lines.append("")
+        for name in teachers:
+            md = run.outputs[name].metadata
+            val = md.get("validation", {})
+            lines.append(f"Teacher {md.get('name')} ({md.get('architecture')}, {int(md.get('parameters', 0)):,} params, "
+                         f"{int(md.get('steps', 0))} steps): validation FRR {float(val.get('frr', float('nan'))):.1%} "
+                         f"at {float(val.get('fa_per_hour', float('nan'))):.2f} FA/h (cutoff {val.get('cutoff')}) "
+                         f"-> {_rel(run.run_dir / 'outputs' / name)}")
     lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}"]
     return "\n".join(lines)
 

@@ -249,6 +249,80 @@ class Augmentation(Strict):
         return self
 
 
+class Architecture(str, enum.Enum):
+    MIXEDNET = "mixednet"  # microWakeWord's streaming MixedNet: what ESPHome runs
+    TCN = "tcn"  # a wider dilated temporal-convolution network: a teacher that need not fit the device
+
+
+class ModelSpec(Strict):
+    """One model: its architecture, sizes and input length (the last `input_frames` of each stored clip)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")]
+    architecture: Architecture = Architecture.MIXEDNET
+    input_frames: Annotated[int, Field(ge=8, le=1000)] = 170
+    first_conv_filters: Annotated[int, Field(ge=1)] = 32
+    first_conv_kernel: Annotated[int, Field(ge=1)] = 5
+    stride: Annotated[int, Field(ge=1, le=4)] = 3
+    pointwise_filters: list[Annotated[int, Field(ge=1)]] = [64, 64, 64, 64]
+    mixconv_kernels: list[list[Annotated[int, Field(ge=1)]]] = [[5], [7, 11], [9, 15], [23]]
+    tcn_channels: Annotated[int, Field(ge=8)] = 96
+    tcn_dilations: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 1, 2, 4, 8]
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _blocks_match(self):
+        if self.architecture is Architecture.MIXEDNET and len(self.pointwise_filters) != len(self.mixconv_kernels):
+            raise ValueError("pointwise_filters and mixconv_kernels need one entry per block")
+        return self
+
+    def receptive_field_frames(self) -> int:
+        """Frames a MixedNet needs for one output: k1 + stride * sum(max(k) - 1)."""
+        return self.first_conv_kernel + self.stride * sum(max(k) - 1 for k in self.mixconv_kernels)
+
+
+class Toggle(str, enum.Enum):
+    ON = "on"
+    OFF = "off"
+    AUTO = "auto"  # on where it helps (GPU), off elsewhere
+
+
+class Training(Strict):
+    """Step-based schedule: `steps[i]` steps at `learning_rates[i]`; augmentation epochs are read in order."""
+
+    steps: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = [3000, 1000]
+    learning_rates: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.001, 0.0002]
+    batch_size: Annotated[int, Field(ge=2)] = 128
+    eval_every_steps: Annotated[int, Field(ge=1)] = 250
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    positive_class_weight: Annotated[float, Field(gt=0)] = 1.0
+    negative_class_weight: Annotated[float, Field(gt=0)] = 5.0
+    sampling_weights: LabelWeights = LabelWeights(positive=2.0, negative=3.0, adversarial_negative=2.0,
+                                                 hard_negative=2.0, background=3.0)
+    spec_augment: Toggle = Toggle.ON
+    xla: Toggle = Toggle.AUTO
+    mixed_precision: Toggle = Toggle.AUTO
+    recompute_gradients: bool = False
+    checkpoint_root: str = "runs/checkpoints"  # resumable state, keyed by the inputs' hashes
+    profile_steps: Annotated[int, Field(ge=0)] = 0  # >0: cProfile this many steps into the artifact
+    device: Device = Device.AUTO
+
+    @model_validator(mode="after")
+    def _phases(self):
+        if len(self.steps) != len(self.learning_rates):
+            raise ValueError("training.steps and training.learning_rates need one entry per phase")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps)
+
+
+_DEFAULT_TEACHERS = [
+    ModelSpec(name="mixednet-wide", pointwise_filters=[96, 96, 96, 96]),
+    ModelSpec(name="tcn", architecture=Architecture.TCN),
+]
+
+
 _WAKE_WORD = re.compile(r"^[\w' ,.!?-]+$")
 
 
@@ -262,6 +336,8 @@ class WakelineConfig(Strict):
     seed: Annotated[int, Field(ge=0)] = 0
     data_prep: DataPrep = DataPrep()
     augmentation: Augmentation = Augmentation()
+    training: Training = Training()
+    teachers: Annotated[list[ModelSpec], Field(min_length=2, max_length=2)] = _DEFAULT_TEACHERS
 
     @field_validator("wake_word", "wake_word_variants")
     @classmethod
@@ -276,6 +352,22 @@ class WakelineConfig(Strict):
         s = self.data_prep.splits
         if s.validation_fraction + s.test_fraction >= 0.6:
             raise ValueError("data_prep.splits: validation_fraction + test_fraction must be < 0.6")
+        return self
+
+    @model_validator(mode="after")
+    def _models_fit_the_clips(self):
+        from components.common.frontend import n_frames
+
+        stored = n_frames(int(round(self.augmentation.clip_duration_s * 16000)))
+        for i, spec in enumerate(self.teachers):
+            if spec.input_frames > stored:
+                raise ValueError(f"teachers.{i}.input_frames={spec.input_frames} exceeds the {stored} frames "
+                                 f"of augmentation.clip_duration_s={self.augmentation.clip_duration_s}")
+            if spec.architecture is Architecture.MIXEDNET and spec.receptive_field_frames() > spec.input_frames:
+                raise ValueError(f"teachers.{i}: receptive field {spec.receptive_field_frames()} frames exceeds "
+                                 f"input_frames={spec.input_frames}; use smaller kernels or more input")
+        if self.teachers[0].name == self.teachers[1].name:
+            raise ValueError("teachers: the two teachers need different names")
         return self
 
     def to_json(self) -> str:

@@ -1,0 +1,173 @@
+"""The training loop teachers and the student share: step-based learning-rate phases, weighted and
+label-smoothed binary cross-entropy, device-like validation, checkpoint selection, resume, TensorBoard."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from components.common.batches import Batch
+from components.common.config import Toggle, Training
+from components.common.metrics import (Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
+                                       better_checkpoint, evaluate)
+from components.common.progress import progress
+
+
+@dataclass
+class EvalRecord:
+    step: int
+    fa_per_hour: float
+    frr: float
+    cutoff: float
+    loss: float
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.step, self.fa_per_hour, 1.0 - self.frr)
+
+
+@dataclass
+class TrainResult:
+    best: EvalRecord | None
+    history: list[EvalRecord] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    resumed_from_step: int = 0
+    steps_run: int = 0
+    xla: bool = False
+
+
+def lr_at(training: Training, step: int) -> float:
+    edge = 0
+    for steps, lr in zip(training.steps, training.learning_rates):
+        edge += steps
+        if step < edge:
+            return lr
+    return training.learning_rates[-1]
+
+
+def use_xla(training: Training, gpu: bool) -> bool:
+    return training.xla is Toggle.ON or (training.xla is Toggle.AUTO and gpu)
+
+
+def operating_point(scores: StreamScores, target_fa_per_hour: float,
+                    settings: DetectorSettings = DetectorSettings()) -> OperatingPoint:
+    """The best cutoff that meets the FA/h target (or, if none does, the one with the fewest false accepts)."""
+    points = evaluate(scores, settings)
+    best = at_fa_target(points, target_fa_per_hour)
+    return best or min(points, key=lambda p: (p.fa_per_hour, p.frr))
+
+
+class Trainer:
+    def __init__(self, model, training: Training, workdir: Path, *, xla: bool, seed: int,
+                 loss_fn: Callable | None = None) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.model, self.training, self.workdir, self.xla = model, training, Path(workdir), xla
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        keras.utils.set_random_seed(seed)
+        self.optimizer = keras.optimizers.Adam(learning_rate=training.learning_rates[0])
+        self.optimizer.build(model.trainable_variables)
+        bce = keras.losses.BinaryCrossentropy(label_smoothing=training.label_smoothing, reduction="none")
+        self.loss_fn = loss_fn or (lambda y, p, w: tf.reduce_sum(bce(y[:, None], p) * w) / tf.reduce_sum(w))
+
+        def step(x, y, w):
+            with tf.GradientTape() as tape:
+                p = model(x, training=True)
+                loss = self.loss_fn(y, p, w)
+            grads = tape.gradient(loss, model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        self.train_step = tf.function(step, jit_compile=xla, reduce_retracing=True)
+        self.tb = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+
+    # --- resumable state -------------------------------------------------------------------------------
+    @property
+    def _state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    def save_state(self, step: int, result: TrainResult) -> None:
+        self.model.save_weights(str(self.workdir / "last.weights.h5"))
+        np.savez(self.workdir / "optimizer.npz", *[np.asarray(v) for v in self.optimizer.variables])
+        state = {"step": step, "result": _result_json(result)}
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self._state_file)  # atomic: a kill mid-save leaves the previous state
+
+    def load_state(self) -> tuple[int, TrainResult]:
+        if not self._state_file.is_file():
+            return 0, TrainResult(best=None)
+        state = json.loads(self._state_file.read_text())
+        self.model.load_weights(str(self.workdir / "last.weights.h5"))
+        saved = np.load(self.workdir / "optimizer.npz")
+        for var, key in zip(self.optimizer.variables, sorted(saved.files, key=lambda k: int(k.split("_")[1]))):
+            var.assign(saved[key])
+        result = _result_from_json(state["result"])
+        result.resumed_from_step = state["step"]
+        return state["step"], result
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def fit(self, next_batch: Callable[[int, int], Batch], validate: Callable[[], StreamScores],
+            target_fa_per_hour: float, *, show_progress: bool = True, stop_after: int | None = None) -> TrainResult:
+        """Train to `training.total_steps`; `stop_after` ends early (tests of resume use it)."""
+        import tensorflow as tf
+
+        total = self.training.total_steps
+        start, result = self.load_state()
+        result.xla = self.xla
+        steps = range(start, total)
+        bar = progress(steps, total=total - start, desc=f"train {self.model.name}", unit="step",
+                       disable=not show_progress)
+        recent: list[float] = []
+        for step in bar:
+            if stop_after is not None and step - start >= stop_after:
+                break
+            t0 = time.perf_counter()
+            batch = next_batch(step, total)
+            t1 = time.perf_counter()
+            self.optimizer.learning_rate.assign(lr_at(self.training, step))
+            loss = float(self.train_step(tf.constant(batch.x), tf.constant(batch.y), tf.constant(batch.weight)))
+            t2 = time.perf_counter()
+            recent.append(loss)
+            result.losses.append(loss)
+            result.steps_run += 1
+            with self.tb.as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("learning_rate", lr_at(self.training, step))
+                tf.summary.scalar("step_time_s", t2 - t1)
+                tf.summary.scalar("data_time_s", t1 - t0)
+                tf.summary.scalar("augmentation_epoch", batch.epoch)
+            done = step + 1
+            if done % self.training.eval_every_steps == 0 or done == total:
+                point = operating_point(validate(), target_fa_per_hour)
+                rec = EvalRecord(done, point.fa_per_hour, point.frr, point.cutoff, float(np.mean(recent)))
+                recent = []
+                result.history.append(rec)
+                with self.tb.as_default(step=done):
+                    tf.summary.scalar("val/frr", rec.frr)
+                    tf.summary.scalar("val/fa_per_hour", rec.fa_per_hour)
+                    tf.summary.scalar("val/cutoff", rec.cutoff)
+                if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
+                                     target_fa_per_hour):
+                    result.best = rec
+                    self.model.save_weights(str(self.workdir / "best.weights.h5"))
+                self.save_state(done, result)
+        self.tb.flush()
+        if result.best is not None:
+            self.model.load_weights(str(self.workdir / "best.weights.h5"))
+        return result
+
+
+def _result_json(r: TrainResult) -> dict:
+    return {"best": asdict(r.best) if r.best else None, "history": [asdict(h) for h in r.history],
+            "losses": r.losses, "steps_run": r.steps_run}
+
+
+def _result_from_json(d: dict) -> TrainResult:
+    return TrainResult(best=EvalRecord(**d["best"]) if d["best"] else None,
+                       history=[EvalRecord(**h) for h in d["history"]], losses=list(d["losses"]),
+                       steps_run=d["steps_run"])
