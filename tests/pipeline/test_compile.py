@@ -17,12 +17,14 @@ def test_ir_images_parameters_and_reload():
     ir = docs[0]
     executors = ir["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
-    assert images.pop("exec-augmentation") == f"ghcr.io/wakeline/wakeline-gpu:{code_version()}"
+    gpu_stages = {"exec-augmentation", "exec-teacher-training", "exec-teacher-training-2"}
+    for name in gpu_stages:
+        assert images.pop(name) == f"ghcr.io/wakeline/wakeline-gpu:{code_version()}"
+        gpu = executors[name]["container"]["resources"]["accelerator"]
+        assert gpu["resourceType"] == "nvidia.com/gpu" and gpu["resourceCount"] == "1"  # type AND count
     assert set(images.values()) == {f"ghcr.io/wakeline/wakeline-cpu:{code_version()}"}
-    gpu = executors["exec-augmentation"]["container"]["resources"]["accelerator"]
-    assert gpu["resourceType"] == "nvidia.com/gpu" and gpu["resourceCount"] == "1"  # type AND count
     assert not any("accelerator" in e["container"].get("resources", {})
-                   for n, e in executors.items() if n != "exec-augmentation")
+                   for n, e in executors.items() if n not in gpu_stages)
     for executor in ir["deploymentSpec"]["executors"].values():
         joined = " ".join(executor["container"]["command"])
         assert "pip install" not in joined  # install_kfp_package=False: images are air-gap friendly
@@ -33,6 +35,8 @@ def test_ir_images_parameters_and_reload():
     assert tasks["data-prep"]["dependentTasks"] == ["validate-config"]
     assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("augmentation-shards-Output")
     assert tasks["gather-features"]["dependentTasks"] == ["for-loop-1"]
+    teachers = [t for name, t in tasks.items() if name.startswith("teacher-training")]
+    assert len(teachers) == 2 and all(t["dependentTasks"] == ["gather-features", "validate-config"] for t in teachers)
     component = load_component_from_file(str(COMPILED_IR))
     assert component.name == "wakeline"
 

@@ -12,7 +12,8 @@ from pipeline.summary import format_summary
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    return run_local(load_config("smoke"), "smoke", runs, run_id="smoke-test")
+    config = load_config("smoke", overrides=[f"training.checkpoint_root={runs / 'checkpoints'}"])
+    return run_local(config, "smoke", runs, run_id="smoke-test")
 
 
 def test_pipeline_produces_a_dataset(smoke_run):
@@ -43,10 +44,19 @@ def test_pipeline_produces_features_from_the_dataset(smoke_run):
     assert len(store.open(Split.TEST, None)) == int(smoke_run.dataset_metadata["counts"]["background"]["test"])
 
 
+def test_pipeline_trains_two_teachers(smoke_run):
+    names = {smoke_run.outputs[k].metadata["name"] for k in ("teacher_a", "teacher_b")}
+    assert names == {t.name for t in load_config("smoke").teachers}
+    for key in ("teacher_a", "teacher_b"):
+        out = smoke_run.outputs[key]
+        assert (out.path / "model.keras").is_file() and (out.path / "model_spec.json").is_file()
+        assert out.metadata["steps"] == load_config("smoke").training.total_steps
+
+
 def test_summary_names_the_outputs_and_counts(smoke_run):
     text = format_summary(smoke_run)
     assert "outputs/dataset" in text and "positive" in text and "Quarantined" in text
-    assert "outputs/features" in text and "SNR curriculum" in text
+    assert "outputs/features" in text and "SNR curriculum" in text and "Teacher mixednet-small" in text
     assert len(text.splitlines()) < 30  # one screen
 
 

@@ -1,0 +1,92 @@
+"""Teacher training on tiny real features: it learns, validation is device-like, and a killed run resumes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.augmentation.stage import run as augment
+from components.common.artifacts import FeatureStoreLayout, Split
+from components.common.config import load_config
+from components.common.models import build
+from components.common.scoring import split_scores
+from components.common.trainer import operating_point
+from components.data_prep.stage import run as prepare
+from components.teacher_training.stage import checkpoint_dir, run
+
+pytestmark = pytest.mark.slow
+
+SETS = ["data_prep.positives.espeak_clips=60", "data_prep.positives.piper_clips=10", "augmentation.epochs=2",
+        "augmentation.device=cpu", "augmentation.workers=2", "training.steps=[240, 80]",
+        "training.eval_every_steps=80"]
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    cfg = load_config("smoke", overrides=SETS + [f"training.checkpoint_root={root / 'ck'}"])
+    prepare(root / "dataset", cfg, show_progress=False)
+    augment(root / "dataset", root / "features", cfg, show_progress=False)
+    return cfg, root
+
+
+def test_training_lowers_loss_and_beats_an_untrained_model(features, tmp_path):
+    cfg, root = features
+    md, metrics = run(root / "features", tmp_path / "model", cfg, 0, show_progress=False)
+    history = json.loads((tmp_path / "model" / "validation.json").read_text())["history"]
+    assert [h["step"] for h in history] == [80, 160, 240, 320]
+    assert history[-1]["loss"] < history[0]["loss"]
+    store = FeatureStoreLayout(root / "features")
+    spec = cfg.teachers[0]
+    untrained = build(spec)
+    before = operating_point(split_scores(lambda x: untrained(x, training=False).numpy(), store, Split.VALIDATION,
+                                          spec.input_frames, spec.stride), cfg.target_false_accepts_per_hour)
+    assert metrics["val_fa_per_hour"] <= cfg.target_false_accepts_per_hour
+    assert metrics["val_frr"] < before.frr, (metrics, before)
+    for name in ("model.keras", "model_spec.json", "validation.json"):
+        assert (tmp_path / "model" / name).is_file()
+    assert md["file_sha256"]["model.keras"] and md["validation"]["best_step"] in (80, 160, 240, 320)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(features, tmp_path):
+    cfg, root = features
+    cfg = load_config("smoke", overrides=SETS + [f"training.checkpoint_root={tmp_path / 'ck'}"])
+    state = checkpoint_dir(cfg, cfg.teachers[1], FeatureStoreLayout(root / "features")) / "state.json"
+    overrides = SETS + [f"training.checkpoint_root={tmp_path / 'ck'}"]
+    script = ("import json, sys; from pathlib import Path; from components.common.config import load_config; "
+              "from components.teacher_training.stage import run; a = json.loads(sys.argv[1]); "
+              "run(Path(a['features']), Path(a['out']), load_config('smoke', overrides=a['sets']), 1, "
+              "show_progress=False)")
+    args = json.dumps({"features": str(root / "features"), "out": str(tmp_path / "killed"), "sets": overrides})
+    proc = subprocess.Popen([sys.executable, "-c", script, args], cwd=os.getcwd(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not state.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert state.is_file(), "the training subprocess never wrote a checkpoint"
+        os.killpg(proc.pid, signal.SIGKILL)  # killed mid-training, as a pre-empted pod would be
+    finally:
+        proc.wait(timeout=30)
+    saved_step = json.loads(state.read_text())["step"]
+    assert 0 < saved_step < cfg.training.total_steps
+    md, _ = run(root / "features", tmp_path / "resumed", cfg, 1, show_progress=False)
+    assert md["resumed_from_step"] >= saved_step
+    history = json.loads((tmp_path / "resumed" / "validation.json").read_text())["history"]
+    assert [h["step"] for h in history] == [80, 160, 240, 320]  # evaluations before the kill are kept
+
+
+def test_batches_are_a_function_of_the_step(features):
+    from components.common.batches import TrainingBatches
+
+    cfg, root = features
+    store = FeatureStoreLayout(root / "features")
+    a = TrainingBatches(store, cfg.training, cfg.augmentation.spec_augment, 100, 0)
+    b = TrainingBatches(store, cfg.training, cfg.augmentation.spec_augment, 100, 0)
+    assert np.array_equal(a.batch(7, 100).x, b.batch(7, 100).x)
+    assert not np.array_equal(a.batch(7, 100).x, a.batch(8, 100).x)
+    assert a.batch(0, 100).epoch == 0 and a.batch(99, 100).epoch == len(store.epochs(Split.TRAIN)) - 1
