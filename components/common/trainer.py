@@ -14,6 +14,7 @@ from components.common.batches import Batch
 from components.common.config import Toggle, Training
 from components.common.metrics import (Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        better_checkpoint, evaluate)
+from components.common.observability import StepProfiler
 from components.common.progress import progress
 
 
@@ -112,8 +113,10 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------------
     def fit(self, next_batch: Callable[[int, int], Batch], validate: Callable[[], StreamScores],
-            target_fa_per_hour: float, *, show_progress: bool = True, stop_after: int | None = None) -> TrainResult:
-        """Train to `training.total_steps`; `stop_after` ends early (tests of resume use it)."""
+            target_fa_per_hour: float, *, show_progress: bool = True, stop_after: int | None = None,
+            profile_dir: Path | None = None) -> TrainResult:
+        """Train to `training.total_steps`; `stop_after` ends early (tests of resume use it). With
+        `training.profile_steps` > 0 the first steps (data loading included) are cProfiled into `profile_dir`."""
         import tensorflow as tf
 
         total = self.training.total_steps
@@ -123,15 +126,18 @@ class Trainer:
         bar = progress(steps, total=total - start, desc=f"train {self.model.name}", unit="step",
                        disable=not show_progress)
         recent: list[float] = []
+        profiler = StepProfiler(self.training.profile_steps, profile_dir or self.workdir)
         for step in bar:
             if stop_after is not None and step - start >= stop_after:
                 break
-            t0 = time.perf_counter()
-            batch = next_batch(step, total)
-            t1 = time.perf_counter()
-            self.optimizer.learning_rate.assign(lr_at(self.training, step))
-            loss = float(self.train_step(tf.constant(batch.x), tf.constant(batch.y), tf.constant(batch.weight)))
-            t2 = time.perf_counter()
+            with profiler:
+                t0 = time.perf_counter()
+                batch = next_batch(step, total)
+                t1 = time.perf_counter()
+                self.optimizer.learning_rate.assign(lr_at(self.training, step))
+                loss = float(self.train_step(tf.constant(batch.x), tf.constant(batch.y),
+                                             tf.constant(batch.weight)))
+                t2 = time.perf_counter()
             recent.append(loss)
             result.losses.append(loss)
             result.steps_run += 1

@@ -14,6 +14,7 @@ from components.common.batches import TrainingBatches
 from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE
 from components.common.models import build
+from components.common.observability import ResourceMonitor
 from components.common.scoring import split_scores
 from components.common.trainer import Trainer, operating_point, use_xla
 
@@ -57,8 +58,10 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
     def validate():
         return split_scores(predict, store, Split.VALIDATION, spec.input_frames, spec.stride)
 
-    result = trainer.fit(batches.batch, validate, config.target_false_accepts_per_hour,
-                         show_progress=show_progress, stop_after=stop_after)
+    with ResourceMonitor() as monitor:
+        result = trainer.fit(batches.batch, validate, config.target_false_accepts_per_hour,
+                             show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
+    resources = monitor.write(out / "resources.json")
     final = operating_point(validate(), config.target_false_accepts_per_hour)
     model.save(out / MODEL_FILE)
     feature_config = {"channels": FEATURE_CHANNELS, "step_ms": FEATURE_STEP_MS, "float_scale": FLOAT_SCALE,
@@ -77,6 +80,7 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
                 "keras_version": keras.__version__, "parameters": model.count_params(),
                 "steps": config.training.total_steps, "resumed_from_step": result.resumed_from_step,
                 "xla": xla, "validation": {k: v for k, v in validation.items() if k != "history"},
+                "resources": resources,
                 "wall_s": round(time.monotonic() - t0, 1),
                 **Lineage(config.sha256(), code_version(),
                           {"features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},

@@ -37,7 +37,11 @@ def features(tmp_path_factory):
 
 def test_training_lowers_loss_and_beats_an_untrained_model(features, tmp_path):
     cfg, root = features
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"profile_steps": 5})})
     md, metrics = run(root / "features", tmp_path / "model", cfg, 0, show_progress=False)
+    top = (tmp_path / "model" / "profile" / "profile_top.txt").read_text()
+    assert "function calls" in top and "polymorphic_function" in top  # the profiled steps ran the tf.function
+    assert md["resources"]["rss_mib_peak"] > 100
     history = json.loads((tmp_path / "model" / "validation.json").read_text())["history"]
     assert [h["step"] for h in history] == [80, 160, 240, 320]
     assert history[-1]["loss"] < history[0]["loss"]

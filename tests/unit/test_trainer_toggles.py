@@ -1,0 +1,42 @@
+"""Performance toggles change what runs, not just a flag: XLA compiles the train step into fused HLO."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.common.config import ModelSpec, Toggle, Training
+from components.common.models import build
+from components.common.trainer import Trainer, lr_at, use_xla
+
+SPEC = ModelSpec(name="tiny", input_frames=60, first_conv_filters=8, pointwise_filters=[8, 8],
+                 mixconv_kernels=[[5], [7, 9]], dropout=0.0)
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.uniform(0, 26, (8, 60, 40)).astype("float32")),
+            tf.constant((rng.random(8) < 0.5).astype("float32")), tf.constant(np.ones(8, "float32")))
+
+
+def test_xla_compiles_the_step_into_fused_hlo_with_the_same_result(tmp_path):
+    training = Training(steps=[10], learning_rates=[1e-3])
+    eager = Trainer(build(SPEC), training, tmp_path / "a", xla=False, seed=0)
+    jit = Trainer(build(SPEC), training, tmp_path / "b", xla=True, seed=0)
+    jit.model.set_weights(eager.model.get_weights())
+    x, y, w = _batch()
+    hlo = jit.train_step.experimental_get_compiler_ir(x, y, w)(stage="optimized_hlo")
+    assert "fusion" in hlo  # XLA fused the elementwise work of forward, backward and Adam update
+    must = jit.train_step.get_concrete_function(x, y, w).function_def.attr["_XlaMustCompile"].b
+    assert must and not eager.train_step.get_concrete_function(x, y, w).function_def.attr["_XlaMustCompile"].b
+    losses = [(float(eager.train_step(x, y, w)), float(jit.train_step(x, y, w))) for _ in range(3)]
+    for a, b in losses:
+        assert a == pytest.approx(b, rel=1e-3, abs=1e-4)
+
+
+def test_xla_auto_follows_the_device():
+    assert use_xla(Training(xla=Toggle.AUTO), gpu=True) and not use_xla(Training(xla=Toggle.AUTO), gpu=False)
+    assert use_xla(Training(xla=Toggle.ON), gpu=False) and not use_xla(Training(xla=Toggle.OFF), gpu=True)
+
+
+def test_learning_rate_phases():
+    t = Training(steps=[10, 5], learning_rates=[1e-3, 1e-4])
+    assert [lr_at(t, s) for s in (0, 9, 10, 14, 99)] == [1e-3, 1e-3, 1e-4, 1e-4, 1e-4]
