@@ -223,3 +223,73 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="no usable GPU (CuPy not installed or no CUDA device)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+MLFLOW_STARTUP_TIMEOUT_S = 90.0  # the server typically needs ~20 s to come up (migrations, uvicorn)
+
+
+def _free_loopback_port() -> int:
+    """A port the kernel says is free on 127.0.0.1 right now (the caller retries if it gets taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _wait_http_ok(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> float:
+    """Poll GET `url` (no proxies) until it answers 200; return the seconds it took."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    t0 = time.monotonic()
+    last_error: Exception | None = None
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before {url} answered. "
+                               f"Log tail:\n{_log_tail(log)}")
+        try:
+            with opener.open(url, timeout=2.0) as response:
+                if response.status == 200:
+                    return time.monotonic() - t0
+        except OSError as e:  # connection refused while it starts, ...
+            last_error = e
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s (last error: {last_error!r}). "
+                       f"Log tail:\n{_log_tail(log)}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server (SQLite backend, proxied local artifacts) on 127.0.0.1; yields its URL."""
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    if not mlflow_bin.exists():
+        pytest.fail(f"{mlflow_bin} not found: install mlflow into this venv")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    last_failure: Exception | None = None
+    for attempt in range(3):  # the chosen port can be taken before the server binds it
+        port = _free_loopback_port()
+        log = root / f"server-{attempt}.log"
+        args = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"),
+                "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=root, env=env, start_new_session=True)
+        url = f"http://{LOOPBACK}:{port}"
+        try:
+            startup_s = _wait_http_ok(f"{url}/health", proc, log, MLFLOW_STARTUP_TIMEOUT_S)
+        except RuntimeError as e:  # exited early (e.g. port taken): try another port
+            _stop(proc)
+            last_failure = e
+            continue
+        except BaseException:
+            _stop(proc)
+            raise
+        print(f"\nmlflow: server ready at {url} in {startup_s:.1f} s (log {log})")
+        try:
+            yield url
+        finally:
+            _stop(proc)
+        return
+    pytest.fail(f"could not start the MLflow server after 3 attempts: {last_failure}")

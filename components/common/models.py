@@ -38,7 +38,7 @@ def mixednet(spec: ModelSpec):
         x = layers.ReLU()(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(spec.dropout)(x)
-    out = layers.Dense(1, activation="sigmoid", name="probability")(x)
+    out = layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)  # fp32 under mixed precision
     return keras.Model(inp, out, name=spec.name)
 
 
@@ -56,5 +56,5 @@ def tcn(spec: ModelSpec):
         y = layers.Dropout(spec.dropout)(y)
         x = layers.Add()([x, y])
     x = layers.GlobalMaxPooling1D()(x)
-    out = layers.Dense(1, activation="sigmoid", name="probability")(x)
+    out = layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
     return keras.Model(inp, out, name=spec.name)

@@ -119,8 +119,8 @@ class StageRun:
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload one local file (or a directory's contents) as run artifact(s)."""
         local = Path(path)
-        self._call("log_artifact", lambda: (self._client.log_artifacts if local.is_dir() else self._client.log_artifact)(
-            self.run_id, str(local), artifact_path))
+        upload = "log_artifacts" if local.is_dir() else "log_artifact"
+        self._call("log_artifact", lambda: getattr(self._client, upload)(self.run_id, str(local), artifact_path))
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         """Store `data` as a JSON (or YAML, by extension) artifact file `name`."""

@@ -53,6 +53,22 @@ def use_xla(training: Training, gpu: bool) -> bool:
     return training.xla is Toggle.ON or (training.xla is Toggle.AUTO and gpu)
 
 
+def use_mixed_precision(training: Training, gpu: bool) -> bool:
+    return training.mixed_precision is Toggle.ON or (training.mixed_precision is Toggle.AUTO and gpu)
+
+
+def build_model(builder: Callable, spec, mixed_precision: bool):
+    """Build under the right Keras dtype policy: float16 compute (float32 variables and output) when mixed."""
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        return builder(spec)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
 def operating_point(scores: StreamScores, target_fa_per_hour: float,
                     settings: DetectorSettings = DetectorSettings()) -> OperatingPoint:
     """The best cutoff that meets the FA/h target (or, if none does, the one with the fewest false accepts)."""
@@ -70,7 +86,10 @@ class Trainer:
         self.model, self.training, self.workdir, self.xla = model, training, Path(workdir), xla
         self.workdir.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(seed)
+        self.mixed = any(getattr(layer, "compute_dtype", "float32") == "float16" for layer in model.layers)
         self.optimizer = keras.optimizers.Adam(learning_rate=training.learning_rates[0])
+        if self.mixed:  # dynamic loss scaling keeps float16 gradients from underflowing
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         self.optimizer.build(model.trainable_variables)
         bce = keras.losses.BinaryCrossentropy(label_smoothing=training.label_smoothing, reduction="none")
         self.loss_fn = loss_fn or (lambda y, p, w: tf.reduce_sum(bce(y[:, None], p) * w) / tf.reduce_sum(w))
@@ -79,7 +98,8 @@ class Trainer:
             with tf.GradientTape() as tape:
                 p = model(x, training=True)
                 loss = self.loss_fn(y, p, w)
-            grads = tape.gradient(loss, model.trainable_variables)
+                scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 

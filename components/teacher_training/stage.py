@@ -16,7 +16,7 @@ from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_
 from components.common.models import build
 from components.common.observability import ResourceMonitor
 from components.common.scoring import split_scores
-from components.common.trainer import Trainer, operating_point, use_xla
+from components.common.trainer import Trainer, build_model, operating_point, use_mixed_precision, use_xla
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "model_spec.json"
@@ -44,10 +44,11 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
     store = FeatureStoreLayout(Path(features_dir))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = build(spec)
     xla = use_xla(config.training, backend.is_gpu)
-    print(f"teacher {spec.name}: {model.count_params()} parameters, {backend.reason}, XLA {'on' if xla else 'off'}",
-          file=sys.stderr)
+    mixed = use_mixed_precision(config.training, backend.is_gpu)
+    model = build_model(build, spec, mixed)
+    print(f"teacher {spec.name}: {model.count_params()} parameters, {backend.reason}, XLA {'on' if xla else 'off'}, "
+          f"{'mixed float16' if mixed else 'float32'}", file=sys.stderr)
     trainer = Trainer(model, config.training, checkpoint_dir(config, spec, store), xla=xla, seed=config.seed)
     batches = TrainingBatches(store, config.training, config.augmentation.spec_augment, spec.input_frames,
                               config.seed + teacher_index)
@@ -79,7 +80,7 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
     metadata = {"name": spec.name, "architecture": spec.architecture.value, "framework": "keras",
                 "keras_version": keras.__version__, "parameters": model.count_params(),
                 "steps": config.training.total_steps, "resumed_from_step": result.resumed_from_step,
-                "xla": xla, "validation": {k: v for k, v in validation.items() if k != "history"},
+                "xla": xla, "mixed_precision": mixed, "validation": {k: v for k, v in validation.items() if k != "history"},
                 "resources": resources,
                 "wall_s": round(time.monotonic() - t0, 1),
                 **Lineage(config.sha256(), code_version(),

@@ -40,3 +40,19 @@ def test_xla_auto_follows_the_device():
 def test_learning_rate_phases():
     t = Training(steps=[10, 5], learning_rates=[1e-3, 1e-4])
     assert [lr_at(t, s) for s in (0, 9, 10, 14, 99)] == [1e-3, 1e-3, 1e-4, 1e-4, 1e-4]
+
+
+def test_mixed_precision_computes_in_float16_and_still_learns(tmp_path):
+    from components.common.trainer import build_model
+
+    model = build_model(build, SPEC, mixed_precision=True)
+    convs = [layer for layer in model.layers if "conv" in layer.name or "pointwise" in layer.name]
+    assert convs and all(layer.compute_dtype == "float16" for layer in convs)
+    assert all(v.dtype == "float32" for v in model.trainable_variables)  # master weights stay float32
+    assert model.get_layer("probability").compute_dtype == "float32"
+    trainer = Trainer(model, Training(steps=[30], learning_rates=[3e-3]), tmp_path, xla=False, seed=0)
+    assert trainer.mixed
+    x, y, w = _batch(1)
+    losses = [float(trainer.train_step(x, y, w)) for _ in range(30)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert build_model(build, SPEC, mixed_precision=False).get_layer("first_conv").compute_dtype == "float32"
