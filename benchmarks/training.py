@@ -7,10 +7,12 @@ Metrics (names are stable; other fields are context):
                                         "-" in the name becomes "_"), fewer timed steps where a step is slow
   xla_speedup                           the same MixedNet, same batches, same number of steps: samples/s with
                                         xla=True over xla=False (separate Trainers, same initial weights);
-                                        compile time excluded (first_step_s field); first_steps_loss_match is
+                                        compile time excluded (first_step_s field); one_step_loss_match is
                                         the sanity check that both compute the same losses
-  gpu_train_samples_per_s               MixedNet on the GPU (XLA as Training(xla=auto) resolves there)
-  mixed_precision_speedup               mixed_float16 over float32 on the GPU, same batches and steps
+  gpu_train_samples_per_s               MixedNet on the GPU, XLA and precision as Training()'s auto toggles
+                                        resolve there (float32 and mixed samples/s both as fields)
+  mixed_precision_speedup               trainer.build_model(mixed_precision=True) over float32 on the GPU,
+                                        same batches, steps and initial weights
   (the last two: value null with "skipped" where TensorFlow sees no usable GPU; never estimated)
 
 Inputs: synthetic features, float32 uniform in [0, 26] (the feature range, raw uint16 x 0.0390625), fixed seed;
@@ -33,7 +35,7 @@ import numpy as np
 from benchmarks.common import SEED, comparison, load_average, log, result, timer
 from components.common.batches import Batch
 from components.common.config import ModelSpec, Training, load_config
-from components.common.trainer import Trainer, use_xla
+from components.common.trainer import Trainer, build_model, use_mixed_precision, use_xla
 
 STUDENT = ModelSpec(name="mixednet-v2", pointwise_filters=[64, 64, 64, 64],
                     mixconv_kernels=[[5], [7, 11], [9, 15], [23]], first_conv_filters=32, first_conv_kernel=5,
@@ -43,7 +45,8 @@ WARMUP_STEPS = 5  # the first includes tracing (and XLA compilation); reported, 
 TIMED_STEPS = 40
 ROUNDS = 3
 TEACHER_ROUND_BUDGET_S = 5.0  # teachers: timed steps per round sized to about this (5..TIMED_STEPS)
-LOSS_RTOL = 1e-3  # XLA vs no XLA: relative tolerance on the warm-up steps' losses
+LOSS_RTOL = 1e-3  # XLA vs no XLA: relative tolerance on the sanity check's losses
+SANITY_STEPS = 2
 GPU_WARMUP_STEPS = 20
 GPU_TIMED_STEPS = 100
 
@@ -76,26 +79,21 @@ class _Side:
     """One Trainer on one model, with its own temp workdir; runs warm-up and timed rounds."""
 
     def __init__(self, spec: ModelSpec, training: Training, *, xla: bool, device: str, label: str,
-                 weights: list | None = None, loss_fn=None, policy: str | None = None) -> None:
+                 weights: list | None = None, mixed_precision: bool = False) -> None:
         import keras
         import tensorflow as tf
 
+        from components.common.models import build
+
         self.label, self.device = label, device
         self._tmp = tempfile.TemporaryDirectory(prefix=f"wakeline-bench-train-{label}-")
-        old_policy = keras.mixed_precision.global_policy().name
-        try:
-            if policy is not None:
-                keras.mixed_precision.set_global_policy(policy)
-            keras.utils.set_random_seed(SEED)  # same initial weights and dropout seed state on every side
-            with tf.device(device):
-                from components.common.models import build
-
-                self.model = build(spec)
-                if weights is not None:
-                    self.model.set_weights(weights)
-                self.trainer = Trainer(self.model, training, self._tmp.name, xla=xla, seed=SEED, loss_fn=loss_fn)
-        finally:
-            keras.mixed_precision.set_global_policy(old_policy)
+        keras.utils.set_random_seed(SEED)  # same initial weights and dropout seed state on every side
+        with tf.device(device):
+            self.model = build_model(build, spec, mixed_precision)  # as the teacher stage builds it
+            if weights is not None:
+                self.model.set_weights(weights)
+            self.trainer = Trainer(self.model, training, self._tmp.name, xla=xla, seed=SEED)
+        self.mixed = self.trainer.mixed
         self.batch_size = training.batch_size
         self.first_step_s = float("nan")
         self.warmup_losses: list[float] = []
@@ -140,13 +138,31 @@ class _Side:
         self._tmp.cleanup()
 
 
-def _losses_match(a: list[float], b: list[float]) -> dict[str, Any]:
+def _rel_diff(a: list[float], b: list[float]) -> np.ndarray:
     a_, b_ = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    rel = np.abs(a_ - b_) / np.maximum(np.abs(b_), 1e-12)
-    return dict(first_step_loss={"xla_off": a[0], "xla_on": b[0]},
-                first_step_loss_rel_diff=float(rel[0]), max_rel_diff_over_warmup_steps=float(rel.max()),
-                first_steps_loss_match=bool(rel.max() <= LOSS_RTOL), loss_rtol=LOSS_RTOL,
-                compared_steps=len(rel))
+    return np.abs(a_ - b_) / np.maximum(np.abs(b_), 1e-12)
+
+
+def _one_step_check(data, training: Training) -> dict[str, Any]:
+    """Sanity: does one step compute the same loss with and without XLA? Dropout masks come from different
+    RNG lowerings under XLA, so the check runs on a dropout-free copy of the student (same weights, same
+    batches); step 2 also checks the first optimizer update. The timed pair's warm-up losses (dropout on) are
+    reported next to it."""
+    spec = STUDENT.model_copy(update={"dropout": 0.0})
+    off = _Side(spec, training, xla=False, device="/CPU:0", label="check-off")
+    on = _Side(spec, training, xla=True, device="/CPU:0", label="check-on", weights=off.model.get_weights())
+    try:
+        off.warmup(data, SANITY_STEPS)
+        on.warmup(data, SANITY_STEPS)
+    finally:
+        off.close()
+        on.close()
+    rel = _rel_diff(off.warmup_losses, on.warmup_losses)
+    return dict(one_step_loss_match=bool(rel.max() <= LOSS_RTOL), loss_rtol=LOSS_RTOL,
+                one_step_loss={"xla_off": off.warmup_losses, "xla_on": on.warmup_losses},
+                one_step_loss_rel_diff=[float(r) for r in rel],
+                one_step_check=f"{SANITY_STEPS} steps from identical weights on the same batches, dropout 0 "
+                               f"(step 2 includes the first Adam update); match = every rel diff <= {LOSS_RTOL}")
 
 
 # ------------------------------------------------------------------------------------------------------ CPU
@@ -176,14 +192,17 @@ def bench_student_cpu() -> list[dict]:
             off.timed_round(data, TIMED_STEPS)
             on.timed_round(data, TIMED_STEPS)
         thr_off, thr_on = off.samples_per_s(TIMED_STEPS), on.samples_per_s(TIMED_STEPS)
-        match = _losses_match(off.warmup_losses, on.warmup_losses)
+        dropout_rel = _rel_diff(off.warmup_losses, on.warmup_losses)
         log(f"[bench]   training: {STUDENT.name} CPU xla off {thr_off:.0f} samples/s, xla on {thr_on:.0f} "
-            f"samples/s ({thr_on / thr_off:.2f}x); cores busy {off.cores_busy():.2f} / {on.cores_busy():.2f}; "
-            f"loss match {match['first_steps_loss_match']} (max rel diff {match['max_rel_diff_over_warmup_steps']:.2g})")
+            f"samples/s ({thr_on / thr_off:.2f}x); cores busy {off.cores_busy():.2f} / {on.cores_busy():.2f}")
         params = off.model.count_params()
     finally:
         off.close()
         on.close()
+    with timer() as t_check:
+        match = _one_step_check(data, training)
+    log(f"[bench]   training: one-step loss match xla on/off (dropout 0): {match['one_step_loss_match']} "
+        f"(rel diffs {match['one_step_loss_rel_diff']}); with dropout, first step rel diff {dropout_rel[0]:.2g}")
 
     ctx = dict(model=STUDENT.name, params=params, batch_size=training.batch_size, input_frames=STUDENT.input_frames,
                device="CPU", cpu_count=os.cpu_count(), distinct_batches=N_BATCHES, warmup_steps_excluded=WARMUP_STEPS,
@@ -202,8 +221,14 @@ def bench_student_cpu() -> list[dict]:
                    wall_s_all_rounds={"xla_off": off.round_s, "xla_on": on.round_s},
                    cpu_s_all_rounds={"xla_off": off.round_cpu_s, "xla_on": on.round_cpu_s},
                    cores_busy={"xla_off": off.cores_busy(), "xla_on": on.cores_busy()},
+                   with_dropout_warmup_loss_rel_diff=[float(r) for r in dropout_rel],
+                   with_dropout_note="the timed pair (dropout 0.1) draws different dropout masks with and without "
+                                     "XLA, so its losses differ from step 1; see one_step_loss_match",
+                   one_step_check_s=t_check[0],
                    default_resolution=f"Training(xla={training.xla.value}) -> xla="
                                       f"{use_xla(training, gpu=False)} on a CPU-only machine",
+                   precision="float32 (Training(mixed_precision=auto) -> "
+                             f"{use_mixed_precision(training, gpu=False)} on the CPU)",
                    **match, **ctx),
     ]
 
@@ -260,42 +285,43 @@ def bench_gpu() -> list[dict]:
         log(f"[bench]   training gpu: skipped ({why})")
         return [result("gpu_train_samples_per_s", None, "samples/s", skipped=f"no usable GPU: {why}"),
                 result("mixed_precision_speedup", None, "x", skipped=f"no usable GPU: {why}")]
-    import keras
-    import tensorflow as tf
 
     training = Training()
     xla = use_xla(training, gpu=True)
+    mixed_default = use_mixed_precision(training, gpu=True)
     data = _tensors(_synthetic_batches(training, STUDENT.input_frames, 2))
-    bce = keras.losses.BinaryCrossentropy(label_smoothing=training.label_smoothing, reduction="none")
-
-    def fp32_loss(y, p, w):  # the Trainer's loss, with the float16 probabilities cast up first
-        return tf.reduce_sum(bce(y[:, None], tf.cast(p, tf.float32)) * w) / tf.reduce_sum(w)
-
-    fp32 = _Side(STUDENT, training, xla=xla, device="/GPU:0", label="gpu-fp32")
-    mixed = _Side(STUDENT, training, xla=xla, device="/GPU:0", label="gpu-mixed", loss_fn=fp32_loss,
-                  policy="mixed_float16", weights=fp32.model.get_weights())
+    fp32 = _Side(STUDENT, training, xla=xla, device="/GPU:0", label="gpu-fp32", mixed_precision=False)
+    mixed = _Side(STUDENT, training, xla=xla, device="/GPU:0", label="gpu-mixed", mixed_precision=True,
+                  weights=fp32.model.get_weights())
     try:
+        if not mixed.mixed or fp32.mixed:
+            raise RuntimeError(f"Trainer.mixed is {fp32.mixed} / {mixed.mixed} for the float32 / mixed sides")
         fp32.warmup(data, GPU_WARMUP_STEPS)
         mixed.warmup(data, GPU_WARMUP_STEPS)
         for _ in range(ROUNDS):
             fp32.timed_round(data, GPU_TIMED_STEPS)
             mixed.timed_round(data, GPU_TIMED_STEPS)
         thr32, thr16 = fp32.samples_per_s(GPU_TIMED_STEPS), mixed.samples_per_s(GPU_TIMED_STEPS)
-        rel = abs(mixed.warmup_losses[0] - fp32.warmup_losses[0]) / max(abs(fp32.warmup_losses[0]), 1e-12)
+        rel = _rel_diff(fp32.warmup_losses[:1], mixed.warmup_losses[:1])[0]
         log(f"[bench]   training gpu: float32 {thr32:.0f} samples/s, mixed_float16 {thr16:.0f} samples/s "
             f"({thr16 / thr32:.2f}x), xla={xla}")
     finally:
         fp32.close()
         mixed.close()
+    default_thr, default_side = (thr16, mixed) if mixed_default else (thr32, fp32)
     ctx = dict(model=STUDENT.name, batch_size=training.batch_size, device=why, xla=xla,
                xla_note=f"Training(xla={training.xla.value}) resolved for a GPU", distinct_batches=N_BATCHES,
                warmup_steps_excluded=GPU_WARMUP_STEPS, timed_steps_per_round=GPU_TIMED_STEPS, rounds=ROUNDS)
     return [
-        result("gpu_train_samples_per_s", thr32, "samples/s", precision="float32", first_step_s=fp32.first_step_s,
-               wall_s_all_rounds=fp32.round_s, **ctx),
+        result("gpu_train_samples_per_s", default_thr, "samples/s",
+               precision="mixed_float16" if mixed_default else "float32",
+               precision_note=f"Training(mixed_precision={training.mixed_precision.value}) resolved for a GPU",
+               float32_samples_per_s=thr32, mixed_float16_samples_per_s=thr16,
+               first_step_s=default_side.first_step_s, wall_s_all_rounds=default_side.round_s, **ctx),
         comparison("mixed_precision_speedup", thr16, thr32, unit="samples/s",
                    baseline_name="float32, same model/batches/steps/initial weights",
-                   precision="keras mixed_float16 policy, loss in float32, no loss scaling (throughput only)",
+                   precision="trainer.build_model(mixed_precision=True): float16 compute, float32 variables and "
+                             "output, LossScaleOptimizer",
                    first_step_s={"float32": fp32.first_step_s, "mixed_float16": mixed.first_step_s},
                    first_step_loss={"float32": fp32.warmup_losses[0], "mixed_float16": mixed.warmup_losses[0]},
                    first_step_loss_rel_diff=rel,

@@ -14,6 +14,8 @@ from components.common.tracking import stage_run, tracking_uri
 
 SEED = 1234
 STEPS = 5
+# MLflow 3.17's SQLAlchemy store uses a loader strategy SQLAlchemy 2.1 deprecates: third-party noise.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 PARAMS = {"wake_word": "hey jarvis", "training": {"epochs": 3, "optimizer": {"lr": 0.001}}, "notes": "x" * 7000}
 
 
@@ -26,6 +28,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("DO_NOT_TRACK", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="module")
+def shared_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite store for the tests that do not test the default location (creating a store takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow-sqlite') / 'mlflow.db'}"
 
 
 def _client(uri: str):
@@ -107,7 +115,8 @@ def test_stage_run_on_embedded_sqlite(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
 
 
-def test_failing_stage_marks_run_failed_and_reraises() -> None:
+def test_failing_stage_marks_run_failed_and_reraises(shared_sqlite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_sqlite)
     with pytest.raises(ValueError, match="boom"):
         with stage_run("augmentation", "wakeline/failing", {"seed": SEED}) as run:
             run_id = run.run_id
@@ -115,7 +124,9 @@ def test_failing_stage_marks_run_failed_and_reraises() -> None:
     assert _client(tracking_uri()).get_run(run_id).info.status == "FAILED"
 
 
-def test_tracking_error_mid_stage_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tracking_error_mid_stage_is_a_warning(shared_sqlite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_sqlite)
     with stage_run("data_prep", "wakeline/mid-stage", {}) as run:
         run.log_artifact(tmp_path / "missing.txt")
         run.log_metrics({"after": 1.0})  # a no-op now
@@ -127,7 +138,9 @@ def test_tracking_error_mid_stage_is_a_warning(tmp_path: Path, capsys: pytest.Ca
     assert client.get_metric_history(run.run_id, "after") == []
 
 
-def test_tracking_error_mid_stage_raises_when_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracking_error_mid_stage_raises_when_strict(shared_sqlite: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_sqlite)
     monkeypatch.setenv(tracking.STRICT_ENV, "1")
     with pytest.raises(FileNotFoundError):
         with stage_run("data_prep", "wakeline/mid-stage-strict", {}) as run:
