@@ -37,6 +37,9 @@ class DetectorSettings:
         return -(-self.refractory_slices // self.stride_frames)
 
 
+DEVICE = DetectorSettings()  # ESPHome's defaults
+
+
 def sliding_mean(probs: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean of the last `window` values; the ring starts zeroed, as on the device."""
     p = np.asarray(probs, dtype=np.float64)
@@ -53,7 +56,7 @@ def _threshold(cutoff: float, quantized: bool) -> float:
     return float(int(cutoff * 255)) if quantized else float(cutoff)
 
 
-def activations(probs: np.ndarray, cutoff: float, settings: DetectorSettings = DetectorSettings(),
+def activations(probs: np.ndarray, cutoff: float, settings: DetectorSettings = DEVICE,
                 quantized: bool = False) -> np.ndarray:
     """Inference indices where the detector fires on one continuous stream (ESPHome's logic).
 
@@ -117,7 +120,7 @@ def clip_detected(probs: np.ndarray, cutoff: float, settings: DetectorSettings, 
     return bool(mean.size and mean.max() > _threshold(cutoff, quantized))
 
 
-def evaluate(scores: StreamScores, settings: DetectorSettings = DetectorSettings(),
+def evaluate(scores: StreamScores, settings: DetectorSettings = DEVICE,
              cutoffs: np.ndarray = DEFAULT_CUTOFFS) -> list[OperatingPoint]:
     """FRR and FA/h at every cutoff."""
     hours = ambient_hours(scores.ambient, settings)

@@ -12,7 +12,7 @@ import numpy as np
 
 from components.common.batches import Batch
 from components.common.config import Toggle, Training
-from components.common.metrics import (Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
+from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
 from components.common.progress import progress
@@ -70,7 +70,7 @@ def build_model(builder: Callable, spec, mixed_precision: bool):
 
 
 def operating_point(scores: StreamScores, target_fa_per_hour: float,
-                    settings: DetectorSettings = DetectorSettings()) -> OperatingPoint:
+                    settings: DetectorSettings = DEVICE) -> OperatingPoint:
     """The best cutoff that meets the FA/h target (or, if none does, the one with the fewest false accepts)."""
     points = evaluate(scores, settings)
     best = at_fa_target(points, target_fa_per_hour)
