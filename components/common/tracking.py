@@ -137,6 +137,11 @@ class StageRun:
 
 def _start(stage: str, experiment: str, tags: Mapping[str, Any] | None) -> StageRun:
     """Create the run (and the experiment if needed) on the current tracking store."""
+    # Bounded: an unreachable server costs seconds, not MLflow's default ~4 minutes of retries; no telemetry
+    # leaves the cluster. Set at run time (never at import); explicit settings win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

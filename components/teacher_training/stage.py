@@ -16,6 +16,7 @@ from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_
 from components.common.models import build
 from components.common.observability import ResourceMonitor
 from components.common.scoring import split_scores
+from components.common.tracking import stage_run
 from components.common.trainer import Trainer, build_model, operating_point, use_mixed_precision, use_xla
 
 MODEL_FILE = "model.keras"
@@ -59,31 +60,41 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
     def validate():
         return split_scores(predict, store, Split.VALIDATION, spec.input_frames, spec.stride)
 
-    with ResourceMonitor() as monitor:
-        result = trainer.fit(batches.batch, validate, config.target_false_accepts_per_hour,
-                             show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
-    resources = monitor.write(out / "resources.json")
-    final = operating_point(validate(), config.target_false_accepts_per_hour)
-    model.save(out / MODEL_FILE)
-    feature_config = {"channels": FEATURE_CHANNELS, "step_ms": FEATURE_STEP_MS, "float_scale": FLOAT_SCALE,
-                      "input_frames": spec.input_frames, "stride_frames": spec.stride}
-    (out / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "features": feature_config,
-                                             "output": "sigmoid"}, indent=2))
-    validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
-                  "target_fa_per_hour": config.target_false_accepts_per_hour,
-                  "best_step": result.best.step if result.best else None,
-                  "history": [vars(h) for h in result.history]}
-    (out / "validation.json").write_text(json.dumps(validation, indent=2))
-    metrics = {"val_frr": final.frr, "val_recall": 1 - final.frr, "val_fa_per_hour": final.fa_per_hour,
-               "val_cutoff": final.cutoff, "parameters": float(model.count_params()),
-               "final_loss": float(result.losses[-1]) if result.losses else float("nan")}
-    metadata = {"name": spec.name, "architecture": spec.architecture.value, "framework": "keras",
-                "keras_version": keras.__version__, "parameters": model.count_params(),
-                "steps": config.training.total_steps, "resumed_from_step": result.resumed_from_step,
-                "xla": xla, "mixed_precision": mixed, "validation": {k: v for k, v in validation.items() if k != "history"},
-                "resources": resources,
-                "wall_s": round(time.monotonic() - t0, 1),
-                **Lineage(config.sha256(), code_version(),
-                          {"features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},
-                          {MODEL_FILE: sha256_file(out / MODEL_FILE)}).as_metadata()}
+    params = {"teacher": spec.model_dump(mode="json"), "training": config.training.model_dump(mode="json"),
+              "target_fa_per_hour": config.target_false_accepts_per_hour, "xla": xla, "mixed_precision": mixed}
+    with stage_run(f"teacher_training/{spec.name}", f"wakeline/{config.wake_word}", params,
+                   tags={"config_sha256": config.sha256()}) as tracker:
+        with ResourceMonitor() as monitor:
+            result = trainer.fit(batches.batch, validate, config.target_false_accepts_per_hour,
+                                 show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
+        resources = monitor.write(out / "resources.json")
+        final = operating_point(validate(), config.target_false_accepts_per_hour)
+        model.save(out / MODEL_FILE)
+        feature_config = {"channels": FEATURE_CHANNELS, "step_ms": FEATURE_STEP_MS, "float_scale": FLOAT_SCALE,
+                          "input_frames": spec.input_frames, "stride_frames": spec.stride}
+        (out / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "features": feature_config,
+                                                 "output": "sigmoid"}, indent=2))
+        validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
+                      "target_fa_per_hour": config.target_false_accepts_per_hour,
+                      "best_step": result.best.step if result.best else None,
+                      "history": [vars(h) for h in result.history]}
+        (out / "validation.json").write_text(json.dumps(validation, indent=2))
+        metrics = {"val_frr": final.frr, "val_recall": 1 - final.frr, "val_fa_per_hour": final.fa_per_hour,
+                   "val_cutoff": final.cutoff, "parameters": float(model.count_params()),
+                   "final_loss": float(result.losses[-1]) if result.losses else float("nan")}
+        metadata = {"name": spec.name, "architecture": spec.architecture.value, "framework": "keras",
+                    "keras_version": keras.__version__, "parameters": model.count_params(),
+                    "steps": config.training.total_steps, "resumed_from_step": result.resumed_from_step,
+                    "xla": xla, "mixed_precision": mixed, "validation": {k: v for k, v in validation.items() if k != "history"},
+                    "resources": resources,
+                    "wall_s": round(time.monotonic() - t0, 1),
+                    **Lineage(config.sha256(), code_version(),
+                              {"features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},
+                              {MODEL_FILE: sha256_file(out / MODEL_FILE)}).as_metadata()}
+        for h in result.history:
+            tracker.log_metrics({"eval_frr": h.frr, "eval_fa_per_hour": h.fa_per_hour, "eval_train_loss": h.loss},
+                                step=h.step)
+        tracker.log_metrics(metrics)
+        tracker.log_keras_model(out)
+    metadata["mlflow_run_id"] = tracker.run_id
     return metadata, metrics

@@ -28,10 +28,13 @@ SETS = ["data_prep.positives.espeak_clips=60", "data_prep.positives.piper_clips=
 @pytest.fixture(scope="module")
 def features(tmp_path_factory):
     root = tmp_path_factory.mktemp("teacher")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     cfg = load_config("smoke", overrides=SETS + [f"training.checkpoint_root={root / 'ck'}"])
     prepare(root / "dataset", cfg, show_progress=False)
     augment(root / "dataset", root / "features", cfg, show_progress=False)
-    return cfg, root
+    yield cfg, root
+    mp.undo()
 
 
 def test_training_lowers_loss_and_beats_an_untrained_model(features, tmp_path):
@@ -54,6 +57,14 @@ def test_training_lowers_loss_and_beats_an_untrained_model(features, tmp_path):
     for name in ("model.keras", "model_spec.json", "validation.json"):
         assert (tmp_path / "model" / name).is_file()
     assert md["file_sha256"]["model.keras"] and md["validation"]["best_step"] in (80, 160, 240, 320)
+    from mlflow.tracking import MlflowClient  # the stage's MLflow run holds the metrics and the model
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    tracked = client.get_run(md["mlflow_run_id"])
+    assert tracked.info.status == "FINISHED" and tracked.info.run_name == f"teacher_training/{cfg.teachers[0].name}"
+    assert tracked.data.metrics["val_frr"] == pytest.approx(metrics["val_frr"])
+    assert len(client.get_metric_history(tracked.info.run_id, "eval_fa_per_hour")) == 4
+    assert "model/model.keras" in {a.path for a in client.list_artifacts(tracked.info.run_id, "model")}
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(features, tmp_path):

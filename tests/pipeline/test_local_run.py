@@ -12,8 +12,11 @@ from pipeline.summary import format_summary
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()  # the stages' MLflow runs go to a store of this test, not ./runs
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{runs / 'mlflow.db'}")
     config = load_config("smoke", overrides=[f"training.checkpoint_root={runs / 'checkpoints'}"])
-    return run_local(config, "smoke", runs, run_id="smoke-test")
+    yield run_local(config, "smoke", runs, run_id="smoke-test")
+    mp.undo()
 
 
 def test_pipeline_produces_a_dataset(smoke_run):
