@@ -10,6 +10,20 @@ from __future__ import annotations
 from components.common.config import Architecture, ModelSpec
 
 
+HEAD_INPUT = "body_output"  # every model: body (convolutions) -> this layer -> head (dropout, dense)
+
+
+def split_body_head(model):
+    """(body, head) sub-models sharing the model's layers: the body is deterministic given its input, so it
+    can be recomputed in the backward pass; the head holds the dropout, whose random mask must not be."""
+    import keras
+
+    cut = model.get_layer(HEAD_INPUT).output
+    body = keras.Model(model.input, cut, name=f"{model.name}_body")
+    head = keras.Model(cut, model.output, name=f"{model.name}_head")
+    return body, head
+
+
 def build(spec: ModelSpec):
     return {Architecture.MIXEDNET: mixednet, Architecture.TCN: tcn}[spec.architecture](spec)
 
@@ -36,7 +50,7 @@ def mixednet(spec: ModelSpec):
         x = layers.Conv2D(filters, (1, 1), use_bias=False, name=f"b{b}_pointwise")(x)
         x = layers.BatchNormalization(name=f"b{b}_bn")(x)
         x = layers.ReLU()(x)
-    x = layers.Flatten()(x)
+    x = layers.Flatten(name=HEAD_INPUT)(x)
     x = layers.Dropout(spec.dropout)(x)
     out = layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)  # fp32 under mixed precision
     return keras.Model(inp, out, name=spec.name)
@@ -55,6 +69,7 @@ def tcn(spec: ModelSpec):
         y = layers.ReLU()(y)
         y = layers.Dropout(spec.dropout)(y)
         x = layers.Add()([x, y])
-    x = layers.GlobalMaxPooling1D()(x)
+    x = layers.GlobalMaxPooling1D(name=HEAD_INPUT)(x)
+    x = layers.Dropout(spec.dropout)(x)
     out = layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
     return keras.Model(inp, out, name=spec.name)

@@ -77,34 +77,81 @@ def operating_point(scores: StreamScores, target_fa_per_hour: float,
     return best or min(points, key=lambda p: (p.fa_per_hour, p.frr))
 
 
+def training_strategy():
+    """MirroredStrategy over every visible GPU when there are several, else TensorFlow's default strategy.
+    Build the model and the Trainer inside `strategy.scope()`."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
 class Trainer:
+    """One optimizer step per batch. Constructed inside a strategy scope it trains data-parallel: the batch
+    is split across replicas and the weighted loss is normalised by the whole batch's weight, so the
+    gradient equals the single-device one (up to BatchNorm's per-replica statistics)."""
+
     def __init__(self, model, training: Training, workdir: Path, *, xla: bool, seed: int,
                  loss_fn: Callable | None = None) -> None:
         import keras
         import tensorflow as tf
 
+        from components.common.models import split_body_head
+
         self.model, self.training, self.workdir, self.xla = model, training, Path(workdir), xla
         self.workdir.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(seed)
+        self.strategy = tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
         self.mixed = any(getattr(layer, "compute_dtype", "float32") == "float16" for layer in model.layers)
         self.optimizer = keras.optimizers.Adam(learning_rate=training.learning_rates[0])
         if self.mixed:  # dynamic loss scaling keeps float16 gradients from underflowing
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         self.optimizer.build(model.trainable_variables)
         bce = keras.losses.BinaryCrossentropy(label_smoothing=training.label_smoothing, reduction="none")
-        self.loss_fn = loss_fn or (lambda y, p, w: tf.reduce_sum(bce(y[:, None], p) * w) / tf.reduce_sum(w))
+        self.loss_fn = loss_fn or (lambda y, p, w, total: tf.reduce_sum(bce(y[:, None], p) * w) / total)
 
-        def step(x, y, w):
+        if training.recompute_gradients:
+            # Keep activations of the body out of memory: recompute them in the backward pass. Only the
+            # body is recomputed; the head's dropout would draw a different mask the second time.
+            body, head = split_body_head(model)
+            body_fwd = tf.recompute_grad(lambda x: body(x, training=True))
+            self.forward = lambda x: head(body_fwd(x), training=True)
+        else:
+            self.forward = lambda x: model(x, training=True)
+
+        def replica_step(x, y, w, total):
             with tf.GradientTape() as tape:
-                p = model(x, training=True)
-                loss = self.loss_fn(y, p, w)
+                loss = self.loss_fn(y, self.forward(x), w, total)
                 scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
             grads = tape.gradient(scaled, model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
+        def step(x, y, w):
+            return replica_step(x, y, w, tf.reduce_sum(w))
+
+        def distributed(x, y, w, total):
+            losses = self.strategy.run(replica_step, args=(x, y, w, total))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
         self.train_step = tf.function(step, jit_compile=xla, reduce_retracing=True)
+        self._distributed = tf.function(distributed, reduce_retracing=True)
         self.tb = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+
+    def step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+        """One optimizer step on a host batch, on one device or split across the strategy's replicas."""
+        import tensorflow as tf
+
+        if self.replicas == 1:
+            return float(self.train_step(tf.constant(x), tf.constant(y), tf.constant(w)))
+        n = self.replicas
+
+        def shard(a):
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.constant(a[ctx.replica_id_in_sync_group::n]))
+
+        return float(self._distributed(shard(x), shard(y), shard(w), tf.constant(np.float32(w.sum()))))
 
     # --- resumable state -------------------------------------------------------------------------------
     @property
@@ -155,8 +202,7 @@ class Trainer:
                 batch = next_batch(step, total)
                 t1 = time.perf_counter()
                 self.optimizer.learning_rate.assign(lr_at(self.training, step))
-                loss = float(self.train_step(tf.constant(batch.x), tf.constant(batch.y),
-                                             tf.constant(batch.weight)))
+                loss = self.step(batch.x, batch.y, batch.weight)
                 t2 = time.perf_counter()
             recent.append(loss)
             result.losses.append(loss)

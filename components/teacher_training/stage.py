@@ -17,7 +17,8 @@ from components.common.models import build
 from components.common.observability import ResourceMonitor
 from components.common.scoring import split_scores
 from components.common.tracking import stage_run
-from components.common.trainer import Trainer, build_model, operating_point, use_mixed_precision, use_xla
+from components.common.trainer import (Trainer, build_model, operating_point, training_strategy,
+                                       use_mixed_precision, use_xla)
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "model_spec.json"
@@ -47,10 +48,12 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
     out.mkdir(parents=True, exist_ok=True)
     xla = use_xla(config.training, backend.is_gpu)
     mixed = use_mixed_precision(config.training, backend.is_gpu)
-    model = build_model(build, spec, mixed)
+    strategy = training_strategy()
+    with strategy.scope():
+        model = build_model(build, spec, mixed)
+        trainer = Trainer(model, config.training, checkpoint_dir(config, spec, store), xla=xla, seed=config.seed)
     print(f"teacher {spec.name}: {model.count_params()} parameters, {backend.reason}, XLA {'on' if xla else 'off'}, "
-          f"{'mixed float16' if mixed else 'float32'}", file=sys.stderr)
-    trainer = Trainer(model, config.training, checkpoint_dir(config, spec, store), xla=xla, seed=config.seed)
+          f"{'mixed float16' if mixed else 'float32'}, {trainer.replicas} replica(s)", file=sys.stderr)
     batches = TrainingBatches(store, config.training, config.augmentation.spec_augment, spec.input_frames,
                               config.seed + teacher_index)
 
@@ -85,7 +88,8 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
         metadata = {"name": spec.name, "architecture": spec.architecture.value, "framework": "keras",
                     "keras_version": keras.__version__, "parameters": model.count_params(),
                     "steps": config.training.total_steps, "resumed_from_step": result.resumed_from_step,
-                    "xla": xla, "mixed_precision": mixed, "validation": {k: v for k, v in validation.items() if k != "history"},
+                    "xla": xla, "mixed_precision": mixed, "replicas": trainer.replicas,
+                    "recompute_gradients": config.training.recompute_gradients, "validation": {k: v for k, v in validation.items() if k != "history"},
                     "resources": resources,
                     "wall_s": round(time.monotonic() - t0, 1),
                     **Lineage(config.sha256(), code_version(),

@@ -57,6 +57,13 @@ def test_training_lowers_loss_and_beats_an_untrained_model(features, tmp_path):
     for name in ("model.keras", "model_spec.json", "validation.json"):
         assert (tmp_path / "model" / name).is_file()
     assert md["file_sha256"]["model.keras"] and md["validation"]["best_step"] in (80, 160, 240, 320)
+    import tensorflow as tf
+
+    logs = checkpoint_dir(cfg, cfg.teachers[0], FeatureStoreLayout(root / "features")) / "tensorboard"
+    tags = {v.tag for f in logs.glob("events.out.tfevents.*") for e in tf.compat.v1.train.summary_iterator(str(f))
+            for v in e.summary.value}
+    assert {"loss", "learning_rate", "step_time_s", "data_time_s", "val/frr", "val/fa_per_hour"} <= tags
+
     from mlflow.tracking import MlflowClient  # the stage's MLflow run holds the metrics and the model
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")

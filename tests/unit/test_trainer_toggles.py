@@ -56,3 +56,68 @@ def test_mixed_precision_computes_in_float16_and_still_learns(tmp_path):
     losses = [float(trainer.train_step(x, y, w)) for _ in range(30)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert build_model(build, SPEC, mixed_precision=False).get_layer("first_conv").compute_dtype == "float32"
+
+
+def _op_count(trainer, op_type, x, y, w):
+    graph = trainer.train_step.get_concrete_function(x, y, w).graph
+    count = sum(op.type == op_type for op in graph.get_operations())
+    for fn in graph._functions.values():  # recompute_grad and gradients live in nested functions
+        count += sum(node.op == op_type for node in fn.definition.node_def)
+    return count
+
+
+def test_gradient_recomputation_reruns_the_forward_pass_with_identical_gradients(tmp_path):
+    plain = Trainer(build(SPEC), Training(), tmp_path / "a", xla=False, seed=0)
+    recompute = Trainer(build(SPEC), Training(recompute_gradients=True), tmp_path / "b", xla=False, seed=0)
+    recompute.model.set_weights(plain.model.get_weights())
+    x, y, w = _batch(2)
+    # The body's convolutions run again in the backward pass instead of keeping their activations.
+    assert _op_count(recompute, "Conv2D", x, y, w) > _op_count(plain, "Conv2D", x, y, w)
+    for _ in range(3):
+        assert float(recompute.train_step(x, y, w)) == pytest.approx(float(plain.train_step(x, y, w)), rel=1e-5)
+    for a, b in zip(plain.model.trainable_variables, recompute.model.trainable_variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+MIRRORED = r"""
+import json, sys
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from components.common.config import Training
+from components.common.trainer import Trainer
+
+def toy():  # no BatchNorm, no dropout: data-parallel gradients must equal single-device ones exactly
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 40)); h = keras.layers.Flatten(name="body_output")(inp)
+    return keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(h))
+
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 1, (8, 12, 40)).astype("float32"); y = (rng.random(8) < 0.5).astype("float32")
+w = rng.uniform(0.5, 2, 8).astype("float32")
+single = Trainer(toy(), Training(), sys.argv[1] + "/a", xla=False, seed=0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    mirrored = Trainer(toy(), Training(), sys.argv[1] + "/b", xla=False, seed=0)
+losses = [(single.step(x, y, w), mirrored.step(x, y, w)) for _ in range(3)]
+diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+           for a, b in zip(single.model.trainable_variables, mirrored.model.trainable_variables))
+print(json.dumps({"replicas": mirrored.replicas, "losses": losses, "max_weight_diff": diff}))
+"""
+
+
+def test_mirrored_strategy_splits_batches_and_matches_one_device(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, cwd=os.getcwd(), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    for a, b in result["losses"]:
+        assert a == pytest.approx(b, rel=1e-5)
+    assert result["max_weight_diff"] < 1e-5
