@@ -1,0 +1,93 @@
+"""The ESPHome contract checks against the official models (Apache-2.0 fixtures) and deliberately broken ones."""
+import json
+import shutil
+from pathlib import Path
+
+import flatbuffers
+import pytest
+
+from components.esphome_verification.contract import (flatbuffer_checks, manifest_checks, parse, verify_contract,
+                                                      _schema)
+from components.esphome_verification.tflm import minimum_arena, probe
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models"
+WAKE_WORDS = ["okay_nabu", "hey_jarvis", "alexa", "hey_mycroft"]
+
+
+def failed(checks):
+    return {c.name for c in checks if not c.passed}
+
+
+@pytest.mark.parametrize("name", WAKE_WORDS)
+def test_official_v2_models_pass_every_check(name):
+    checks, generation = verify_contract(FIXTURES / "v2" / f"{name}.tflite", FIXTURES / "v2" / f"{name}.json")
+    assert generation == "v2" and failed(checks) == set(), [c for c in checks if not c.passed]
+    names = {c.name for c in checks}
+    assert {"op_whitelist", "input", "output", "state_variables", "init_subgraph", "tflm_loads",
+            "manifest_keys"} <= names
+    state = next(c for c in checks if c.name == "state_variables")
+    assert state.found["variables"] == 6
+
+
+def test_v1_model_is_recognised_as_v1_not_blessed():
+    checks, generation = verify_contract(FIXTURES / "v1" / "okay_nabu.tflite", FIXTURES / "v1" / "okay_nabu.json")
+    assert generation == "v1"
+    assert "manifest_version" in failed(checks) and "manifest_keys" in failed(checks)
+
+
+def test_vad_model_is_not_a_wake_word():
+    checks, _ = verify_contract(FIXTURES / "v2" / "vad.tflite", FIXTURES / "v2" / "vad.json")
+    bad = next(c for c in checks if c.name == "manifest_values")
+    assert bad.found == ["not_vad"]
+
+
+@pytest.mark.parametrize("change,check", [
+    (lambda m: m.update(extra_key=1), "manifest_keys"),
+    (lambda m: m.pop("trained_languages"), "manifest_keys"),
+    (lambda m: m["micro"].pop("tensor_arena_size"), "manifest_keys"),
+    (lambda m: m.update(version=3), "manifest_version"),
+    (lambda m: m["micro"].update(probability_cutoff="0.97"), "manifest_values"),
+    (lambda m: m["micro"].update(minimum_esphome_version="2024.7"), "manifest_values"),
+    (lambda m: m["micro"].update(feature_step_size=20), "manifest_values"),
+    (lambda m: m.update(model="missing.tflite"), "model_file"),
+])
+def test_manifest_corruptions_fail_the_named_check(tmp_path, change, check):
+    manifest = json.loads((FIXTURES / "v2" / "okay_nabu.json").read_text())
+    change(manifest)
+    shutil.copy(FIXTURES / "v2" / "okay_nabu.tflite", tmp_path / "okay_nabu.tflite")
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    checks, _ = manifest_checks(tmp_path / "m.json")
+    assert check in failed(checks)
+
+
+def test_unparseable_model_fails_without_crashing(tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(bytes(range(256)) * 200)
+    checks = flatbuffer_checks(junk)
+    assert [c.name for c in checks] == ["flatbuffer"] and not checks[0].passed
+
+
+def _repack(model, path):
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+
+
+def test_an_op_esphome_lacks_fails_the_whitelist_and_float_io_fails_io_checks(tmp_path):
+    schema = _schema()
+    model = parse(FIXTURES / "v2" / "okay_nabu.tflite").model
+    logistic = next(c for c in model.operatorCodes if c.builtinCode == schema.BuiltinOperator.LOGISTIC)
+    logistic.builtinCode = logistic.deprecatedBuiltinCode = schema.BuiltinOperator.TANH
+    sg = model.subgraphs[0]
+    sg.tensors[sg.inputs[0]].type = schema.TensorType.FLOAT32
+    _repack(model, tmp_path / "bad.tflite")
+    bad = failed(flatbuffer_checks(tmp_path / "bad.tflite"))
+    assert {"op_whitelist", "input", "output", "tensor_dtypes"} <= bad
+
+
+def test_tflm_probe_and_minimum_arena():
+    model = FIXTURES / "v2" / "okay_nabu.tflite"
+    assert probe(model, 26080)["ok"] and not probe(model, 20000)["ok"]
+    smallest = minimum_arena(model)
+    assert 23_000 < smallest <= 26_080  # reference: 24,516 bytes on x86-64
+    assert probe(model, smallest)["ok"] and not probe(model, smallest - 64)["ok"]
