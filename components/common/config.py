@@ -273,6 +273,12 @@ class ModelSpec(Strict):
     def _blocks_match(self):
         if self.architecture is Architecture.MIXEDNET and len(self.pointwise_filters) != len(self.mixconv_kernels):
             raise ValueError("pointwise_filters and mixconv_kernels need one entry per block")
+        if self.architecture is Architecture.MIXEDNET and (self.input_frames - self.first_conv_kernel) % self.stride:
+            # otherwise the strided first conv never reaches the newest frames, and the non-streaming model
+            # would not be the streaming model that ships
+            ok = self.input_frames - (self.input_frames - self.first_conv_kernel) % self.stride
+            raise ValueError(f"input_frames - first_conv_kernel must be a multiple of stride={self.stride} "
+                             f"(e.g. input_frames={ok} or {ok + self.stride})")
         return self
 
     def receptive_field_frames(self) -> int:

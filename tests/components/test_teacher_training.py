@@ -111,3 +111,22 @@ def test_batches_are_a_function_of_the_step(features):
     assert np.array_equal(a.batch(7, 100).x, b.batch(7, 100).x)
     assert not np.array_equal(a.batch(7, 100).x, a.batch(8, 100).x)
     assert a.batch(0, 100).epoch == 0 and a.batch(99, 100).epoch == len(store.epochs(Split.TRAIN)) - 1
+
+
+def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_path):
+    """quantization stage (issue 5, in progress): the trained teacher becomes a .tflite + v2 manifest that
+    passes every contract check, with measured parity and a calibrated cutoff."""
+    from components.esphome_verification.contract import verify_contract
+    from components.quantization.stage import run as quantize
+
+    cfg, root = features
+    run(root / "features", tmp_path / "model", cfg, 0, show_progress=False)  # resumes: already trained above
+    md = quantize(tmp_path / "model", root / "features", tmp_path / "esphome", cfg)
+    checks, generation = verify_contract(tmp_path / "esphome" / md["tflite"], tmp_path / "esphome" / md["manifest"])
+    assert generation == "v2" and all(c.passed for c in checks), [c for c in checks if not c.passed]
+    assert md["parity"]["float_stream_vs_keras_max_abs"] < 1e-5
+    assert md["parity"]["tflm_vs_float_mean_lsb"] < 8
+    assert md["tensor_arena_size"] == md["tensor_arena_min_bytes"] + md["arena_margin_bytes"]
+    manifest = json.loads((tmp_path / "esphome" / md["manifest"]).read_text())
+    assert manifest["micro"]["probability_cutoff"] == md["probability_cutoff"]
+    assert md["validation_at_cutoff"]["fa_per_hour"] <= cfg.target_false_accepts_per_hour

@@ -1,0 +1,154 @@
+"""quantization stage entry: a Keras MixedNet `Model` + the FeatureStore in, the ESPHome `.tflite` + v2 manifest out.
+
+Parity is measured, not assumed: the float streaming model against the Keras model on held-out clips, and the
+INT8 model in TFLite-Micro against the float streaming model. The manifest's arena is the smallest TFLite-Micro
+accepts plus a margin; its cutoff is calibrated on validation audio to the FA/h target, on the device's uint8 path.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Lineage, Split, code_version, sha256_file
+from components.common.batches import stream_windows
+from components.common.config import ModelSpec, WakelineConfig
+from components.common.frontend import FLOAT_SCALE
+from components.common.metrics import DEVICE, StreamScores, at_fa_target, evaluate
+from components.esphome_verification.tflm import minimum_arena
+from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
+
+MINIMUM_ESPHOME_VERSION = "2024.7.0"
+ARENA_MARGIN_BYTES = 2048  # on top of the x86-64 minimum; ESPHome's 32-bit structs are smaller, not larger
+CALIBRATION_SAMPLES = 300
+
+
+def esphome_input(raw: np.ndarray) -> np.ndarray:
+    """ESPHome's integer feature mapping: `(raw*256 + 333) // 666 - 128`, clamped to int8."""
+    return np.clip((raw.astype(np.int64) * 256 + 333) // 666 - 128, -128, 127).astype(np.int8)
+
+
+def exact_input(raw: np.ndarray) -> np.ndarray:
+    """The model's own input quantization (scale 26/255, zero point -128) of the float features."""
+    return np.clip(np.round(raw.astype(np.float64) * FLOAT_SCALE / (26 / 255)) - 128, -128, 127).astype(np.int8)
+
+
+class TflmStreamer:
+    """The INT8 model in TFLite-Micro, fed `stride` frames per call, fresh state per clip (`reset`).
+    `device=True` maps features as ESPHome does (0.33 % steeper than the model's scale); False uses the
+    model's exact input quantization, to measure quantization error alone."""
+
+    def __init__(self, path: Path, arena: int | None = None, *, device: bool = True) -> None:
+        from tflite_micro.python.tflite_micro import runtime
+
+        self.interp = runtime.Interpreter.from_file(str(path), arena_size=arena)
+        self.stride = int(self.interp.get_input_details(0)["shape"][1])
+        self.mapping = esphome_input if device else exact_input
+
+    def __call__(self, raw_frames: np.ndarray) -> np.ndarray:
+        """uint8 outputs for raw uint16 features, one per `stride` frames."""
+        self.interp.reset()
+        q = self.mapping(raw_frames)
+        out = np.empty(len(q) // self.stride, np.uint8)
+        for i in range(len(out)):
+            self.interp.set_input(q[i * self.stride:(i + 1) * self.stride][None], 0)
+            self.interp.invoke()
+            out[i] = np.asarray(self.interp.get_output(0)).reshape(-1)[0]
+        return out
+
+
+def _clips(store: FeatureStoreLayout, split: Split, label: Label, limit: int, rng: np.random.Generator):
+    fs = store.open(split, 0)
+    idx = np.flatnonzero(fs.labels == LABEL_CODES[label])
+    idx = rng.permutation(idx)[:limit]
+    return [np.asarray(fs.clip(int(i))) for i in idx]
+
+
+def manifest(config: WakelineConfig, model_file: str, cutoff: float, arena: int) -> dict[str, Any]:
+    """Exactly ESPHome's v2 keys."""
+    return {"type": "micro", "wake_word": config.wake_word.title(), "author": "wakeline",
+            "model": model_file, "trained_languages": ["en"], "version": 2,
+            "micro": {"probability_cutoff": round(float(cutoff), 2), "feature_step_size": 10,
+                      "sliding_window_size": DEVICE.sliding_window, "tensor_arena_size": int(arena),
+                      "minimum_esphome_version": MINIMUM_ESPHOME_VERSION}}
+
+
+def run(model_dir: Path, features_dir: Path, output_dir: Path, config: WakelineConfig,
+        *, parity_clips: int = 40) -> dict[str, Any]:
+    import keras
+
+    t0 = time.monotonic()
+    model_dir, out = Path(model_dir), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = ModelSpec.model_validate(json.loads((model_dir / "model_spec.json").read_text())["spec"])
+    model = keras.models.load_model(model_dir / "model.keras")
+    store = FeatureStoreLayout(Path(features_dir))
+    rng = np.random.default_rng([config.seed, 55])
+    module = streaming_module(extract(model, spec))
+
+    # 1. float streaming vs Keras on held-out clips (the windows that align with the streaming stride)
+    held_out = _clips(store, Split.TEST, Label.POSITIVE, parity_clips, rng)
+    float_diff = 0.0
+    for raw in held_out:
+        feats = raw.astype(np.float32) * np.float32(FLOAT_SCALE)
+        streamed = stream(module, feats, spec.stride)
+        usable = (len(feats) // spec.stride) * spec.stride
+        offset = (usable - spec.input_frames) % spec.stride
+        windows = stream_windows(feats[offset:usable], spec.input_frames, spec.stride)
+        if len(windows):
+            ref = model(windows, training=False).numpy()[:, 0]
+            float_diff = max(float_diff, float(np.abs(ref - streamed[-len(ref):]).max()))
+
+    # 2. INT8 conversion. Calibration replays whole clips in order, so the ring buffers hold the histories
+    #    they hold on the device (random isolated windows would calibrate the states on nonsense).
+    samples = []
+    train = _clips(store, Split.TRAIN, Label.POSITIVE, 8, rng) + _clips(store, Split.TRAIN, Label.NEGATIVE, 8, rng)
+    for raw in (train[i] for i in rng.permutation(len(train))):
+        feats = raw.astype(np.float32) * np.float32(FLOAT_SCALE)
+        samples += [feats[i:i + spec.stride] for i in range(0, len(feats) - spec.stride + 1, spec.stride)]
+    samples = samples[:CALIBRATION_SAMPLES * 2]
+    name = config.wake_word.lower().replace(" ", "_")
+    tflite_path = convert_int8(module, representative(samples, spec.stride), out / f"{name}.tflite")
+
+    # 3. TFLite-Micro vs float streaming on the same held-out clips (LSB = 1/256)
+    exact = TflmStreamer(tflite_path, device=False)
+    errors = []
+    for raw in held_out:
+        u8 = exact(raw).astype(np.float64) / 256
+        fl = stream(module, raw.astype(np.float32) * np.float32(FLOAT_SCALE), spec.stride)
+        errors.append(np.abs(u8 - fl[:len(u8)]) * 256)
+    err = np.concatenate(errors) if errors else np.zeros(1)
+
+    # 4. arena and cutoff
+    arena_min = minimum_arena(tflite_path)
+    if arena_min is None:
+        raise RuntimeError(f"{tflite_path}: TFLite-Micro cannot load the converted model with any arena")
+    tflm = TflmStreamer(tflite_path)  # the device's input mapping from here on
+    positives = [tflm(raw) for raw in _clips(store, Split.VALIDATION, Label.POSITIVE, 10_000, rng)]
+    ambient_dir = store.set_dir(Split.VALIDATION, None)
+    ambient = []
+    if ambient_dir.is_dir():
+        amb = store.open(Split.VALIDATION, None)
+        ambient = [tflm(np.asarray(amb.clip(i))) for i in range(len(amb))]
+    points = evaluate(StreamScores(positives, ambient, quantized=True), DEVICE)
+    chosen = at_fa_target(points, config.target_false_accepts_per_hour) or max(points, key=lambda p: p.cutoff)
+    arena = int(arena_min + ARENA_MARGIN_BYTES)
+    doc = manifest(config, tflite_path.name, chosen.cutoff, arena)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    parity = {"float_stream_vs_keras_max_abs": float_diff, "tflm_vs_float_max_lsb": float(err.max()),
+              "tflm_vs_float_mean_lsb": float(err.mean()), "tflm_vs_float_p99_lsb": float(np.percentile(err, 99)),
+              "held_out_clips": len(held_out)}
+    (out / "parity.json").write_text(json.dumps(parity, indent=2))
+    return {"tflite": tflite_path.name, "manifest": f"{name}.json", "file_size_bytes": tflite_path.stat().st_size,
+            "tensor_arena_min_bytes": arena_min, "tensor_arena_size": arena, "arena_margin_bytes": ARENA_MARGIN_BYTES,
+            "probability_cutoff": doc["micro"]["probability_cutoff"],
+            "validation_at_cutoff": {"frr": chosen.frr, "fa_per_hour": chosen.fa_per_hour},
+            "parity": parity, "wall_s": round(time.monotonic() - t0, 1),
+            **Lineage(config.sha256(), code_version(),
+                      {"model": sha256_file(model_dir / "model.keras"),
+                       "features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},
+                      {tflite_path.name: sha256_file(tflite_path),
+                       f"{name}.json": sha256_file(out / f"{name}.json")}).as_metadata()}
