@@ -48,6 +48,24 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from components.esphome_verification.stage import run
+
+    out = args.output or Path("runs") / "verify" / Path(args.model).stem
+    verdict = run(Path(args.model), args.features, out, target_fa_per_hour=args.target_fa_per_hour,
+                  max_frr=args.max_frr)
+    width = max(len(c.name) for c in verdict.checks)
+    for c in verdict.checks:
+        print(f"  {'pass' if c.passed else 'FAIL'}  {c.name:<{width}}  {c.found if not c.passed else ''}")
+    if verdict.behaviour.get("frr") is not None:
+        b = verdict.behaviour
+        print(f"  behaviour: FRR {b['frr']:.1%}, {b['fa_per_hour']:.2f} FA/h at cutoff {b['cutoff']}")
+    print(f"{verdict.generation} manifest: {'BLESSED' if verdict.blessed else 'NOT BLESSED'}  (report: {out / 'report.html'})")
+    for reason in verdict.reasons:
+        print(f"  - {reason}")
+    return 0 if verdict.blessed else 1
+
+
 def cmd_presets(_args) -> int:
     print("\n".join(preset_names()))
     return 0
@@ -77,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--gpus-per-task", type=int, default=1,
                       help="GPUs each GPU stage requests; 0 for a CPU-only cluster (default: %(default)s)")
     comp.set_defaults(func=cmd_compile)
+
+    ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract")
+    ver.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
+    ver.add_argument("--features", type=Path, help="a FeatureStore folder: also measure FRR and FA/h on its test split")
+    ver.add_argument("--output", type=Path, help="where verdict.json and report.html go")
+    ver.add_argument("--target-fa-per-hour", type=float, default=0.5)
+    ver.add_argument("--max-frr", type=float, default=0.5)
+    ver.set_defaults(func=cmd_verify)
 
     sub.add_parser("presets", help="list the config presets").set_defaults(func=cmd_presets)
     return parser

@@ -91,3 +91,33 @@ def test_tflm_probe_and_minimum_arena():
     smallest = minimum_arena(model)
     assert 23_000 < smallest <= 26_080  # reference: 24,516 bytes on x86-64
     assert probe(model, smallest)["ok"] and not probe(model, smallest - 64)["ok"]
+
+
+@pytest.mark.parametrize("name", WAKE_WORDS)
+def test_wakeline_verify_blesses_the_official_models(name, tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["verify", str(FIXTURES / "v2" / f"{name}.json"), "--output", str(tmp_path)]) == 0
+    assert "v2 manifest: BLESSED" in capsys.readouterr().out
+    report = (tmp_path / "report.html").read_text()
+    assert "BLESSED" in report and "op_whitelist" in report
+    assert json.loads((tmp_path / "verdict.json").read_text())["blessed"] is True
+
+
+def test_wakeline_verify_gives_v1_a_clear_verdict(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["verify", str(FIXTURES / "v1" / "okay_nabu.json"), "--output", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "v1 manifest: NOT BLESSED" in out and "manifest_version: found 1" in out
+
+
+def test_truncated_model_fails_the_flatbuffer_check_with_a_message(tmp_path):
+    from components.esphome_verification.stage import run
+
+    data = (FIXTURES / "v2" / "okay_nabu.tflite").read_bytes()
+    (tmp_path / "okay_nabu.tflite").write_bytes(data[:2000])
+    shutil.copy(FIXTURES / "v2" / "okay_nabu.json", tmp_path / "okay_nabu.json")
+    verdict = run(tmp_path / "okay_nabu.json", None, tmp_path / "out", target_fa_per_hour=0.5, max_frr=0.5)
+    assert not verdict.blessed
+    assert any(r.startswith("flatbuffer: found") for r in verdict.reasons), verdict.reasons

@@ -130,3 +130,13 @@ def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_
     manifest = json.loads((tmp_path / "esphome" / md["manifest"]).read_text())
     assert manifest["micro"]["probability_cutoff"] == md["probability_cutoff"]
     assert md["validation_at_cutoff"]["fa_per_hour"] <= cfg.target_false_accepts_per_hour
+
+    from components.esphome_verification.stage import run as verify  # behaviour on the device's path
+
+    verdict = verify(tmp_path / "esphome", root / "features", tmp_path / "verify",
+                     target_fa_per_hour=cfg.target_false_accepts_per_hour, max_frr=1.0)
+    b = verdict.behaviour
+    assert 0.0 <= b["frr"] <= 1.0 and b["positives"] > 0 and b["ambient_hours"] > 0
+    assert b["cutoff"] == md["probability_cutoff"] and set(b["budgets"]) == {"0.1", "0.5", "1.0", "2.0"}
+    assert verdict.blessed == (b["fa_per_hour"] <= cfg.target_false_accepts_per_hour)
+    assert "<img" in (tmp_path / "verify" / "report.html").read_text()

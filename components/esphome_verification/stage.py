@@ -1,0 +1,143 @@
+"""esphome_verification stage entry: contract checks + behaviour on the device runtime -> report + blessing."""
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
+from components.common.metrics import DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target, evaluate
+from components.esphome_verification.contract import Check, verify_contract
+from components.quantization.stage import TflmStreamer
+
+FA_BUDGETS = (0.1, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class Verdict:
+    blessed: bool
+    generation: str
+    checks: list[Check]
+    reasons: list[str] = field(default_factory=list)
+    behaviour: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"blessed": self.blessed, "generation": self.generation, "reasons": self.reasons,
+                "checks": [c.as_dict() for c in self.checks], "behaviour": self.behaviour}
+
+
+def find_pair(path: Path) -> tuple[Path, Path]:
+    """(model.tflite, manifest.json) from a manifest path or a directory holding one manifest."""
+    path = Path(path)
+    manifest = path if path.suffix == ".json" else next(iter(sorted(path.glob("*.json"))), None)
+    if manifest is None:
+        raise FileNotFoundError(f"{path}: no manifest (.json) found")
+    try:
+        model = manifest.parent / json.loads(manifest.read_text()).get("model", "")
+    except ValueError:
+        model = manifest.with_suffix(".tflite")
+    return model, manifest
+
+
+def behaviour(model: Path, store: FeatureStoreLayout, split: Split, manifest: dict[str, Any],
+              settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
+    """FRR and FA/h on the device's path (integer feature mapping, stride, uint8 window, refractory)."""
+    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+    clips = store.open(split, 0)
+    pos = [tflm(np.asarray(clips.clip(int(i)))) for i in np.flatnonzero(clips.labels == LABEL_CODES[Label.POSITIVE])]
+    neg = [tflm(np.asarray(clips.clip(int(i)))) for i in np.flatnonzero(clips.labels != LABEL_CODES[Label.POSITIVE])]
+    ambient = []
+    if store.set_dir(split, None).is_dir():
+        amb = store.open(split, None)
+        ambient = [tflm(np.asarray(amb.clip(i))) for i in range(len(amb))]
+    points = evaluate(StreamScores(pos, ambient, quantized=True), settings)
+    cutoff = float(manifest["micro"]["probability_cutoff"])
+    at = min(points, key=lambda p: abs(p.cutoff - cutoff))
+    hours = sum(len(a) for a in ambient) * settings.inference_s / 3600
+    budgets = {str(b): (lambda p: None if p is None else {"cutoff": p.cutoff, "frr": p.frr})(at_fa_target(points, b))
+               for b in FA_BUDGETS}
+    peaks = {"positive": [int(p.max()) if len(p) else 0 for p in pos],
+             "negative": [int(n.max()) if len(n) else 0 for n in neg]}
+    return ({"cutoff": cutoff, "frr": at.frr, "fa_per_hour": at.fa_per_hour, "false_accepts": at.false_accepts,
+             "positives": len(pos), "ambient_hours": hours, "budgets": budgets}, points, peaks)
+
+
+def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_fa_per_hour: float,
+        max_frr: float) -> Verdict:
+    """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
+    t0 = time.monotonic()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, manifest_path = find_pair(model_dir)
+    checks, generation = verify_contract(model, manifest_path)
+    verdict = Verdict(False, generation, checks)
+    verdict.reasons = [f"{c.name}: found {c.found}, expected {c.expected}" for c in checks if not c.passed]
+    points: list[OperatingPoint] = []
+    peaks: dict = {}
+    if not verdict.reasons and features_dir is not None:
+        manifest = json.loads(manifest_path.read_text())
+        verdict.behaviour, points, peaks = behaviour(model, FeatureStoreLayout(Path(features_dir)), Split.TEST,
+                                                     manifest)
+        b = verdict.behaviour
+        if b["fa_per_hour"] > target_fa_per_hour:
+            verdict.reasons.append(f"FA/h {b['fa_per_hour']:.2f} on test ambient audio exceeds the target "
+                                   f"{target_fa_per_hour}")
+        if b["frr"] > max_frr:
+            verdict.reasons.append(f"FRR {b['frr']:.1%} on test clips exceeds the limit {max_frr:.0%}")
+    verdict.blessed = not verdict.reasons
+    verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
+    (out / "verdict.json").write_text(json.dumps(verdict.as_dict(), indent=2, default=str))
+    (out / "report.html").write_text(report_html(verdict, model, points, peaks))
+    return verdict
+
+
+def _plot_png_base64(points: list[OperatingPoint], peaks: dict) -> str:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot([p.fa_per_hour for p in points], [p.frr for p in points], marker=".")
+    a.set_xlabel("false accepts per hour (test ambient)")
+    a.set_ylabel("false-reject rate (test clips)")
+    a.set_xscale("symlog", linthresh=0.1)
+    a.grid(alpha=0.3)
+    bins = np.arange(0, 257, 8)
+    b.hist(peaks.get("negative", []), bins=bins, alpha=0.6, label="negatives")
+    b.hist(peaks.get("positive", []), bins=bins, alpha=0.6, label="positives")
+    b.set_xlabel("peak uint8 output per clip")
+    b.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], peaks: dict) -> str:
+    rows = "".join(f"<tr class={'ok' if c.passed else 'bad'}><td>{html.escape(c.name)}</td>"
+                   f"<td>{'pass' if c.passed else 'FAIL'}</td><td><code>{html.escape(str(c.found))}</code></td>"
+                   f"<td>{html.escape(c.expected)}</td></tr>" for c in verdict.checks)
+    b = verdict.behaviour
+    facts = f"{model.name}: {model.stat().st_size:,} bytes" if model.is_file() else model.name
+    plot = (f"<img alt='FRR vs FA/h and score histograms' src='data:image/png;base64,"
+            f"{_plot_png_base64(points, peaks)}'/>" if points else "<p>No behaviour run.</p>")
+    summary = (f"<p>At cutoff {b['cutoff']}: FRR {b['frr']:.1%} on {b['positives']} test clips, "
+               f"{b['fa_per_hour']:.2f} FA/h over {b['ambient_hours'] * 60:.1f} min of test ambient audio.</p>"
+               if "frr" in b else "")
+    verdict_line = "BLESSED" if verdict.blessed else "NOT BLESSED: " + "; ".join(verdict.reasons)
+    return (f"<!doctype html><meta charset=utf-8><title>wakeline verification</title>"
+            f"<style>body{{font-family:sans-serif;max-width:1000px}}td{{padding:2px 8px}}"
+            f".bad td{{background:#fdd}}.ok td{{background:#efe}}</style>"
+            f"<h1>ESPHome verification</h1><p><b>{html.escape(verdict_line)}</b> ({verdict.generation} manifest; "
+            f"{html.escape(facts)})</p>{summary}{plot}<h2>Contract checks</h2>"
+            f"<table><tr><th>check</th><th>result</th><th>found</th><th>expected</th></tr>{rows}</table>")
