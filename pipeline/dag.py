@@ -7,6 +7,8 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.augmentation.component import augmentation, gather_features
+from components.esphome_verification.component import esphome_verification, publish
+from components.quantization.component import quantization
 from components.teacher_training.component import teacher_training
 
 from components.common.images import Images
@@ -27,7 +29,8 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Train an ESPHome micro_wake_word model: data prep through verification.")
     def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> NamedTuple(
-            "Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model):
+            "Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model,
+            esphome_model=dsl.Model, verification=dsl.HTML):
         checked = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
         checked.set_display_name("validate config").set_container_image(images.cpu)
         checked.set_caching_options(False)
@@ -52,10 +55,22 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
             _request_gpus(teacher, gpus_per_task)
             teachers.append(teacher)
 
+        # Until distillation lands (issue 7), the first teacher (a MixedNet) is what goes to the device.
+        quantized = quantization(config=config, model=teachers[0].outputs["model"],
+                                 features=gathered.outputs["features"])
+        quantized.set_display_name("quantization").set_container_image(images.cpu)
+        verified = esphome_verification(config=config, tflite_model=quantized.outputs["tflite_model"],
+                                        features=gathered.outputs["features"])
+        verified.set_display_name("esphome verification").set_container_image(images.cpu)
+        with dsl.If(verified.outputs["blessed"] == True, name="if-blessed"):  # noqa: E712 - a KFP condition
+            published = publish(tflite_model=quantized.outputs["tflite_model"],
+                                blessing=verified.outputs["blessing"])
+            published.set_display_name("publish").set_container_image(images.cpu)
+
         outputs = NamedTuple("Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model,
-                             teacher_b=dsl.Model)
+                             teacher_b=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML)
         return outputs(prep.outputs["dataset"], gathered.outputs["features"], teachers[0].outputs["model"],
-                       teachers[1].outputs["model"])
+                       teachers[1].outputs["model"], quantized.outputs["tflite_model"], verified.outputs["report"])
 
     return wakeline
 

@@ -62,6 +62,8 @@ def format_summary(run: LocalRun) -> str:
                          f"{int(md.get('steps', 0))} steps): validation FRR {float(val.get('frr', float('nan'))):.1%} "
                          f"at {float(val.get('fa_per_hour', float('nan'))):.2f} FA/h (cutoff {val.get('cutoff')}) "
                          f"-> {_rel(run.run_dir / 'outputs' / name)}")
+    if "esphome_model" in run.outputs:
+        lines += ["", *_esphome_lines(run)]
     lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}"]
     return "\n".join(lines)
 
@@ -84,4 +86,18 @@ def _features_lines(run: LocalRun) -> list[str]:
     if first and last:
         lines.append(f"  SNR curriculum ({md['snr_schedule'].get('shape')}): {first[0]:g}..{first[1]:g} dB "
                      f"-> {last[0]:g}..{last[1]:g} dB")
+    return lines
+
+
+def _esphome_lines(run: LocalRun) -> list[str]:
+    md = run.outputs["esphome_model"].metadata
+    parity = md.get("parity", {})
+    lines = [f"ESPHome    {_rel(run.outputs['esphome_model'].path / str(md.get('tflite')))} "
+             f"({int(md.get('file_size_bytes', 0)):,} B, arena {int(md.get('tensor_arena_size', 0)):,} B, "
+             f"cutoff {md.get('probability_cutoff')})",
+             f"  parity: float streaming vs Keras {float(parity.get('float_stream_vs_keras_max_abs', 0)):.1e}; "
+             f"TFLite-Micro vs float mean {float(parity.get('tflm_vs_float_mean_lsb', 0)):.1f} LSB"]
+    report = run.outputs.get("verification")
+    if report is not None:
+        lines.append(f"  verification report: {_rel(report.path)}")
     return lines

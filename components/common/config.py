@@ -339,6 +339,7 @@ class WakelineConfig(Strict):
     wake_word: Annotated[str, Field(min_length=2, max_length=64)]
     wake_word_variants: list[str] = []
     target_false_accepts_per_hour: Annotated[float, Field(gt=0, le=100)] = 0.5
+    verification_max_frr: Annotated[float, Field(gt=0, le=1)] = 0.3  # blessing: FRR on test clips at the cutoff
     seed: Annotated[int, Field(ge=0)] = 0
     data_prep: DataPrep = DataPrep()
     augmentation: Augmentation = Augmentation()
@@ -372,6 +373,9 @@ class WakelineConfig(Strict):
             if spec.architecture is Architecture.MIXEDNET and spec.receptive_field_frames() > spec.input_frames:
                 raise ValueError(f"teachers.{i}: receptive field {spec.receptive_field_frames()} frames exceeds "
                                  f"input_frames={spec.input_frames}; use smaller kernels or more input")
+        if self.teachers[0].architecture is not Architecture.MIXEDNET:
+            raise ValueError("teachers.0 must be a MixedNet: until distillation lands it is the model quantized "
+                             "for the device")
         if self.teachers[0].name == self.teachers[1].name:
             raise ValueError("teachers: the two teachers need different names")
         return self

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
-from components.common.metrics import DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target, evaluate
+from components.common.metrics import (DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
+                                       clip_detected, evaluate)
 from components.esphome_verification.contract import Check, verify_contract
 from components.quantization.stage import TflmStreamer
 
@@ -25,6 +26,18 @@ class Verdict:
     checks: list[Check]
     reasons: list[str] = field(default_factory=list)
     behaviour: dict[str, Any] = field(default_factory=dict)
+    roc: list[tuple[float, float, float]] = field(default_factory=list)  # (cutoff, FPR on negative clips, TPR)
+
+    def scalars(self) -> dict[str, float]:
+        """What the KFP UI shows as scalar metrics."""
+        b = self.behaviour
+        out = {"blessed": float(self.blessed), "checks_failed": float(sum(not c.passed for c in self.checks))}
+        out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours") if k in b})
+        return out
+
+    def roc_curve(self) -> tuple[list[float], list[float], list[float]]:
+        """(fpr, tpr, thresholds) for `ClassificationMetrics.log_roc_curve`."""
+        return [r[1] for r in self.roc], [r[2] for r in self.roc], [r[0] for r in self.roc]
 
     def as_dict(self) -> dict[str, Any]:
         return {"blessed": self.blessed, "generation": self.generation, "reasons": self.reasons,
@@ -63,6 +76,9 @@ def behaviour(model: Path, store: FeatureStoreLayout, split: Split, manifest: di
                for b in FA_BUDGETS}
     peaks = {"positive": [int(p.max()) if len(p) else 0 for p in pos],
              "negative": [int(n.max()) if len(n) else 0 for n in neg]}
+    roc = [(p.cutoff, float(np.mean([clip_detected(n, p.cutoff, settings, True) for n in neg])) if neg else 0.0,
+            1.0 - p.frr) for p in points]
+    peaks["roc"] = roc
     return ({"cutoff": cutoff, "frr": at.frr, "fa_per_hour": at.fa_per_hour, "false_accepts": at.false_accepts,
              "positives": len(pos), "ambient_hours": hours, "budgets": budgets}, points, peaks)
 
@@ -91,6 +107,7 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
             verdict.reasons.append(f"FRR {b['frr']:.1%} on test clips exceeds the limit {max_frr:.0%}")
     verdict.blessed = not verdict.reasons
     verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
+    verdict.roc = peaks.get("roc", [])
     (out / "verdict.json").write_text(json.dumps(verdict.as_dict(), indent=2, default=str))
     (out / "report.html").write_text(report_html(verdict, model, points, peaks))
     return verdict
@@ -141,3 +158,33 @@ def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], pea
             f"<h1>ESPHome verification</h1><p><b>{html.escape(verdict_line)}</b> ({verdict.generation} manifest; "
             f"{html.escape(facts)})</p>{summary}{plot}<h2>Contract checks</h2>"
             f"<table><tr><th>check</th><th>result</th><th>found</th><th>expected</th></tr>{rows}</table>")
+
+
+def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, blessing_path: Path,
+                     report_path: Path) -> Verdict:
+    """The pipeline's view: thresholds from the config; the blessing and the report as their own artifacts."""
+    import shutil
+    import tempfile
+
+    from components.common.config import read_config_artifact
+
+    config = read_config_artifact(config_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        verdict = run(model_dir, features_dir, Path(tmp), target_fa_per_hour=config.target_false_accepts_per_hour,
+                      max_frr=config.verification_max_frr)
+        blessing_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(tmp) / "verdict.json", blessing_path)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(tmp) / "report.html", report_path)
+    return verdict
+
+
+def publish_record(model_dir: Path, blessing_path: Path, record_path: Path) -> dict[str, Any]:
+    """What publishing will copy (issue 8): the model files and their hashes, and the blessing."""
+    from components.common.artifacts import sha256_file
+
+    files = {p.name: sha256_file(p) for p in sorted(Path(model_dir).iterdir()) if p.suffix in (".tflite", ".json")}
+    record = {"would_publish": files, "blessed": json.loads(Path(blessing_path).read_text())["blessed"],
+              "status": "recorded only: publishing to the artifact store and MLflow registry arrives with issue 8"}
+    record_path.write_text(json.dumps(record, indent=2))
+    return record

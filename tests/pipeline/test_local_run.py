@@ -56,10 +56,27 @@ def test_pipeline_trains_two_teachers(smoke_run):
         assert out.metadata["steps"] == load_config("smoke").training.total_steps
 
 
+def test_pipeline_produces_an_esphome_model_that_passes_the_contract(smoke_run):
+    from components.esphome_verification.contract import verify_contract
+
+    out = smoke_run.outputs["esphome_model"]
+    md = out.metadata
+    checks, generation = verify_contract(out.path / md["tflite"], out.path / md["manifest"])
+    assert generation == "v2" and all(c.passed for c in checks), [c for c in checks if not c.passed]
+    assert md["parity"]["float_stream_vs_keras_max_abs"] < 1e-5
+    assert "Contract checks" in smoke_run.outputs["verification"].path.read_text()
+    task_dir = smoke_run.outputs["verification"].path.parent
+    blessing = json.loads((task_dir / "blessing").read_text())
+    assert isinstance(blessing["blessed"], bool) and (blessing["blessed"] or blessing["reasons"])
+    published = list(task_dir.parent.rglob("publish/record"))
+    assert bool(published) == blessing["blessed"]  # publish runs only under dsl.If(blessed)
+
+
 def test_summary_names_the_outputs_and_counts(smoke_run):
     text = format_summary(smoke_run)
     assert "outputs/dataset" in text and "positive" in text and "Quarantined" in text
     assert "outputs/features" in text and "SNR curriculum" in text and "Teacher mixednet-small" in text
+    assert "ESPHome" in text and "parity" in text
     assert len(text.splitlines()) < 30  # one screen
 
 

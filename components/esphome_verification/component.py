@@ -1,0 +1,36 @@
+"""esphome_verification and publish as KFP components: typed signatures, no logic."""
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.common.artifacts import (HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model,
+                                         Output)
+from components.common.images import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def esphome_verification(config: Input[Artifact], tflite_model: Input[Model], features: Input[Dataset],
+                         blessing: Output[Artifact], report: Output[HTML], metrics: Output[Metrics],
+                         roc: Output[ClassificationMetrics]) -> NamedTuple("Outputs", blessed=bool):
+    """ESPHome contract checks + behaviour on the device runtime; blessed only if everything passes."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.esphome_verification.stage import run_for_pipeline
+
+    verdict = run_for_pipeline(Path(config.path), Path(tflite_model.path), Path(features.path),
+                               Path(blessing.path), Path(report.path))
+    blessing.metadata.update(verdict.as_dict())
+    metrics.metadata.update(verdict.scalars())
+    roc.log_roc_curve(*verdict.roc_curve())
+    return namedtuple("Outputs", ["blessed"])(verdict.blessed)
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def publish(tflite_model: Input[Model], blessing: Input[Artifact], record: Output[Artifact]):
+    """Runs only for a blessed model. Until publishing lands (issue 8) it records what it would publish."""
+    from pathlib import Path
+
+    from components.esphome_verification.stage import publish_record
+
+    record.metadata.update(publish_record(Path(tflite_model.path), Path(blessing.path), Path(record.path)))

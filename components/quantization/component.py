@@ -1,0 +1,18 @@
+"""quantization as a KFP component: typed signature, no logic."""
+from kfp import dsl
+
+from components.common.artifacts import Artifact, Dataset, Input, Model, Output
+from components.common.images import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def quantization(config: Input[Artifact], model: Input[Model], features: Input[Dataset],
+                 tflite_model: Output[Model]):
+    """Streaming INT8 .tflite + ESPHome v2 manifest, with measured parity, arena and calibrated cutoff."""
+    from pathlib import Path
+
+    from components.common.config import read_config_artifact
+    from components.quantization.stage import run
+
+    tflite_model.metadata.update(run(Path(model.path), Path(features.path), Path(tflite_model.path),
+                                     read_config_artifact(Path(config.path))))
