@@ -53,7 +53,7 @@ def cmd_verify(args) -> int:
 
     out = args.output or Path("runs") / "verify" / Path(args.model).stem
     verdict = run(Path(args.model), args.features, out, target_fa_per_hour=args.target_fa_per_hour,
-                  max_frr=args.max_frr)
+                  max_frr=args.max_frr, audio_dir=args.audio)
     width = max(len(c.name) for c in verdict.checks)
     for c in verdict.checks:
         print(f"  {'pass' if c.passed else 'FAIL'}  {c.name:<{width}}  {c.found if not c.passed else ''}")
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract")
     ver.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
     ver.add_argument("--features", type=Path, help="a FeatureStore folder: also measure FRR and FA/h on its test split")
+    ver.add_argument("--audio", type=Path, help="a folder of audio: files under positive*/ are wake words, the "
+                     "rest ambient; measures FRR and FA/h on the device path")
     ver.add_argument("--output", type=Path, help="where verdict.json and report.html go")
     ver.add_argument("--target-fa-per-hour", type=float, default=0.5)
     ver.add_argument("--max-frr", type=float, default=0.5)

@@ -57,17 +57,47 @@ def find_pair(path: Path) -> tuple[Path, Path]:
     return model, manifest
 
 
-def behaviour(model: Path, store: FeatureStoreLayout, split: Split, manifest: dict[str, Any],
+@dataclass
+class EvalAudio:
+    """Raw frontend features (uint16 [frames, 40]) to stream: clips one by one, ambient as long streams."""
+
+    positives: list[np.ndarray]
+    negatives: list[np.ndarray]
+    ambient: list[np.ndarray]
+
+    @classmethod
+    def from_store(cls, store: FeatureStoreLayout, split: Split) -> "EvalAudio":
+        clips = store.open(split, 0)
+        pick = lambda mask: [np.asarray(clips.clip(int(i))) for i in np.flatnonzero(mask)]  # noqa: E731
+        positive = clips.labels == LABEL_CODES[Label.POSITIVE]
+        ambient = []
+        if store.set_dir(split, None).is_dir():
+            amb = store.open(split, None)
+            ambient = [np.asarray(amb.clip(i)) for i in range(len(amb))]
+        return cls(pick(positive), pick(~positive), ambient)
+
+    @classmethod
+    def from_audio_dir(cls, root: Path) -> "EvalAudio":
+        """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient."""
+        from components.common.audio import AUDIO_EXTENSIONS, read_audio, resample, to_int16, to_mono
+        from components.common.frontend import features_uint16
+
+        positives, ambient = [], []
+        for path in sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
+            data, sr = read_audio(path)
+            feats = features_uint16(to_int16(resample(to_mono(data), sr)))
+            is_pos = any(part.lower().startswith("positive") for part in path.relative_to(root).parts[:-1])
+            (positives if is_pos else ambient).append(feats)
+        return cls(positives, [], ambient)
+
+
+def behaviour(model: Path, audio: EvalAudio, manifest: dict[str, Any],
               settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """FRR and FA/h on the device's path (integer feature mapping, stride, uint8 window, refractory)."""
     tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
-    clips = store.open(split, 0)
-    pos = [tflm(np.asarray(clips.clip(int(i)))) for i in np.flatnonzero(clips.labels == LABEL_CODES[Label.POSITIVE])]
-    neg = [tflm(np.asarray(clips.clip(int(i)))) for i in np.flatnonzero(clips.labels != LABEL_CODES[Label.POSITIVE])]
-    ambient = []
-    if store.set_dir(split, None).is_dir():
-        amb = store.open(split, None)
-        ambient = [tflm(np.asarray(amb.clip(i))) for i in range(len(amb))]
+    pos = [tflm(raw) for raw in audio.positives]
+    neg = [tflm(raw) for raw in audio.negatives]
+    ambient = [tflm(raw) for raw in audio.ambient]
     points = evaluate(StreamScores(pos, ambient, quantized=True), settings)
     cutoff = float(manifest["micro"]["probability_cutoff"])
     at = min(points, key=lambda p: abs(p.cutoff - cutoff))
@@ -75,7 +105,7 @@ def behaviour(model: Path, store: FeatureStoreLayout, split: Split, manifest: di
     budgets = {str(b): (lambda p: None if p is None else {"cutoff": p.cutoff, "frr": p.frr})(at_fa_target(points, b))
                for b in FA_BUDGETS}
     peaks = {"positive": [int(p.max()) if len(p) else 0 for p in pos],
-             "negative": [int(n.max()) if len(n) else 0 for n in neg]}
+             "negative": [int(n.max()) if len(n) else 0 for n in neg + ambient]}
     roc = [(p.cutoff, float(np.mean([clip_detected(n, p.cutoff, settings, True) for n in neg])) if neg else 0.0,
             1.0 - p.frr) for p in points]
     peaks["roc"] = roc
@@ -84,7 +114,7 @@ def behaviour(model: Path, store: FeatureStoreLayout, split: Split, manifest: di
 
 
 def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_fa_per_hour: float,
-        max_frr: float) -> Verdict:
+        max_frr: float, audio_dir: Path | None = None) -> Verdict:
     """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
     t0 = time.monotonic()
     out = Path(output_dir)
@@ -95,10 +125,11 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     verdict.reasons = [f"{c.name}: found {c.found}, expected {c.expected}" for c in checks if not c.passed]
     points: list[OperatingPoint] = []
     peaks: dict = {}
-    if not verdict.reasons and features_dir is not None:
+    audio = (EvalAudio.from_store(FeatureStoreLayout(Path(features_dir)), Split.TEST) if features_dir is not None
+             else EvalAudio.from_audio_dir(Path(audio_dir)) if audio_dir is not None else None)
+    if not verdict.reasons and audio is not None:
         manifest = json.loads(manifest_path.read_text())
-        verdict.behaviour, points, peaks = behaviour(model, FeatureStoreLayout(Path(features_dir)), Split.TEST,
-                                                     manifest)
+        verdict.behaviour, points, peaks = behaviour(model, audio, manifest)
         b = verdict.behaviour
         if b["fa_per_hour"] > target_fa_per_hour:
             verdict.reasons.append(f"FA/h {b['fa_per_hour']:.2f} on test ambient audio exceeds the target "
@@ -140,12 +171,37 @@ def _plot_png_base64(points: list[OperatingPoint], peaks: dict) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def model_facts(model: Path, checks: list[Check]) -> str:
+    """Size, arena, parameters and op histogram, for the report."""
+    if not model.is_file():
+        return model.name
+    facts = [f"{model.name}: {model.stat().st_size:,} bytes"]
+    arena = next((c.found for c in checks if c.name == "tflm_loads"), None)
+    try:
+        from collections import Counter
+
+        from components.esphome_verification.contract import parse
+
+        pm = parse(model)
+        ops = Counter(pm.op_names(0))
+        sg = pm.model.subgraphs[0]
+        params = sum(int(np.prod(t.shape)) for t in sg.tensors
+                     if t.buffer and pm.model.buffers[t.buffer].data is not None and len(t.shape))
+        facts.append(f"about {params:,} stored parameters")
+        facts.append("ops: " + ", ".join(f"{k} ×{v}" for k, v in sorted(ops.items())))
+    except Exception:  # noqa: BLE001 - facts are informative; the checks already report parse failures
+        pass
+    if isinstance(arena, dict) and arena.get("ok"):
+        facts.append("runs in TFLite-Micro with the manifest arena")
+    return "; ".join(facts)
+
+
 def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], peaks: dict) -> str:
     rows = "".join(f"<tr class={'ok' if c.passed else 'bad'}><td>{html.escape(c.name)}</td>"
                    f"<td>{'pass' if c.passed else 'FAIL'}</td><td><code>{html.escape(str(c.found))}</code></td>"
                    f"<td>{html.escape(c.expected)}</td></tr>" for c in verdict.checks)
     b = verdict.behaviour
-    facts = f"{model.name}: {model.stat().st_size:,} bytes" if model.is_file() else model.name
+    facts = model_facts(model, verdict.checks)
     plot = (f"<img alt='FRR vs FA/h and score histograms' src='data:image/png;base64,"
             f"{_plot_png_base64(points, peaks)}'/>" if points else "<p>No behaviour run.</p>")
     summary = (f"<p>At cutoff {b['cutoff']}: FRR {b['frr']:.1%} on {b['positives']} test clips, "

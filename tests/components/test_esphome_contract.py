@@ -121,3 +121,44 @@ def test_truncated_model_fails_the_flatbuffer_check_with_a_message(tmp_path):
     verdict = run(tmp_path / "okay_nabu.json", None, tmp_path / "out", target_fa_per_hour=0.5, max_frr=0.5)
     assert not verdict.blessed
     assert any(r.startswith("flatbuffer: found") for r in verdict.reasons), verdict.reasons
+
+
+@pytest.fixture(scope="module")
+def okay_nabu_audio(tmp_path_factory):
+    """'okay nabu' spoken by piper (4 renditions) plus a minute of quiet noise: a device-path test set."""
+    import numpy as np
+    import soundfile as sf
+
+    from components.common.audio import resample
+    from components.data_prep.piper_tts import PiperJob, synthesize_many
+
+    root = tmp_path_factory.mktemp("okay_nabu_audio")
+    (root / "positive").mkdir()
+    jobs = [PiperJob(t, ls, 0.667, 0.8) for t, ls in
+            [("okay nabu", 1.0), ("okay nabu.", 0.9), ("okay, nabu!", 1.1), ("okay nabu", 1.2)]]
+    for i, (pcm, sr) in enumerate(synthesize_many(jobs, seed=0)):
+        x = resample(pcm.astype(np.float32) / 32768, sr)
+        sf.write(str(root / "positive" / f"{i}.wav"), np.r_[np.zeros(16000), x, np.zeros(8000)].astype("float32"),
+                 16000)
+    noise = np.random.default_rng(0).standard_normal(16000 * 60) * 0.01
+    sf.write(str(root / "ambient.wav"), noise.astype("float32"), 16000)
+    return root
+
+
+def test_device_path_detects_okay_nabu_with_the_official_model(okay_nabu_audio, tmp_path):
+    """End to end on real parts: piper audio -> pymicro-features -> ESPHome's integer mapping -> TFLite-Micro ->
+    uint8 window vs int(0.97*255). The official okay_nabu fires on every rendition and never on noise."""
+    from components.esphome_verification.stage import run
+
+    verdict = run(FIXTURES / "v2" / "okay_nabu.json", None, tmp_path, target_fa_per_hour=0.5, max_frr=0.25,
+                  audio_dir=okay_nabu_audio)
+    assert verdict.behaviour["positives"] == 4 and verdict.behaviour["frr"] == 0.0
+    assert verdict.behaviour["false_accepts"] == 0 and verdict.blessed
+
+
+def test_device_path_hey_jarvis_ignores_okay_nabu(okay_nabu_audio, tmp_path):
+    from components.esphome_verification.stage import run
+
+    verdict = run(FIXTURES / "v2" / "hey_jarvis.json", None, tmp_path, target_fa_per_hour=0.5, max_frr=0.25,
+                  audio_dir=okay_nabu_audio)
+    assert verdict.behaviour["frr"] == 1.0 and not verdict.blessed  # another wake word: never detected
