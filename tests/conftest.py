@@ -129,23 +129,29 @@ def _remove_stale_sockets(ports: list[int]) -> None:
                     sock.unlink(missing_ok=True)
 
 
-def _wait_ready(server: S3Server, proc: subprocess.Popen, log: Path, timeout_s: float) -> float:
-    """Poll `list_buckets` until the server answers; return the seconds it took."""
+def _poll(probe, what: str, proc: subprocess.Popen, log: Path, timeout_s: float, errors=(Exception,)) -> float:
+    """Call `probe()` until it returns True; fail early if the server process dies. Returns the seconds taken."""
     t0 = time.monotonic()
-    client = server.client(timeout_s=2.0)
     last_error: Exception | None = None
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited with status {proc.returncode} before S3 was ready "
-                               f"({server.endpoint_url}). Log tail:\n{_log_tail(log)}")
+            raise RuntimeError(f"{what}: the server exited with status {proc.returncode} before it was ready. "
+                               f"Log tail:\n{_log_tail(log)}")
         try:
-            client.list_buckets()
-            return time.monotonic() - t0
-        except Exception as e:  # connection refused, 503 while the filer starts, ...
+            if probe():
+                return time.monotonic() - t0
+        except errors as e:  # connection refused, 503 while starting, ...
             last_error = e
-            time.sleep(0.2)
-    raise TimeoutError(f"SeaweedFS S3 at {server.endpoint_url} not ready after {timeout_s:.0f} s "
-                       f"(last error: {last_error!r}). Log tail:\n{_log_tail(log)}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s (last error: {last_error!r}). "
+                       f"Log tail:\n{_log_tail(log)}")
+
+
+def _wait_ready(server: S3Server, proc: subprocess.Popen, log: Path, timeout_s: float) -> float:
+    """Poll `list_buckets` until the S3 server answers."""
+    client = server.client(timeout_s=2.0)
+    return _poll(lambda: client.list_buckets() is not None, f"SeaweedFS S3 at {server.endpoint_url}", proc, log,
+                 timeout_s)
 
 
 @pytest.fixture(scope="session")
@@ -236,25 +242,16 @@ def _free_loopback_port() -> int:
 
 
 def _wait_http_ok(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> float:
-    """Poll GET `url` (no proxies) until it answers 200; return the seconds it took."""
+    """Poll GET `url` (no proxies) until it answers 200."""
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    t0 = time.monotonic()
-    last_error: Exception | None = None
-    while time.monotonic() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode} before {url} answered. "
-                               f"Log tail:\n{_log_tail(log)}")
-        try:
-            with opener.open(url, timeout=2.0) as response:
-                if response.status == 200:
-                    return time.monotonic() - t0
-        except OSError as e:  # connection refused while it starts, ...
-            last_error = e
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s (last error: {last_error!r}). "
-                       f"Log tail:\n{_log_tail(log)}")
+
+    def ok() -> bool:
+        with opener.open(url, timeout=2.0) as response:
+            return response.status == 200
+
+    return _poll(ok, url, proc, log, timeout_s, errors=(OSError,))
 
 
 @pytest.fixture(scope="session")
