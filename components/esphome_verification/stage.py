@@ -224,10 +224,16 @@ def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, ble
 
     from components.common.config import read_config_artifact
 
+    from components.common.tracking import stage_run
+
     config = read_config_artifact(config_path)
-    with tempfile.TemporaryDirectory() as tmp:
+    params = {"target_fa_per_hour": config.target_false_accepts_per_hour, "max_frr": config.verification_max_frr}
+    with stage_run("esphome_verification", f"wakeline/{config.wake_word}", params,
+                   tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
         verdict = run(model_dir, features_dir, Path(tmp), target_fa_per_hour=config.target_false_accepts_per_hour,
                       max_frr=config.verification_max_frr)
+        tracker.log_metrics(verdict.scalars())
+        tracker.log_artifact(Path(tmp))
         blessing_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(tmp) / "verdict.json", blessing_path)
         report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,25 @@ def manifest(config: WakelineConfig, model_file: str, cutoff: float, arena: int)
 
 def run(model_dir: Path, features_dir: Path, output_dir: Path, config: WakelineConfig,
         *, parity_clips: int = 40) -> dict[str, Any]:
+    """Quantize, measure, write the ESPHome pair; tracked as one MLflow run."""
+    from components.common.tracking import stage_run
+
+    params = {"arena_margin_bytes": ARENA_MARGIN_BYTES, "calibration_samples": CALIBRATION_SAMPLES,
+              "target_fa_per_hour": config.target_false_accepts_per_hour, "parity_clips": parity_clips}
+    with stage_run("quantization", f"wakeline/{config.wake_word}", params,
+                   tags={"config_sha256": config.sha256()}) as tracker:
+        metadata = _quantize(model_dir, features_dir, output_dir, config, parity_clips)
+        tracker.log_metrics({"file_size_bytes": metadata["file_size_bytes"],
+                             "tensor_arena_size": metadata["tensor_arena_size"],
+                             "probability_cutoff": metadata["probability_cutoff"],
+                             **{f"parity_{k}": v for k, v in metadata["parity"].items()}})
+        tracker.log_artifact(Path(output_dir))
+    metadata["mlflow_run_id"] = tracker.run_id
+    return metadata
+
+
+def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: WakelineConfig,
+              parity_clips: int) -> dict[str, Any]:
     import keras
 
     t0 = time.monotonic()

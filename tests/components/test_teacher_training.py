@@ -130,6 +130,10 @@ def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_
     manifest = json.loads((tmp_path / "esphome" / md["manifest"]).read_text())
     assert manifest["micro"]["probability_cutoff"] == md["probability_cutoff"]
     assert md["validation_at_cutoff"]["fa_per_hour"] <= cfg.target_false_accepts_per_hour
+    from mlflow.tracking import MlflowClient
+
+    tracked = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(md["mlflow_run_id"])
+    assert tracked.info.run_name == "quantization" and tracked.data.metrics["tensor_arena_size"] == md["tensor_arena_size"]
 
     from components.esphome_verification.stage import run as verify  # behaviour on the device's path
 
