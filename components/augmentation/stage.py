@@ -18,7 +18,7 @@ import numpy as np
 from components.common import xp as xpmod
 from components.common.artifacts import (SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
                                          Lineage, ManifestRecord, Split, code_version, sha256_file)
-from components.common.audio import read_wav_int16
+from components.common.audio import read_wav_float, read_wav_int16
 from components.common.config import Augmentation, WakelineConfig
 from components.common.frontend import features_uint16, n_frames
 from components.common.progress import progress
@@ -169,11 +169,6 @@ def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchPa
         writer.add(frames, item.label, getattr(weights, item.label.value), info)
 
 
-def read_wav_float(path: Path) -> np.ndarray:
-    import soundfile as sf
-
-    data, _ = sf.read(str(path), dtype="float32")
-    return data
 
 
 def gather(shard_dirs: list[Path], output_dir: Path) -> dict[str, Any]:

@@ -234,6 +234,13 @@ class FeatureStoreLayout:
                   else np.zeros((0, 40), np.uint16))
         return FeatureSet(d, frames, offsets, np.load(d / self.LABELS), np.load(d / self.WEIGHTS))
 
+    def ambient(self, split: Split) -> list:
+        """The split's long-form ambient recordings as raw feature arrays (empty if it has none)."""
+        if not self.set_dir(split, None).is_dir():
+            return []
+        fs = self.open(split, None)
+        return [fs.clip(i) for i in range(len(fs))]
+
     def metadata(self) -> dict[str, Any]:
         return json.loads((self.root / self.METADATA).read_text())
 

@@ -93,3 +93,9 @@ def write_wav(path: Path, samples: np.ndarray, sr: int = SAMPLE_RATE_HZ) -> None
 def read_wav_int16(path: Path) -> np.ndarray:
     data, _ = sf.read(str(path), dtype="int16")
     return data
+
+
+def read_wav_float(path: Path) -> np.ndarray:
+    """float32 samples (RIRs are stored as FLOAT WAV to keep their tails)."""
+    data, _ = sf.read(str(path), dtype="float32")
+    return data

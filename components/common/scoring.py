@@ -28,9 +28,5 @@ def split_scores(predict: Predict, store: FeatureStoreLayout, split: Split, inpu
     clips = store.open(split, 0)
     positives = [stream_probabilities(predict, clips.clip(i), input_frames, stride)
                  for i in np.flatnonzero(clips.labels == LABEL_CODES[Label.POSITIVE])]
-    ambient_dir = store.set_dir(split, None)
-    ambient = []
-    if ambient_dir.is_dir():
-        amb = store.open(split, None)
-        ambient = [stream_probabilities(predict, amb.clip(i), input_frames, stride) for i in range(len(amb))]
+    ambient = [stream_probabilities(predict, raw, input_frames, stride) for raw in store.ambient(split)]
     return StreamScores(positives, ambient)

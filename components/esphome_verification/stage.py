@@ -70,11 +70,7 @@ class EvalAudio:
         clips = store.open(split, 0)
         pick = lambda mask: [np.asarray(clips.clip(int(i))) for i in np.flatnonzero(mask)]  # noqa: E731
         positive = clips.labels == LABEL_CODES[Label.POSITIVE]
-        ambient = []
-        if store.set_dir(split, None).is_dir():
-            amb = store.open(split, None)
-            ambient = [np.asarray(amb.clip(i)) for i in range(len(amb))]
-        return cls(pick(positive), pick(~positive), ambient)
+        return cls(pick(positive), pick(~positive), [np.asarray(raw) for raw in store.ambient(split)])
 
     @classmethod
     def from_audio_dir(cls, root: Path) -> "EvalAudio":

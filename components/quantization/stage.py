@@ -147,11 +147,7 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
         raise RuntimeError(f"{tflite_path}: TFLite-Micro cannot load the converted model with any arena")
     tflm = TflmStreamer(tflite_path)  # the device's input mapping from here on
     positives = [tflm(raw) for raw in _clips(store, Split.VALIDATION, Label.POSITIVE, 10_000, rng)]
-    ambient_dir = store.set_dir(Split.VALIDATION, None)
-    ambient = []
-    if ambient_dir.is_dir():
-        amb = store.open(Split.VALIDATION, None)
-        ambient = [tflm(np.asarray(amb.clip(i))) for i in range(len(amb))]
+    ambient = [tflm(np.asarray(raw)) for raw in store.ambient(Split.VALIDATION)]
     points = evaluate(StreamScores(positives, ambient, quantized=True), DEVICE)
     chosen = at_fa_target(points, config.target_false_accepts_per_hour) or max(points, key=lambda p: p.cutoff)
     arena = int(arena_min + ARENA_MARGIN_BYTES)
