@@ -323,6 +323,55 @@ class Training(Strict):
         return sum(self.steps)
 
 
+class Mining(Strict):
+    """background_mining: windows of the *training* background audio that a detector scores high become
+    hard negatives. The scorer is `previous_model` when given (scheduled retraining: the deployed model finds
+    its own false accepts), otherwise a small probe trained in the stage on the clean training clips."""
+
+    previous_model: str = ""  # a local path, s3://bucket/key or models:/<name>@<alias>; a .tflite or Keras model
+    threshold: Probability = 0.5  # a window scoring above this is a hit
+    top_k_per_hour: Annotated[float, Field(gt=0)] = 60.0  # the most hits kept per hour of audio scanned
+    min_separation_s: Annotated[float, Field(gt=0)] = 1.0  # hits closer than this: only the highest is kept
+    clip_duration_s: Annotated[float, Field(ge=0.5, le=10)] = 1.5  # each hard negative clip, ending at the hit
+    probe: ModelSpec = ModelSpec(name="probe", input_frames=98, first_conv_filters=12, pointwise_filters=[24, 24],
+                                 mixconv_kernels=[[5], [9]], dropout=0.0)
+    probe_steps: Annotated[int, Field(ge=1)] = 300
+    probe_batch_size: Annotated[int, Field(ge=2)] = 64
+    session_root: str = "runs/mining"  # persistent sessions: files and offsets done, hits, scorer identity
+    chunk_s: Annotated[float, Field(ge=5)] = 60.0  # audio scanned per session checkpoint
+
+
+class AgreementWeighting(str, enum.Enum):
+    NONE = "none"
+    AGREEMENT = "agreement"  # samples where the teachers agree count more in the soft loss
+
+
+class Distillation(Strict):
+    """The ESPHome-sized student learns from the hard labels and the two teachers' softened outputs:
+    loss = (1 - soft_target_weight) * BCE(label) + soft_target_weight * T^2 * BCE(teachers at T)."""
+
+    student: ModelSpec = ModelSpec(name="student")
+    teacher_weights: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (0.5, 0.5)
+    temperature: Annotated[float, Field(gt=0, le=20)] = 2.0
+    soft_target_weight: Probability = 0.5
+    agreement_weighting: AgreementWeighting = AgreementWeighting.NONE
+    max_teacher_val_frr: Probability = 0.95  # a teacher worse than this on validation is refused
+
+    @field_validator("teacher_weights")
+    @classmethod
+    def _some_weight(cls, v):
+        if sum(v) <= 0:
+            raise ValueError("at least one teacher weight must be > 0")
+        return v
+
+
+class DeviceBudget(Strict):
+    """What the model may use on the device (ESP32-S3 defaults); verification refuses to bless beyond it."""
+
+    max_tflite_bytes: Annotated[int, Field(ge=1024)] = 65536
+    max_arena_bytes: Annotated[int, Field(ge=1024)] = 32768
+
+
 _DEFAULT_TEACHERS = [
     ModelSpec(name="mixednet-wide", pointwise_filters=[96, 96, 96, 96]),
     ModelSpec(name="tcn", architecture=Architecture.TCN),
@@ -345,6 +394,9 @@ class WakelineConfig(Strict):
     augmentation: Augmentation = Augmentation()
     training: Training = Training()
     teachers: Annotated[list[ModelSpec], Field(min_length=2, max_length=2)] = _DEFAULT_TEACHERS
+    mining: Mining = Mining()
+    distillation: Distillation = Distillation()
+    device_budget: DeviceBudget = DeviceBudget()
 
     @field_validator("wake_word", "wake_word_variants")
     @classmethod
@@ -366,16 +418,25 @@ class WakelineConfig(Strict):
         from components.common.frontend import n_frames
 
         stored = n_frames(int(round(self.augmentation.clip_duration_s * 16000)))
-        for i, spec in enumerate(self.teachers):
+        named = [(f"teachers.{i}", spec) for i, spec in enumerate(self.teachers)]
+        named += [("distillation.student", self.distillation.student)]
+        for key, spec in named:
             if spec.input_frames > stored:
-                raise ValueError(f"teachers.{i}.input_frames={spec.input_frames} exceeds the {stored} frames "
+                raise ValueError(f"{key}.input_frames={spec.input_frames} exceeds the {stored} frames "
                                  f"of augmentation.clip_duration_s={self.augmentation.clip_duration_s}")
             if spec.architecture is Architecture.MIXEDNET and spec.receptive_field_frames() > spec.input_frames:
-                raise ValueError(f"teachers.{i}: receptive field {spec.receptive_field_frames()} frames exceeds "
+                raise ValueError(f"{key}: receptive field {spec.receptive_field_frames()} frames exceeds "
                                  f"input_frames={spec.input_frames}; use smaller kernels or more input")
-        if self.teachers[0].architecture is not Architecture.MIXEDNET:
-            raise ValueError("teachers.0 must be a MixedNet: until distillation lands it is the model quantized "
-                             "for the device")
+        probe = self.mining.probe
+        mined = n_frames(int(round(self.mining.clip_duration_s * 16000)))
+        if probe.input_frames > mined:
+            raise ValueError(f"mining.probe.input_frames={probe.input_frames} exceeds the {mined} frames of "
+                             f"mining.clip_duration_s={self.mining.clip_duration_s}")
+        if probe.architecture is Architecture.MIXEDNET and probe.receptive_field_frames() > probe.input_frames:
+            raise ValueError(f"mining.probe: receptive field {probe.receptive_field_frames()} frames exceeds "
+                             f"input_frames={probe.input_frames}")
+        if self.distillation.student.architecture is not Architecture.MIXEDNET:
+            raise ValueError("distillation.student must be a MixedNet: it is the streaming model ESPHome runs")
         if self.teachers[0].name == self.teachers[1].name:
             raise ValueError("teachers: the two teachers need different names")
         return self
