@@ -7,6 +7,7 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.augmentation.component import augmentation, gather_features
+from components.distillation.component import distillation
 from components.esphome_verification.component import esphome_verification, publish
 from components.quantization.component import quantization
 from components.teacher_training.component import teacher_training
@@ -27,10 +28,11 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
     """
 
     @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Train an ESPHome micro_wake_word model: data prep through verification.")
+                  description="Train an ESPHome micro_wake_word model: data prep, mining, augmentation, two teachers, "
+                              "distillation, INT8 quantization, verification, publish.")
     def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> NamedTuple(
             "Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model,
-            esphome_model=dsl.Model, verification=dsl.HTML):
+            student=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML):
         checked = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
         checked.set_display_name("validate config").set_container_image(images.cpu)
         checked.set_caching_options(False)
@@ -55,9 +57,12 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
             _request_gpus(teacher, gpus_per_task)
             teachers.append(teacher)
 
-        # Until distillation lands (issue 7), the first teacher (a MixedNet) is what goes to the device.
-        quantized = quantization(config=config, model=teachers[0].outputs["model"],
-                                 features=gathered.outputs["features"])
+        student = distillation(config=config, features=gathered.outputs["features"],
+                               teacher_a=teachers[0].outputs["model"], teacher_b=teachers[1].outputs["model"])
+        student.set_display_name("distillation").set_container_image(images.gpu)
+        _request_gpus(student, gpus_per_task)
+
+        quantized = quantization(config=config, model=student.outputs["model"], features=gathered.outputs["features"])
         quantized.set_display_name("quantization").set_container_image(images.cpu)
         verified = esphome_verification(config=config, tflite_model=quantized.outputs["tflite_model"],
                                         features=gathered.outputs["features"])
@@ -68,9 +73,10 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
             published.set_display_name("publish").set_container_image(images.cpu)
 
         outputs = NamedTuple("Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model,
-                             teacher_b=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML)
+                             teacher_b=dsl.Model, student=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML)
         return outputs(prep.outputs["dataset"], gathered.outputs["features"], teachers[0].outputs["model"],
-                       teachers[1].outputs["model"], quantized.outputs["tflite_model"], verified.outputs["report"])
+                       teachers[1].outputs["model"], student.outputs["model"], quantized.outputs["tflite_model"],
+                       verified.outputs["report"])
 
     return wakeline
 

@@ -1,6 +1,8 @@
 """The one-screen summary printed at the end of a local run."""
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 
@@ -52,13 +54,14 @@ def format_summary(run: LocalRun) -> str:
     ]
     if "features" in run.outputs:
         lines += ["", *_features_lines(run)]
-    teachers = [name for name in run.outputs if name.startswith("teacher_")]
-    if teachers:
+    models = [name for name in run.outputs if name.startswith("teacher_") or name == "student"]
+    if models:
         lines.append("")
-        for name in teachers:
+        for name in models:
             md = run.outputs[name].metadata
             val = md.get("validation", {})
-            lines.append(f"Teacher {md.get('name')} ({md.get('architecture')}, {int(md.get('parameters', 0)):,} params, "
+            role = "Student" if name == "student" else "Teacher"
+            lines.append(f"{role} {md.get('name')} ({md.get('architecture')}, {int(md.get('parameters', 0)):,} params, "
                          f"{int(md.get('steps', 0))} steps): validation FRR {float(val.get('frr', float('nan'))):.1%} "
                          f"at {float(val.get('fa_per_hour', float('nan'))):.2f} FA/h (cutoff {val.get('cutoff')}) "
                          f"-> {_rel(run.run_dir / 'outputs' / name)}")
@@ -99,5 +102,13 @@ def _esphome_lines(run: LocalRun) -> list[str]:
              f"TFLite-Micro vs float mean {float(parity.get('tflm_vs_float_mean_lsb', 0)):.1f} LSB"]
     report = run.outputs.get("verification")
     if report is not None:
+        blessing = report.path.parent / "blessing"
+        if blessing.is_file():
+            verdict = json.loads(blessing.read_text())
+            b = verdict.get("behaviour", {})
+            head = "BLESSED" if verdict.get("blessed") else "NOT BLESSED (" + "; ".join(verdict.get("reasons", [])) + ")"
+            lines.append(f"  verification: {head}; test FRR {float(b.get('frr', float('nan'))):.1%} at "
+                         f"{float(b.get('fa_per_hour', float('nan'))):.2f} FA/h over "
+                         f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of ambient audio")
         lines.append(f"  verification report: {_rel(report.path)}")
     return lines

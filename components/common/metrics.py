@@ -141,9 +141,15 @@ def _peak(probs: np.ndarray, settings: DetectorSettings) -> float:
 
 
 def at_fa_target(points: Sequence[OperatingPoint], target_fa_per_hour: float) -> OperatingPoint | None:
-    """The operating point with the lowest FRR among those meeting the FA/h target (lowest cutoff on ties)."""
+    """The operating point with the lowest FRR among those meeting the FA/h target. Many cutoffs usually tie
+    (a plateau between the loudest false accept and the quietest detection): take the middle of the plateau,
+    the cutoff with the most margin on both sides, not its edge next to the false accepts."""
     ok = [p for p in points if p.fa_per_hour <= target_fa_per_hour]
-    return min(ok, key=lambda p: (p.frr, p.cutoff)) if ok else None
+    if not ok:
+        return None
+    best = min(p.frr for p in ok)
+    ties = sorted((p for p in ok if p.frr == best), key=lambda p: p.cutoff)
+    return ties[(len(ties) - 1) // 2]
 
 
 @dataclass(frozen=True)

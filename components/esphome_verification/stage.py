@@ -109,8 +109,22 @@ def behaviour(model: Path, audio: EvalAudio, manifest: dict[str, Any],
              "positives": len(pos), "ambient_hours": hours, "budgets": budgets}, points, peaks)
 
 
+def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | None,
+                   max_arena_bytes: int | None) -> list[str]:
+    """Why the model does not fit the configured device budget (empty when it fits)."""
+    reasons = []
+    size = model.stat().st_size
+    if max_tflite_bytes is not None and size > max_tflite_bytes:
+        reasons.append(f"model size {size:,} B exceeds device_budget.max_tflite_bytes {max_tflite_bytes:,} B")
+    arena = json.loads(manifest_path.read_text()).get("micro", {}).get("tensor_arena_size")
+    if max_arena_bytes is not None and isinstance(arena, int) and arena > max_arena_bytes:
+        reasons.append(f"tensor_arena_size {arena:,} B exceeds device_budget.max_arena_bytes {max_arena_bytes:,} B")
+    return reasons
+
+
 def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_fa_per_hour: float,
-        max_frr: float, audio_dir: Path | None = None) -> Verdict:
+        max_frr: float, audio_dir: Path | None = None, max_tflite_bytes: int | None = None,
+        max_arena_bytes: int | None = None) -> Verdict:
     """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
     t0 = time.monotonic()
     out = Path(output_dir)
@@ -119,6 +133,7 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     checks, generation = verify_contract(model, manifest_path)
     verdict = Verdict(False, generation, checks)
     verdict.reasons = [f"{c.name}: found {c.found}, expected {c.expected}" for c in checks if not c.passed]
+    verdict.reasons += budget_reasons(model, manifest_path, max_tflite_bytes, max_arena_bytes)
     points: list[OperatingPoint] = []
     peaks: dict = {}
     audio = (EvalAudio.from_store(FeatureStoreLayout(Path(features_dir)), Split.TEST) if features_dir is not None
@@ -223,11 +238,14 @@ def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, ble
     from components.common.tracking import stage_run
 
     config = read_config_artifact(config_path)
-    params = {"target_fa_per_hour": config.target_false_accepts_per_hour, "max_frr": config.verification_max_frr}
+    budget = config.device_budget
+    params = {"target_fa_per_hour": config.target_false_accepts_per_hour, "max_frr": config.verification_max_frr,
+              "max_tflite_bytes": budget.max_tflite_bytes, "max_arena_bytes": budget.max_arena_bytes}
     with stage_run("esphome_verification", f"wakeline/{config.wake_word}", params,
                    tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
         verdict = run(model_dir, features_dir, Path(tmp), target_fa_per_hour=config.target_false_accepts_per_hour,
-                      max_frr=config.verification_max_frr)
+                      max_frr=config.verification_max_frr, max_tflite_bytes=budget.max_tflite_bytes,
+                      max_arena_bytes=budget.max_arena_bytes)
         tracker.log_metrics(verdict.scalars())
         tracker.log_artifact(Path(tmp))
         blessing_path.parent.mkdir(parents=True, exist_ok=True)

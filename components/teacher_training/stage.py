@@ -1,104 +1,21 @@
 """teacher_training stage entry: a FeatureStore in, a trained Keras `Model` directory and metrics out."""
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from components.common import xp as xpmod
-from components.common.artifacts import FeatureStoreLayout, Lineage, Split, code_version, sha256_file
-from components.common.batches import TrainingBatches
-from components.common.config import ModelSpec, WakelineConfig
-from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE
-from components.common.models import build
-from components.common.observability import ResourceMonitor
-from components.common.scoring import split_scores
-from components.common.tracking import stage_run
-from components.common.trainer import (Trainer, build_model, operating_point, training_strategy,
-                                       use_mixed_precision, use_xla)
+from components.common.artifacts import FeatureStoreLayout
+from components.common.config import WakelineConfig
+from components.common.fit import MODEL_FILE, SPEC_FILE, FitPlan, checkpoint_dir, fit_and_save
 
-MODEL_FILE = "model.keras"
-SPEC_FILE = "model_spec.json"
-
-
-def checkpoint_dir(config: WakelineConfig, spec: ModelSpec, store: FeatureStoreLayout) -> Path:
-    """Where resumable state lives: keyed by everything that determines the training run."""
-    key = hashlib.sha256(json.dumps({
-        "spec": spec.model_dump(mode="json"), "training": config.training.model_dump(mode="json"),
-        "augmentation": config.augmentation.spec_augment.model_dump(mode="json"), "seed": config.seed,
-        "target": config.target_false_accepts_per_hour,
-        "features": store.metadata().get("sets"),
-    }, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(config.training.checkpoint_root).resolve() / f"{spec.name}-{key}"
+__all__ = ["MODEL_FILE", "SPEC_FILE", "checkpoint_dir", "run"]
 
 
 def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_index: int, *,
         show_progress: bool = True, stop_after: int | None = None) -> tuple[dict[str, Any], dict[str, float]]:
-    """Train teacher `teacher_index`; return (model metadata, scalar metrics)."""
-    import keras
-
-    t0 = time.monotonic()
+    """Train teacher `teacher_index` on hard labels; return (model metadata, scalar metrics)."""
     spec = config.teachers[teacher_index]
-    backend = xpmod.select(config.training.device, key="training.device")
-    store = FeatureStoreLayout(Path(features_dir))
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    xla = use_xla(config.training, backend.is_gpu)
-    mixed = use_mixed_precision(config.training, backend.is_gpu)
-    strategy = training_strategy()
-    with strategy.scope():
-        model = build_model(build, spec, mixed)
-        trainer = Trainer(model, config.training, checkpoint_dir(config, spec, store), xla=xla, seed=config.seed)
-    print(f"teacher {spec.name}: {model.count_params()} parameters, {backend.reason}, XLA {'on' if xla else 'off'}, "
-          f"{'mixed float16' if mixed else 'float32'}, {trainer.replicas} replica(s)", file=sys.stderr)
-    batches = TrainingBatches(store, config.training, config.augmentation.spec_augment, spec.input_frames,
-                              config.seed + teacher_index)
-
-    def predict(x):
-        return model(x, training=False).numpy()
-
-    def validate():
-        return split_scores(predict, store, Split.VALIDATION, spec.input_frames, spec.stride)
-
-    params = {"teacher": spec.model_dump(mode="json"), "training": config.training.model_dump(mode="json"),
-              "target_fa_per_hour": config.target_false_accepts_per_hour, "xla": xla, "mixed_precision": mixed}
-    with stage_run(f"teacher_training/{spec.name}", f"wakeline/{config.wake_word}", params,
-                   tags={"config_sha256": config.sha256()}) as tracker:
-        with ResourceMonitor() as monitor:
-            result = trainer.fit(batches.batch, validate, config.target_false_accepts_per_hour,
-                                 show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
-        resources = monitor.write(out / "resources.json")
-        final = operating_point(validate(), config.target_false_accepts_per_hour)
-        model.save(out / MODEL_FILE)
-        feature_config = {"channels": FEATURE_CHANNELS, "step_ms": FEATURE_STEP_MS, "float_scale": FLOAT_SCALE,
-                          "input_frames": spec.input_frames, "stride_frames": spec.stride}
-        (out / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "features": feature_config,
-                                                 "output": "sigmoid"}, indent=2))
-        validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
-                      "target_fa_per_hour": config.target_false_accepts_per_hour,
-                      "best_step": result.best.step if result.best else None,
-                      "history": [vars(h) for h in result.history]}
-        (out / "validation.json").write_text(json.dumps(validation, indent=2))
-        metrics = {"val_frr": final.frr, "val_recall": 1 - final.frr, "val_fa_per_hour": final.fa_per_hour,
-                   "val_cutoff": final.cutoff, "parameters": float(model.count_params()),
-                   "final_loss": float(result.losses[-1]) if result.losses else float("nan")}
-        metadata = {"name": spec.name, "architecture": spec.architecture.value, "framework": "keras",
-                    "keras_version": keras.__version__, "parameters": model.count_params(),
-                    "steps": config.training.total_steps, "resumed_from_step": result.resumed_from_step,
-                    "xla": xla, "mixed_precision": mixed, "replicas": trainer.replicas,
-                    "recompute_gradients": config.training.recompute_gradients, "validation": {k: v for k, v in validation.items() if k != "history"},
-                    "resources": resources,
-                    "wall_s": round(time.monotonic() - t0, 1),
-                    **Lineage(config.sha256(), code_version(),
-                              {"features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},
-                              {MODEL_FILE: sha256_file(out / MODEL_FILE)}).as_metadata()}
-        for h in result.history:
-            tracker.log_metrics({"eval_frr": h.frr, "eval_fa_per_hour": h.fa_per_hour, "eval_train_loss": h.loss},
-                                step=h.step)
-        tracker.log_metrics(metrics)
-        tracker.log_keras_model(out)
-    metadata["mlflow_run_id"] = tracker.run_id
+    plan = FitPlan(spec, seed=config.seed + teacher_index, run_name=f"teacher_training/{spec.name}")
+    metadata, metrics, _ = fit_and_save(plan, FeatureStoreLayout(Path(features_dir)), output_dir, config,
+                                        show_progress=show_progress, stop_after=stop_after)
     return metadata, metrics

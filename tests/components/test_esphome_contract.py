@@ -162,3 +162,20 @@ def test_device_path_hey_jarvis_ignores_okay_nabu(okay_nabu_audio, tmp_path):
     verdict = run(FIXTURES / "v2" / "hey_jarvis.json", None, tmp_path, target_fa_per_hour=0.5, max_frr=0.25,
                   audio_dir=okay_nabu_audio)
     assert verdict.behaviour["frr"] == 1.0 and not verdict.blessed  # another wake word: never detected
+
+
+def test_device_budget_refuses_a_model_that_does_not_fit(okay_nabu_audio, tmp_path):
+    """The official okay_nabu (60,264 B, arena 26,080) fits the default 64 KB / 32 KB budget, not a smaller one."""
+    from components.common.config import DeviceBudget
+    from components.esphome_verification.stage import run
+
+    default = DeviceBudget()
+    fits = run(FIXTURES / "v2" / "okay_nabu.json", None, tmp_path / "a", target_fa_per_hour=0.5, max_frr=0.25,
+               audio_dir=okay_nabu_audio, max_tflite_bytes=default.max_tflite_bytes,
+               max_arena_bytes=default.max_arena_bytes)
+    assert fits.blessed, fits.reasons
+    small = run(FIXTURES / "v2" / "okay_nabu.json", None, tmp_path / "b", target_fa_per_hour=0.5, max_frr=0.25,
+                audio_dir=okay_nabu_audio, max_tflite_bytes=48_000, max_arena_bytes=24_000)
+    assert not small.blessed
+    assert small.reasons == ["model size 60,264 B exceeds device_budget.max_tflite_bytes 48,000 B",
+                             "tensor_arena_size 26,080 B exceeds device_budget.max_arena_bytes 24,000 B"]

@@ -85,6 +85,15 @@ def test_operating_point_at_fa_target():
     assert at_fa_target(pts, 1e6).frr == 0.0
 
 
+def test_operating_point_takes_the_middle_of_the_plateau_not_its_edge():
+    """Positives peak at 0.9, the ambient audio at 0.3: every cutoff in [0.3, 0.9) detects all with no false
+    accept; the chosen one sits in the middle, as far from the false accepts as from the misses."""
+    pts = evaluate(StreamScores([np.full(20, 0.9)], [np.r_[np.zeros(500), np.full(20, 0.3), np.zeros(500)]]), S)
+    best = at_fa_target(pts, target_fa_per_hour=0.0)
+    assert best.frr == 0.0 and best.fa_per_hour == 0.0
+    assert best.cutoff == pytest.approx(0.59, abs=0.011)
+
+
 def test_checkpoint_selection_reaches_target_then_maximises_recall():
     hist = [Checkpoint(100, 5.0, 0.9), Checkpoint(200, 2.0, 0.6), Checkpoint(300, 0.4, 0.5),
             Checkpoint(400, 0.3, 0.7), Checkpoint(500, 0.6, 0.95), Checkpoint(600, 0.1, 0.65)]

@@ -1,0 +1,1 @@
+"""distillation: the ESPHome-sized student learns from two teachers."""

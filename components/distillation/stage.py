@@ -1,0 +1,119 @@
+"""distillation stage entry: two teacher `Model`s and a FeatureStore in, the student `Model` out.
+
+Each batch is drawn once with the longest input any model needs; every model reads the last
+`input_frames` of the same windows, so teachers and student judge the same audio ending at the same frame.
+The loss per sample is
+
+    (1 - a) * BCE(label, p) + a * T^2 * g * BCE(q_T, p_T)
+
+with `a` = soft_target_weight, `q_T` = sigmoid(weighted mean of the teachers' logits / T), `p_T` the
+student's probability at temperature T and `g` an optional teacher-agreement weight (1 - |p_a - p_b|).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.common.artifacts import FeatureStoreLayout, sha256_file
+from components.common.batches import Batch, TrainingBatches
+from components.common.config import AgreementWeighting, Distillation, WakelineConfig
+from components.common.fit import MODEL_FILE, FitPlan, fit_and_save
+from components.distillation.compat import Teacher, check_teachers
+
+REPORT_FILE = "distillation.json"
+_EPS = 1e-6
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def soft_targets(p_a: np.ndarray, p_b: np.ndarray, cfg: Distillation) -> tuple[np.ndarray, np.ndarray]:
+    """(soft targets at temperature T, per-sample agreement weight) from the teachers' probabilities."""
+    w_a, w_b = cfg.teacher_weights
+    z = (w_a * logit(p_a) + w_b * logit(p_b)) / (w_a + w_b)
+    q = 1.0 / (1.0 + np.exp(-z / cfg.temperature))
+    agree = (1.0 - np.abs(np.asarray(p_a, np.float64) - p_b) if cfg.agreement_weighting is AgreementWeighting.AGREEMENT
+             else np.ones_like(q))
+    return q.astype(np.float32), agree.astype(np.float32)
+
+
+def distillation_loss(cfg: Distillation, label_smoothing: float):
+    """The Trainer's loss: y packs [hard label, soft target, agreement weight] per sample."""
+    import keras
+    import tensorflow as tf
+
+    bce = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing, reduction="none")
+    a, t = cfg.soft_target_weight, cfg.temperature
+
+    def loss(y, p, w, total):
+        hard = bce(y[:, :1], p)
+        pc = tf.clip_by_value(p[:, 0], _EPS, 1 - _EPS)
+        z = (tf.math.log(pc) - tf.math.log1p(-pc)) / t
+        soft = tf.nn.sigmoid_cross_entropy_with_logits(labels=y[:, 1], logits=z) * y[:, 2]
+        return tf.reduce_sum(((1 - a) * hard + a * t * t * soft) * w) / total
+
+    return loss
+
+
+class DistillationBatches:
+    """Training batches with the teachers' soft targets attached (the student's window in `x`)."""
+
+    def __init__(self, store: FeatureStoreLayout, config: WakelineConfig, teachers: list[Teacher], seed: int):
+        import tensorflow as tf
+
+        self.cfg = config.distillation
+        self.student_frames = self.cfg.student.input_frames
+        self.teachers = teachers
+        frames = max([self.student_frames] + [t.spec.input_frames for t in teachers])
+        self.source = TrainingBatches(store, config.training, config.augmentation.spec_augment, frames, seed)
+        self.uses_teachers = self.cfg.soft_target_weight > 0
+        self._predict = [tf.function(lambda x, m=t.model: m(x, training=False), reduce_retracing=True)
+                         for t in teachers]
+
+    def teacher_probabilities(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(f(x[:, -t.spec.input_frames:]))[:, 0] for f, t in zip(self._predict, self.teachers)]
+
+    def batch(self, step: int, total_steps: int) -> Batch:
+        b = self.source.batch(step, total_steps)
+        if self.uses_teachers:
+            q, agree = soft_targets(*self.teacher_probabilities(b.x), self.cfg)
+        else:  # no soft term: the same batches, the teachers never consulted
+            q, agree = b.y.copy(), np.zeros_like(b.y)
+        y = np.stack([b.y, q, agree], axis=1).astype(np.float32)
+        return replace(b, x=np.ascontiguousarray(b.x[:, -self.student_frames:]), y=y)
+
+
+def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: WakelineConfig, *,
+        show_progress: bool = True, stop_after: int | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Check the teachers, distil the student, save it as a Model directory; return (metadata, metrics)."""
+    cfg = config.distillation
+    store = FeatureStoreLayout(Path(features_dir))
+    teachers = check_teachers({f"teacher_{'ab'[i]}": Path(d) for i, d in enumerate(teacher_dirs)}, cfg.student,
+                              store.metadata(), cfg.max_teacher_val_frr)
+    seed = config.seed + 100
+    teacher_hashes = {f"{t.label}_model": sha256_file(t.path / MODEL_FILE) for t in teachers}
+    plan = FitPlan(cfg.student, seed=seed, run_name=f"distillation/{cfg.student.name}",
+                   next_batch=DistillationBatches(store, config, teachers, seed).batch,
+                   loss_fn=distillation_loss(cfg, config.training.label_smoothing),
+                   params={"distillation": cfg.model_dump(mode="json"), **teacher_hashes},
+                   inputs=teacher_hashes)
+    metadata, metrics, _ = fit_and_save(plan, store, output_dir, config, show_progress=show_progress,
+                                        stop_after=stop_after)
+    side_by_side = {t.label: {"name": t.spec.name, "val_frr": t.validation["frr"],
+                              "val_fa_per_hour": t.validation["fa_per_hour"]} for t in teachers}
+    side_by_side["student"] = {"name": cfg.student.name, "val_frr": metrics["val_frr"],
+                               "val_fa_per_hour": metrics["val_fa_per_hour"]}
+    report = {"models": side_by_side, "target_fa_per_hour": config.target_false_accepts_per_hour,
+              "distillation": cfg.model_dump(mode="json")}
+    (Path(output_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    for t in teachers:
+        metrics[f"{t.label}_val_frr"] = float(t.validation["frr"])
+        metrics[f"{t.label}_val_fa_per_hour"] = float(t.validation["fa_per_hour"])
+    metadata["teachers"] = side_by_side
+    return metadata, metrics
