@@ -12,15 +12,18 @@ from components.common.images import PLACEHOLDER_IMAGE
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: int, features: Output[Dataset]):
-    """Waveform augmentation (CuPy or NumPy) + device-frontend features for one shard of the batches."""
+def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: int, features: Output[Dataset],
+                 hard_negatives: Input[Dataset] = None):
+    """Waveform augmentation (CuPy or NumPy) + device-frontend features for one shard of the batches; the mined
+    hard negatives (background_mining) join the training split."""
     from pathlib import Path
 
     from components.augmentation.stage import run
     from components.common.config import read_config_artifact
 
     features.metadata.update(run(Path(dataset.path), Path(features.path), read_config_artifact(Path(config.path)),
-                                 shard_index=shard_index))
+                                 shard_index=shard_index,
+                                 hard_negatives_dir=Path(hard_negatives.path) if hard_negatives else None))
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)

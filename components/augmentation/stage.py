@@ -39,13 +39,17 @@ class Item:
     label: Label
     record: ManifestRecord | None = None
     background: int = -1  # index into the split's background list, for ambient windows
+    root: Path | None = None  # the dataset directory the record's path is relative to (None: the main dataset)
 
 
 def items_for(records: list[ManifestRecord], split: Split, backgrounds: list[np.ndarray], aug: Augmentation,
-              extra: list[ManifestRecord] = ()) -> list[Item]:
-    clips = sorted((r for r in [*records, *extra] if r.split is split and r.label in SPEECH_LABELS),
-                   key=lambda r: (r.label.value, r.path))
-    items = [Item(i, r.label, r) for i, r in enumerate(clips)]
+              extra: list[ManifestRecord] = (), extra_root: Path | None = None) -> list[Item]:
+    """The split's clips in a fixed order, then its background windows. `extra` records (the hard negatives)
+    live in their own dataset directory, `extra_root`."""
+    tagged = [(r, None) for r in records] + [(r, extra_root) for r in extra]
+    clips = sorted(((r, root) for r, root in tagged if r.split is split and r.label in SPEECH_LABELS),
+                   key=lambda rr: (rr[0].label.value, rr[1] is not None, rr[0].path))
+    items = [Item(i, r.label, r, root=root) for i, (r, root) in enumerate(clips)]
     hours = sum(len(b) for b in backgrounds) / SR / 3600
     n_windows = int(round(hours * aug.background_windows_per_hour)) if backgrounds else 0
     items += [Item(len(clips) + j, Label.BACKGROUND, None, j % len(backgrounds)) for j in range(n_windows)]
@@ -66,7 +70,7 @@ def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation,
             clean[i] = ops._segment(backgrounds[item.background], positions[i], n)
             start[i], end[i], anchor[i] = 0, n, n // 2
             continue
-        audio = read_wav_int16(dataset.root / item.record.path).astype(np.float32) / 32768.0
+        audio = read_wav_int16((item.root or dataset.root) / item.record.path).astype(np.float32) / 32768.0
         if item.label is Label.POSITIVE:
             e = n - int(margins[i] * SR)
             s = e - len(audio)
@@ -95,8 +99,9 @@ def _split_records(records: list[ManifestRecord], label: Label, split: Split) ->
 
 
 def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_index: int = 0,
-        show_progress: bool = True, extra_records: list[ManifestRecord] = ()) -> dict[str, Any]:
-    """Augment and featurise this shard's batches of every split and epoch into `output_dir`."""
+        show_progress: bool = True, hard_negatives_dir: Path | None = None) -> dict[str, Any]:
+    """Augment and featurise this shard's batches of every split and epoch into `output_dir`. With
+    `hard_negatives_dir` (background_mining's Dataset) its clips join the training split as hard negatives."""
     t0 = time.monotonic()
     aug = config.augmentation
     if not 0 <= shard_index < aug.shards:
@@ -105,6 +110,14 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
     print(f"augmentation: {backend.reason} -> {backend.name}", file=sys.stderr)
     dataset = DatasetLayout(Path(dataset_dir))
     records = dataset.read_manifest()
+    inputs = {"dataset_manifest": sha256_file(dataset.manifest)}
+    hard_negatives: list[ManifestRecord] = []
+    hn_root = None
+    if hard_negatives_dir is not None:
+        hn = DatasetLayout(Path(hard_negatives_dir))
+        hn_root = hn.root
+        hard_negatives = [r for r in hn.read_manifest() if r.label is Label.HARD_NEGATIVE]
+        inputs["hard_negatives_manifest"] = sha256_file(hn.manifest)
     out = FeatureStoreLayout(Path(output_dir))
     n = int(round(aug.clip_duration_s * SR))
     rir_max = int(aug.ops.rir_max_duration_s * SR)
@@ -118,7 +131,7 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
             bg_records = _split_records(records, Label.BACKGROUND, split)
             backgrounds = [read_wav_int16(dataset.root / r.path) for r in bg_records]
             bank = ops.RirBank(rirs, n, rir_max, backend.xp)
-            items = items_for(records, split, backgrounds, aug, list(extra_records))
+            items = items_for(records, split, backgrounds, aug, hard_negatives, hn_root)
             epochs = aug.epochs if split is Split.TRAIN else 1
             for epoch in range(epochs):
                 lo_hi = snr_range(aug.snr, epoch, epochs) if split is Split.TRAIN else aug.eval_snr_db_range
@@ -152,7 +165,8 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 "frames_per_clip": n_frames(n), "feature_channels": 40, "feature_dtype": "uint16",
                 "feature_scale": 0.0390625, "snr_schedule": {"shape": aug.snr.shape.value, "epochs": schedule},
                 "sets": sets, "wall_s": round(time.monotonic() - t0, 2),
-                **Lineage(config.sha256(), code_version(), {"dataset_manifest": sha256_file(dataset.manifest)}).as_metadata()}
+                "hard_negatives": len(hard_negatives),
+                **Lineage(config.sha256(), code_version(), inputs).as_metadata()}
     (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
@@ -166,6 +180,8 @@ def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchPa
                 "snr_db": None if np.isnan(snr) else round(float(snr), 3),
                 "rir": int(params.rir_index[i]), "speed": round(float(params.speed[i]), 4),
                 "gain_db": round(float(params.gain_db[i]), 2)}
+        if item.root is not None:
+            info["dataset"] = "hard_negatives"  # the path is relative to background_mining's Dataset
         writer.add(frames, item.label, getattr(weights, item.label.value), info)
 
 

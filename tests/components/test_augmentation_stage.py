@@ -359,3 +359,57 @@ def test_dataset_without_any_rirs_or_background(dataset, tmp_path):
         for c in FeatureStoreLayout(tmp_path / "out").open(Split(split), int(name[-3:])).clip_info():
             assert c["rir"] == -1
     assert json.loads((tmp_path / "out" / "metadata.json").read_text())["sets"] == md["sets"]
+
+
+# --------------------------------------------------------------------------------------------------
+# hard negatives from background_mining
+
+
+def _hard_negatives(root, n: int = 5) -> DatasetLayout:
+    """A background_mining Dataset: its clips relative to *its* directory, not the data_prep dataset's."""
+    layout = DatasetLayout(root)
+    records = []
+    for i in range(n):
+        audio = (speechlike(1.5, seed=100 + i) * 32767).astype(np.int16)
+        import hashlib
+
+        sha = hashlib.sha256(audio.tobytes()).hexdigest()
+        path = layout.clip_path(Label.HARD_NEGATIVE, sha)
+        write_wav(path, audio)
+        records.append(ManifestRecord(layout.relative(path), Label.HARD_NEGATIVE, Split.TRAIN, "mined", "mining",
+                                      1.5, sha, None, f"clips/background/x.wav@{i}.000"))
+    write_jsonl(layout.manifest, sorted(records, key=lambda r: r.path))
+    return layout
+
+
+def test_hard_negatives_join_the_training_split_from_their_own_directory(dataset, store, tmp_path):
+    cfg, _, md_plain, _, _ = store
+    cfg = config("augmentation.sample_weights.hard_negative=2.5")
+    hn = _hard_negatives(tmp_path / "mined")
+    md = stage.run(dataset.root, tmp_path / "s", cfg, show_progress=False, hard_negatives_dir=hn.root)
+    assert md["hard_negatives"] == 5
+    assert md["input_sha256"] == {"dataset_manifest": sha256_file(dataset.manifest),
+                                  "hard_negatives_manifest": sha256_file(hn.manifest)}
+    out = FeatureStoreLayout(tmp_path / "s")
+    per_clip = md["frames_per_clip"]
+    for epoch in range(cfg.augmentation.epochs):
+        fs = out.open(Split.TRAIN, epoch)
+        info = fs.clip_info()
+        mined = [i for i, c in enumerate(info) if c["label"] == "hard_negative"]
+        assert sorted(info[i]["path"] for i in mined) == sorted(r.path for r in hn.read_manifest())
+        assert all(info[i]["dataset"] == "hard_negatives" for i in mined)
+        assert all(fs.label(i) is Label.HARD_NEGATIVE and fs.weights[i] == 2.5 for i in mined)
+        assert all(len(fs.clip(i)) == per_clip for i in mined)
+        assert md["sets"][f"train/epoch-{epoch:03d}"]["counts"]["hard_negative"] == 5
+    for key in ("validation/epoch-000", "test/epoch-000"):  # training data only
+        assert "hard_negative" not in md["sets"][key]["counts"]
+        assert md["sets"][key]["sha256"] == md_plain["sets"][key]["sha256"]
+
+    # shards still gather to the single-shard store
+    cfg2 = config("augmentation.sample_weights.hard_negative=2.5", "augmentation.shards=2")
+    dirs = [tmp_path / "h0", tmp_path / "h1"]
+    for i, d in enumerate(dirs):
+        stage.run(dataset.root, d, cfg2, shard_index=i, show_progress=False, hard_negatives_dir=hn.root)
+    merged = stage.gather(dirs, tmp_path / "merged")
+    single = stage.gather([tmp_path / "s"], tmp_path / "single")
+    assert _set_hashes(merged) == _set_hashes(single)
