@@ -106,6 +106,7 @@ def scan(recordings: list[Recording], scorer, params: ScanParams, session: Sessi
     results: dict[str, dict[int, ChunkResult]] = {}
     jobs = []
     total = 0
+    recordings = list({r.sha256: r for r in reversed(recordings)}.values())[::-1]  # the same audio once
     for rec in recordings:
         done = session.load(rec.sha256)
         plans = plan_chunks(rec.n_samples, g, params)
@@ -114,7 +115,6 @@ def scan(recordings: list[Recording], scorer, params: ScanParams, session: Sessi
         jobs += [(rec.sha256, str(rec.local), p, params) for p in plans if p.chunk not in done]
     reused = total - len(jobs)
     outcome = ScanOutcome(False, total, reused, 0, results)
-    by_sha = {r.sha256: r for r in recordings}
 
     def finished(sha: str, plan: ChunkPlan, payload) -> None:
         if not isinstance(payload, ChunkResult):  # features: score here
@@ -131,17 +131,15 @@ def scan(recordings: list[Recording], scorer, params: ScanParams, session: Sessi
         bar = progress(stream, total=len(jobs), desc="mining", unit="chunk", disable=not show_progress)
         for sha, plan, payload in bar:
             finished(sha, plan, payload)
-            if stop_after_chunks is not None and outcome.chunks_scanned >= stop_after_chunks \
-                    and outcome.chunks_scanned < len(jobs):
-                bar.close() if hasattr(bar, "close") else None
-                stream.close()
-                session.write_state(_state(recordings, results, by_sha, params, g))
+            if stop_after_chunks is not None and stop_after_chunks <= outcome.chunks_scanned < len(jobs):
+                stream.close()  # stops the workers, as a kill would
+                session.write_state(_state(recordings, results, params, g))
                 raise ScanInterrupted(f"stopped after {outcome.chunks_scanned} of {len(jobs)} chunks")
     finally:
         session.close()
     outcome.complete = True
     outcome.wall_s = time.monotonic() - t0
-    session.write_state(_state(recordings, results, by_sha, params, g))
+    session.write_state(_state(recordings, results, params, g))
     return outcome
 
 
@@ -168,7 +166,7 @@ def _run_jobs(jobs: list, portable, n_workers: int) -> Iterator:
         pool.join()
 
 
-def _state(recordings, results, by_sha, params: ScanParams, g: Geometry) -> dict[str, dict[str, Any]]:
+def _state(recordings, results, params: ScanParams, g: Geometry) -> dict[str, dict[str, Any]]:
     out = {}
     for rec in recordings:
         plans = plan_chunks(rec.n_samples, g, params)

@@ -31,6 +31,7 @@ from components.common.artifacts import DatasetLayout, Label, ManifestRecord, Sp
 from components.common.audio import read_wav_int16
 from components.common.config import Mining, ModelSpec
 from components.common.frontend import features_uint16
+from components.common.progress import progress
 
 RECIPE = "probe-v2"  # bump when the recipe below changes: it is part of the probe's identity
 CLIP_LABELS = {Label.POSITIVE: 1.0, Label.NEGATIVE: 0.0, Label.ADVERSARIAL_NEGATIVE: 0.0}
@@ -115,7 +116,7 @@ def build_examples(dataset: DatasetLayout, clips: list[ManifestRecord], spec: Mo
     return np.stack(x).astype(np.uint16), np.asarray(y, np.float32)
 
 
-def train(x_raw: np.ndarray, y: np.ndarray, mining: Mining, seed: int, workdir: Path):
+def train(x_raw: np.ndarray, y: np.ndarray, mining: Mining, seed: int, workdir: Path, show_progress: bool = True):
     """Train the probe MixedNet with the shared Trainer; balanced batches (half positives)."""
     import keras
 
@@ -139,7 +140,7 @@ def train(x_raw: np.ndarray, y: np.ndarray, mining: Mining, seed: int, workdir: 
     b = mining.probe_batch_size
     ones = np.ones(b, np.float32)
     losses = []
-    for step in range(mining.probe_steps):
+    for step in progress(range(mining.probe_steps), desc="probe", unit="step", disable=not show_progress):
         rng = np.random.default_rng([seed, 89, step])
         idx = np.concatenate([rng.choice(pos, b // 2), rng.choice(neg, b - b // 2)])
         losses.append(trainer.step(x[idx], y[idx], ones))
@@ -187,7 +188,7 @@ def load_numpy(path: Path, spec: ModelSpec, identity: str) -> NumpyMixedNet:
                              identity=identity)
 
 
-def get_probe(dataset: DatasetLayout, mining: Mining, seed: int, threshold: float, *,
+def get_probe(dataset: DatasetLayout, mining: Mining, seed: int, threshold: float, *, show_progress: bool = True,
               log=lambda msg: print(msg, file=sys.stderr)) -> ProbeResult:
     """The cached probe for these clips, or a newly trained one (then cached)."""
     clips = training_clips(dataset)
@@ -207,7 +208,7 @@ def get_probe(dataset: DatasetLayout, mining: Mining, seed: int, threshold: floa
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
     try:
-        model, losses, probs = train(x, y, mining, seed, tmp / "trainer")
+        model, losses, probs = train(x, y, mining, seed, tmp / "trainer", show_progress)
         net = NumpyMixedNet.from_keras(model, mining.probe, kind="probe", identity=identity)
         model.save(tmp / "probe.keras")
         (tmp / "model_spec.json").write_text(json.dumps({"spec": mining.probe.model_dump(mode="json"),

@@ -15,7 +15,7 @@ TOP_ROWS = 25
 AUDIO_ROWS = 8
 
 
-def histogram_png_base64(counts: list[int], hit_scores: list[float], threshold: float) -> str:
+def histogram_png_base64(counts: list[int], hit_counts: list[int], threshold: float) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +29,8 @@ def histogram_png_base64(counts: list[int], hit_scores: list[float], threshold: 
     a.set_xlabel("window score (every inference)")
     a.set_ylabel("windows")
     a.legend()
-    b.hist(hit_scores, bins=edges[edges >= threshold - 1e-9] if hit_scores else 10, color="#ee854a")
+    b.bar(edges[:-1], hit_counts, width=1 / HIST_BINS, align="edge", color="#ee854a")
+    b.set_xlim(min(threshold, 0.95) - 0.02, 1.0)
     b.set_xlabel("hit score (peaks above the threshold)")
     b.set_ylabel("hits")
     fig.tight_layout()
@@ -49,7 +50,7 @@ def _wav_base64(samples: np.ndarray) -> str:
 
 def report_html(report: dict[str, Any], clips: dict[str, np.ndarray]) -> str:
     s, sc = report["summary"], report["scorer"]
-    plot = histogram_png_base64(report["histogram"]["counts"], [h["score"] for h in report["hits_all_scores"]],
+    plot = histogram_png_base64(report["histogram"]["counts"], report["hit_histogram"]["counts"],
                                 report["params"]["threshold"])
     rows = []
     for h in report["kept"][:TOP_ROWS]:

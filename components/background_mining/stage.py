@@ -32,6 +32,7 @@ from components.common.config import WakelineConfig
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+MAX_LISTED_HITS = 20_000  # report.json lists every hit up to this many (the histograms count them all)
 
 
 def _log(msg: str) -> None:
@@ -84,7 +85,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
             inputs["previous_model"] = scorer.identity.split(":", 1)[1]
             _log(f"background_mining: scoring with the previous model {source} ({scorer.identity})")
         else:
-            probe = get_probe(dataset, m, config.seed, m.threshold, log=_log)
+            probe = get_probe(dataset, m, config.seed, m.threshold, show_progress=show_progress, log=_log)
             scorer, source = probe.scorer, None
         tracker.log_params({"scorer": {"kind": scorer.kind, "identity": scorer.identity, "source": source or "probe"}})
 
@@ -138,7 +139,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
     scorer_info = {**describe(scorer), "source": source or "probe trained in this stage"}
     report = {
         "summary": {"files": len(recordings), "hours_scanned": round(hours, 6), "windows_scored": windows,
-                    "hits": len(hits), "hits_per_hour": round(hits_per_hour, 3), "top_k": k, "kept": len(kept),
+                    "hits": len(hits), "hits_listed": min(len(hits), MAX_LISTED_HITS), "hits_per_hour": round(hits_per_hour, 3), "top_k": k, "kept": len(kept),
                     "hard_negatives": len(records)},
         "params": {**scan_params.as_dict(), "top_k_per_hour": m.top_k_per_hour,
                    "clip_duration_s": m.clip_duration_s},
@@ -147,9 +148,11 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
         "files": [{"path": r.path, "source": by_path[r.path].origin, "sha256": r.sha256,
                    "duration_s": round(r.duration_s, 3),
                    "hits": sum(1 for h in hits if h.sha256 == r.sha256)} for r in recordings],
+        "hit_histogram": {"edges": np.linspace(0, 1, HIST_BINS + 1).round(4).tolist(),
+                          "counts": np.histogram([h.score for h in hits], bins=HIST_BINS, range=(0, 1))[0].tolist()},
         "kept": rows,
-        "hits_all_scores": [{"file": h.file, "end_s": round(h.end_s, 3), "score": round(h.score, 6)}
-                            for h in sorted(hits, key=lambda h: (h.file, h.output))],
+        "hits": [{"file": h.file, "end_s": round(h.end_s, 3), "score": round(h.score, 6)}
+                 for h in sorted(hits, key=lambda h: (h.file, h.output))[:MAX_LISTED_HITS]],
     }
     (out.root / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
     page = report_html(report, clips)

@@ -103,7 +103,7 @@ def test_the_probe_finds_the_planted_phrases_and_nothing_in_silence_or_noise(pla
     assert md["probe_trained"] and md["scorer"]["kind"] == "probe" and report["probe"]["training_clips"] > 20
     per_file = {f["path"]: f["hits"] for f in report["files"]}
     assert per_file[records["silence"].path] == 0 and per_file[records["noise"].path] == 0
-    planted_hits = [h for h in report["hits_all_scores"] if h["file"] == records["planted"].path]
+    planted_hits = [h for h in report["hits"] if h["file"] == records["planted"].path]
     for text, _, end in PLANTED:  # each phrase is a hit that ends where the phrase ends
         assert min(abs(h["end_s"] - end) for h in planted_hits) < 0.3, (text, planted_hits)
     kept = [h for h in report["kept"] if h["file"] == records["planted"].path]
@@ -115,6 +115,7 @@ def test_the_probe_finds_the_planted_phrases_and_nothing_in_silence_or_noise(pla
     assert md["hours_scanned"] == pytest.approx(hours, abs=1e-5)
     assert report["summary"]["top_k"] == int(np.ceil(240 * hours - 1e-9)) == md["top_k"]
     assert report["summary"]["windows_scored"] == sum(report["histogram"]["counts"]) > 0
+    assert sum(report["hit_histogram"]["counts"]) == md["hits"] == len(report["hits"])
 
 
 def test_the_hard_negatives_are_a_dataset_of_clips_ending_at_the_hits(planted, first_run):
@@ -168,7 +169,7 @@ def test_interrupted_and_resumed_equals_one_uninterrupted_run_and_new_audio_is_s
         whole["session"]["chunks_total"] == whole["session"]["chunks_scanned"]
     want = json.loads((tmp_path / "whole" / REPORT_JSON).read_text())
     got = json.loads((tmp_path / "resumed" / REPORT_JSON).read_text())
-    for key in ("kept", "hits_all_scores", "histogram", "summary", "files"):
+    for key in ("kept", "hits", "histogram", "hit_histogram", "summary", "files"):
         assert got[key] == want[key] == report0[key], key
     assert sha256_file(tmp_path / "resumed" / "manifest.jsonl") == sha256_file(tmp_path / "whole" / "manifest.jsonl")
 
@@ -186,7 +187,7 @@ def test_interrupted_and_resumed_equals_one_uninterrupted_run_and_new_audio_is_s
     assert more["session"]["chunks_scanned"] == 3  # 12 s in 5 s chunks
     assert more["session"]["chunks_reused"] == whole["session"]["chunks_total"]
     later = json.loads((tmp_path / "more" / REPORT_JSON).read_text())
-    assert any(h["file"] == new.path and abs(h["end_s"] - 9.0) < 0.3 for h in later["hits_all_scores"])
+    assert any(h["file"] == new.path and abs(h["end_s"] - 9.0) < 0.3 for h in later["hits"])
 
 
 def test_validation_and_test_background_audio_is_never_read(planted, first_run, tmp_path):
@@ -222,7 +223,7 @@ def test_a_previous_model_is_the_scorer_and_finds_its_own_false_accepts(planted,
     assert md["scorer"]["source"] == str(model_dir) and not md["probe_trained"] and report["probe"] is None
     assert not (sessions / "probes").exists()
     assert md["input_sha256"]["previous_model"] == identity.split(":")[1]
-    hits = [h for h in report["hits_all_scores"] if h["file"] == records["planted"].path]
+    hits = [h for h in report["hits"] if h["file"] == records["planted"].path]
     assert any(abs(h["end_s"] - 21.3) < 0.3 for h in hits), hits  # "hey travis" (piper)
     per_file = {f["path"]: f["hits"] for f in report["files"]}
     assert per_file[records["silence"].path] == 0 and per_file[records["noise"].path] == 0
@@ -287,3 +288,18 @@ def test_a_previous_keras_model_from_the_mlflow_registry(planted, tmp_path):
         seen.append(md["session"]["chunks_scanned"])
     assert seen[0] > 0 and seen[1:] == [0, 0]  # the same model whatever the URI: the same session
     assert not (sessions / "probes").exists()
+
+
+def test_no_training_background_gives_an_empty_dataset_and_a_report(planted, first_run, tmp_path):
+    root, layout, _ = planted
+    copy = tmp_path / "dataset"
+    shutil.copytree(layout.root, copy)
+    kept = [r for r in layout.read_manifest() if not (r.label is Label.BACKGROUND and r.split is Split.TRAIN)]
+    write_jsonl(DatasetLayout(copy).manifest, kept)
+    _with_probe(root / "sessions", tmp_path / "sessions")
+    md = run(copy, tmp_path / "out", config(tmp_path / "sessions"), show_progress=False)
+    assert md["hard_negatives"] == md["hits"] == md["hours_scanned"] == md["top_k"] == 0
+    assert DatasetLayout(tmp_path / "out").read_manifest() == []
+    report = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+    assert report["files"] == [] and report["kept"] == [] and sum(report["histogram"]["counts"]) == 0
+    assert "<h1>Background mining</h1>" in (tmp_path / "out" / REPORT_HTML).read_text()
