@@ -28,6 +28,7 @@ from components.augmentation.schedule import snr_range
 
 SR = SAMPLE_RATE_HZ
 SPEECH_LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE, Label.HARD_NEGATIVE)
+END_ALIGNED = (Label.POSITIVE, Label.HARD_NEGATIVE)  # what matters ends at the clip's end
 SPLIT_CODES = {s: i for i, s in enumerate(Split)}
 
 
@@ -59,7 +60,8 @@ def items_for(records: list[ManifestRecord], split: Split, backgrounds: list[np.
 def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation, backgrounds: list[np.ndarray],
            rng: np.random.Generator):
     """Put each clip in an N-sample window: positives end `positive_end_margin_s` before the window end
-    (where a streaming model sees a finished wake word), other clips anywhere, long ones cropped."""
+    (where a streaming model sees a finished wake word), and so do mined hard negatives (each ends where the
+    detector fired); other clips anywhere, long ones cropped."""
     b = len(items)
     clean = np.zeros((b, n), np.float32)
     start, end, anchor = np.zeros(b, np.int64), np.zeros(b, np.int64), np.zeros(b, np.int64)
@@ -71,7 +73,7 @@ def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation,
             start[i], end[i], anchor[i] = 0, n, n // 2
             continue
         audio = read_wav_int16((item.root or dataset.root) / item.record.path).astype(np.float32) / 32768.0
-        if item.label is Label.POSITIVE:
+        if item.label in END_ALIGNED:
             e = n - int(margins[i] * SR)
             s = e - len(audio)
             if s < 0:  # keep the end of the wake word, drop the start
@@ -83,7 +85,7 @@ def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation,
             s = int(positions[i] * (n - len(audio) + 1))
         clean[i, s:s + len(audio)] = audio
         start[i], end[i] = s, s + len(audio)
-        anchor[i] = end[i] if item.label is Label.POSITIVE else (start[i] + end[i]) // 2
+        anchor[i] = end[i] if item.label in END_ALIGNED else (start[i] + end[i]) // 2
     mixable = np.array([it.record is not None for it in items])
     return clean, start, end, anchor, mixable
 

@@ -128,7 +128,7 @@ def scan(recordings: list[Recording], scorer, params: ScanParams, session: Sessi
     portable = scorer.portable()
     try:
         stream = _run_jobs(jobs, portable, n_workers)
-        bar = progress(stream, total=len(jobs), desc="mining", unit="chunk", disable=not show_progress)
+        bar = progress(stream, total=len(jobs), desc="mining", unit="chunk", disable=not show_progress or not jobs)
         for sha, plan, payload in bar:
             finished(sha, plan, payload)
             if stop_after_chunks is not None and stop_after_chunks <= outcome.chunks_scanned < len(jobs):

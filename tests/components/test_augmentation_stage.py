@@ -405,6 +405,19 @@ def test_hard_negatives_join_the_training_split_from_their_own_directory(dataset
         assert "hard_negative" not in md["sets"][key]["counts"]
         assert md["sets"][key]["sha256"] == md_plain["sets"][key]["sha256"]
 
+    # placed like positives: a mined clip ends where the detector fired, so it ends a margin before the window end
+    items = [it for it in stage.items_for(dataset.read_manifest(), Split.TRAIN, [], cfg.augmentation,
+                                          hn.read_manifest(), hn.root) if it.label is Label.HARD_NEGATIVE]
+    assert len(items) == 5 and all(it.root == hn.root for it in items)
+    n = int(round(cfg.augmentation.clip_duration_s * SR))
+    lo, hi = cfg.augmentation.positive_end_margin_s_range
+    clean, start, end, anchor, mixable = stage._place(items, dataset, n, cfg.augmentation, [],
+                                                      np.random.default_rng(0))
+    assert np.all((n - end >= lo * SR) & (n - end <= hi * SR + 1)) and np.array_equal(anchor, end) and mixable.all()
+    for i, it in enumerate(items):
+        audio = _read(hn, it.record)
+        np.testing.assert_array_equal(clean[i, start[i]:end[i]], audio[len(audio) - (end[i] - start[i]):])
+
     # shards still gather to the single-shard store
     cfg2 = config("augmentation.sample_weights.hard_negative=2.5", "augmentation.shards=2")
     dirs = [tmp_path / "h0", tmp_path / "h1"]
