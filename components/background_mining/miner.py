@@ -1,11 +1,13 @@
 """Scan recordings chunk by chunk into a session, in worker processes: each worker reads its chunk's audio,
-runs the device frontend and, when the scorer can travel (the NumPy MixedNet), scores it too; otherwise the
-main process scores the features. Finished chunks are recorded as they arrive, in any order."""
+runs the device frontend and, when the scorer can travel (the NumPy MixedNet, a .tflite), scores it too;
+otherwise (a generic Keras model) the main process scores the features. Finished chunks are recorded one by one."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import time
+from collections import deque
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +19,9 @@ from components.background_mining.scan import (ChunkPlan, ChunkResult, Geometry,
 from components.background_mining.session import Session
 from components.common.frontend import features_uint16
 from components.common.progress import progress
+
+
+IN_FLIGHT_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,16 @@ def _run_jobs(jobs: list, portable, n_workers: int) -> Iterator:
         return
     pool = mp.get_context("spawn").Pool(n_workers, initializer=_init_worker, initargs=(portable,))
     try:
-        yield from pool.imap_unordered(_job, jobs, chunksize=1)
+        # A bounded window of jobs in flight: features waiting for the main process (a scorer that cannot
+        # travel) must not pile up in memory. Results come back in job order.
+        todo = iter(jobs)
+        pending = deque(pool.apply_async(_job, (job,)) for job in islice(todo, IN_FLIGHT_PER_WORKER * n_workers))
+        while pending:
+            result = pending.popleft().get()
+            job = next(todo, None)
+            if job is not None:
+                pending.append(pool.apply_async(_job, (job,)))
+            yield result
         pool.close()
     finally:
         pool.terminate()

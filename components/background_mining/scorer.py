@@ -9,7 +9,7 @@ same scorer), a `Geometry` (stride, where output 0 ends, how much history an out
   work (about 30x fewer operations than scoring window by window). Picklable: it runs in the scan's workers.
 - `KerasWindowScorer`: any other Keras model over `[batch, input_frames, 40]`, window by window, in the main process.
 - `TfliteScorer`: a streaming ESPHome `.tflite` in TFLite-Micro (the quantization stage's `TflmStreamer`) with
-  ESPHome's integer input mapping; probability = uint8 output / 256.
+  ESPHome's integer input mapping; probability = uint8 output / 256. Runs in the workers (one interpreter each).
 
 `resolve_previous_model` turns `mining.previous_model` (a local path, `s3://bucket/key`, `models:/name@alias`,
 `models:/name/version` or `runs:/id/path`) into a local file or directory; `load_scorer` opens it.
@@ -166,21 +166,30 @@ class KerasWindowScorer:
 
 class TfliteScorer:
     """A streaming ESPHome model in TFLite-Micro, fed `stride` frames per invoke from fresh state per chunk
-    (the chunk's warm-up refills its ring buffers)."""
+    (the chunk's warm-up refills its ring buffers). It travels to workers as its path: each opens its own
+    interpreter."""
 
     def __init__(self, path: Path, *, identity: str, arena: int | None = None) -> None:
-        from components.quantization.stage import TflmStreamer
-
-        self.path, self.kind, self.identity = Path(path), "tflite", identity
-        self._streamer = TflmStreamer(self.path, arena)
-        stride = self._streamer.stride
+        self.path, self.arena, self.kind, self.identity = Path(path), arena, "tflite", identity
+        self._streamer = None
+        stride = self._interpreter().stride
         self.geometry = Geometry(stride, stride - 1, TFLITE_CONTEXT_FRAMES)
 
-    def portable(self) -> None:
-        return None
+    def _interpreter(self):
+        if self._streamer is None:
+            from components.quantization.stage import TflmStreamer
+
+            self._streamer = TflmStreamer(self.path, self.arena)
+        return self._streamer
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_streamer": None}
+
+    def portable(self) -> "TfliteScorer":
+        return self
 
     def score(self, raw: np.ndarray) -> np.ndarray:
-        return self._streamer(np.asarray(raw)).astype(np.float32) / np.float32(256)
+        return self._interpreter()(np.asarray(raw)).astype(np.float32) / np.float32(256)
 
 
 # --------------------------------------------------------------------------------------------------

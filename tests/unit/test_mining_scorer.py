@@ -95,7 +95,10 @@ def test_an_esphome_tflite_opens_in_tflite_micro(tmp_path):
     for name in ("hey_jarvis.tflite", "hey_jarvis.json"):  # quantization's output folder: the pair
         shutil.copy(FIXTURES / name, d / name)
     scorer = load_scorer(d)
-    assert isinstance(scorer, TfliteScorer) and scorer.portable() is None
+    assert isinstance(scorer, TfliteScorer) and scorer.portable() is scorer
+    import pickle
+
+    assert pickle.loads(pickle.dumps(scorer)).score(_features(100)).shape == (33,)  # opens its own interpreter
     assert scorer.identity == f"tflite:{sha256_file(FIXTURES / 'hey_jarvis.tflite')}"
     assert scorer.geometry.stride == 3 and scorer.geometry.first_end == 2
     raw = _features(300)

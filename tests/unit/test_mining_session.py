@@ -90,10 +90,21 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, recordings):
     assert again.chunks_scanned == 0 and again.chunks_reused == 12 and hits == want
 
 
+class MainProcessScorer(LoudnessScorer):
+    """A scorer that cannot travel (like a generic Keras model): workers featurise, this process scores."""
+
+    def portable(self):
+        return None
+
+
 def test_worker_processes_give_the_same_result(tmp_path, recordings):
     _, _, one = _scan(tmp_path / "one", recordings, workers=1)
     _, outcome, two = _scan(tmp_path / "two", recordings, workers=2)
     assert outcome.chunks_scanned == 12 and two == one
+    scorer = MainProcessScorer()
+    session = Session(tmp_path / "three", scorer.identity, PARAMS, scorer.geometry)
+    three = miner.scan(recordings, scorer, PARAMS, session, workers=2, show_progress=False)
+    assert three.hits(recordings, PARAMS, scorer.geometry) == one
 
 
 def test_a_torn_session_line_is_dropped_and_its_chunk_scanned_again(tmp_path, recordings):
