@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,9 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
 
         scan_params = ScanParams(m.threshold, m.min_separation_s, m.chunk_s)
         g = scorer.geometry
-        recordings = [miner.recording(r.path, dataset.root / r.path, r.sha256) for r in background]
+        unique = {r.sha256: r for r in reversed(background)}  # the same audio twice is scanned (and counted) once
+        recordings = [miner.recording(r.path, dataset.root / r.path, r.sha256)
+                      for r in background if unique[r.sha256] is r]
         session = Session(Path(m.session_root), scorer.identity, scan_params, g)
         _log(f"background_mining: {len(recordings)} training recordings, "
              f"{sum(r.duration_s for r in recordings) / 60:.1f} min; session {session.dir}")
@@ -127,6 +130,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
     manifest_sha = write_jsonl(out.manifest, records)
     quarantine_sha = write_jsonl(out.quarantine, [])
 
+    per_file = Counter(h.sha256 for h in hits)
     histogram = merge_histograms(c.histogram for per in outcome.results.values() for c in per.values())
     windows = int(histogram.sum())
     hits_per_hour = len(hits) / hours if hours > 0 else 0.0
@@ -139,7 +143,8 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
     scorer_info = {**describe(scorer), "source": source or "probe trained in this stage"}
     report = {
         "summary": {"files": len(recordings), "hours_scanned": round(hours, 6), "windows_scored": windows,
-                    "hits": len(hits), "hits_listed": min(len(hits), MAX_LISTED_HITS), "hits_per_hour": round(hits_per_hour, 3), "top_k": k, "kept": len(kept),
+                    "hits": len(hits), "hits_listed": min(len(hits), MAX_LISTED_HITS),
+                    "hits_per_hour": round(hits_per_hour, 3), "top_k": k, "kept": len(kept),
                     "hard_negatives": len(records)},
         "params": {**scan_params.as_dict(), "top_k_per_hour": m.top_k_per_hour,
                    "clip_duration_s": m.clip_duration_s},
@@ -147,7 +152,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
         "histogram": {"edges": np.linspace(0, 1, HIST_BINS + 1).round(4).tolist(), "counts": histogram.tolist()},
         "files": [{"path": r.path, "source": by_path[r.path].origin, "sha256": r.sha256,
                    "duration_s": round(r.duration_s, 3),
-                   "hits": sum(1 for h in hits if h.sha256 == r.sha256)} for r in recordings],
+                   "hits": per_file[r.sha256]} for r in recordings],
         "hit_histogram": {"edges": np.linspace(0, 1, HIST_BINS + 1).round(4).tolist(),
                           "counts": np.histogram([h.score for h in hits], bins=HIST_BINS, range=(0, 1))[0].tolist()},
         "kept": rows,

@@ -122,8 +122,8 @@ def test_the_session_key_is_the_scorer_and_every_parameter_that_shapes_a_chunk(t
     base = Session(tmp_path, "a", PARAMS, g)
     assert Session(tmp_path, "a", PARAMS, g).key == base.key
     others = [Session(tmp_path, "b", PARAMS, g), Session(tmp_path, "a", ScanParams(0.6, 1.0, 5.0), g),
-              Session(tmp_path, "a", ScanParams(0.5, 2.0, 5.0), g), Session(tmp_path, "a", ScanParams(0.5, 1.0, 6.0), g),
-              Session(tmp_path, "a", PARAMS, Geometry(3, 2, 300))]
+              Session(tmp_path, "a", ScanParams(0.5, 2.0, 5.0), g),
+              Session(tmp_path, "a", ScanParams(0.5, 1.0, 6.0), g), Session(tmp_path, "a", PARAMS, Geometry(3, 2, 300))]
     assert len({s.key for s in others} | {base.key}) == 6
 
 
