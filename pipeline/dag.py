@@ -7,6 +7,7 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.augmentation.component import augmentation, gather_features
+from components.background_mining.component import background_mining
 from components.distillation.component import distillation
 from components.esphome_verification.component import esphome_verification, publish
 from components.quantization.component import quantization
@@ -31,7 +32,8 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
                   description="Train an ESPHome micro_wake_word model: data prep, mining, augmentation, two teachers, "
                               "distillation, INT8 quantization, verification, publish.")
     def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> NamedTuple(
-            "Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model,
+            "Outputs", dataset=dsl.Dataset, hard_negatives=dsl.Dataset, mining_report=dsl.HTML,
+            features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model,
             student=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML):
         checked = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
         checked.set_display_name("validate config").set_container_image(images.cpu)
@@ -43,8 +45,12 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
         prep = data_prep(config=config)
         prep.set_display_name("data prep").set_container_image(images.cpu)
 
+        mined = background_mining(config=config, dataset=prep.outputs["dataset"])
+        mined.set_display_name("background mining").set_container_image(images.cpu)
+
         with dsl.ParallelFor(shards.output, name="augmentation-shards") as shard:
-            aug = augmentation(config=config, dataset=prep.outputs["dataset"], shard_index=shard)
+            aug = augmentation(config=config, dataset=prep.outputs["dataset"], shard_index=shard,
+                               hard_negatives=mined.outputs["hard_negatives"])
             aug.set_display_name("augmentation").set_container_image(images.gpu)
             _request_gpus(aug, gpus_per_task)
         gathered = gather_features(shards=dsl.Collected(aug.outputs["features"]))
@@ -72,9 +78,11 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
                                 blessing=verified.outputs["blessing"])
             published.set_display_name("publish").set_container_image(images.cpu)
 
-        outputs = NamedTuple("Outputs", dataset=dsl.Dataset, features=dsl.Dataset, teacher_a=dsl.Model,
-                             teacher_b=dsl.Model, student=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML)
-        return outputs(prep.outputs["dataset"], gathered.outputs["features"], teachers[0].outputs["model"],
+        outputs = NamedTuple("Outputs", dataset=dsl.Dataset, hard_negatives=dsl.Dataset, mining_report=dsl.HTML,
+                             features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model, student=dsl.Model,
+                             esphome_model=dsl.Model, verification=dsl.HTML)
+        return outputs(prep.outputs["dataset"], mined.outputs["hard_negatives"], mined.outputs["report"],
+                       gathered.outputs["features"], teachers[0].outputs["model"],
                        teachers[1].outputs["model"], student.outputs["model"], quantized.outputs["tflite_model"],
                        verified.outputs["report"])
 

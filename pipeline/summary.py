@@ -54,7 +54,12 @@ def format_summary(run: LocalRun) -> str:
     ]
     if "features" in run.outputs:
         lines += ["", *_features_lines(run)]
-    models = [name for name in run.outputs if name.startswith("teacher_") or name == "student"]
+    if "hard_negatives" in run.outputs:
+        md = run.outputs["hard_negatives"].metadata
+        lines += ["", f"Mining    {float(md.get('hours_scanned', 0)) * 60:.1f} min of training background scanned, "
+                      f"{int(md.get('hits', 0))} hits above {md.get('threshold')} -> {int(md.get('hard_negatives', 0))} "
+                      f"hard negatives  -> {_rel(run.run_dir / 'outputs' / 'hard_negatives')}"]
+    models = sorted((n for n in run.outputs if n.startswith("teacher_") or n == "student"), key=lambda n: n == "student")
     if models:
         lines.append("")
         for name in models:

@@ -14,7 +14,8 @@ def smoke_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()  # the stages' MLflow runs go to a store of this test, not ./runs
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{runs / 'mlflow.db'}")
-    config = load_config("smoke", overrides=[f"training.checkpoint_root={runs / 'checkpoints'}"])
+    config = load_config("smoke", overrides=[f"training.checkpoint_root={runs / 'checkpoints'}",
+                                             f"mining.session_root={runs / 'mining'}"])
     yield run_local(config, "smoke", runs, run_id="smoke-test")
     mp.undo()
 
@@ -67,17 +68,46 @@ def test_pipeline_produces_an_esphome_model_that_passes_the_contract(smoke_run):
     assert "Contract checks" in smoke_run.outputs["verification"].path.read_text()
     task_dir = smoke_run.outputs["verification"].path.parent
     blessing = json.loads((task_dir / "blessing").read_text())
-    assert isinstance(blessing["blessed"], bool) and (blessing["blessed"] or blessing["reasons"])
-    published = list(task_dir.parent.rglob("publish/record"))
-    assert bool(published) == blessing["blessed"]  # publish runs only under dsl.If(blessed)
+    assert blessing["blessed"] is True, blessing["reasons"]
+    cfg = load_config("smoke")
+    assert blessing["behaviour"]["frr"] <= cfg.verification_max_frr
+    assert blessing["behaviour"]["fa_per_hour"] <= cfg.target_false_accepts_per_hour
+    assert md["file_size_bytes"] <= cfg.device_budget.max_tflite_bytes
+    assert md["tensor_arena_size"] <= cfg.device_budget.max_arena_bytes
+    assert list(task_dir.parent.rglob("publish/record"))  # publish runs only under dsl.If(blessed)
+
+
+def test_the_student_is_distilled_from_both_teachers_and_is_what_ships(smoke_run):
+    student = smoke_run.outputs["student"]
+    assert student.metadata["name"] == load_config("smoke").distillation.student.name
+    report = json.loads((student.path / "distillation.json").read_text())["models"]
+    assert set(report) == {"teacher_a", "teacher_b", "student"}
+    for key in ("teacher_a", "teacher_b"):
+        assert student.metadata["input_sha256"][f"{key}_model"] == smoke_run.outputs[key].metadata["file_sha256"]["model.keras"]
+    quantized = smoke_run.outputs["esphome_model"].metadata
+    assert quantized["input_sha256"]["model"] == student.metadata["file_sha256"]["model.keras"]
+
+
+def test_mined_hard_negatives_reach_the_feature_store(smoke_run):
+    mined = smoke_run.outputs["hard_negatives"]
+    records = DatasetLayout(mined.path).read_manifest()
+    assert len(records) == int(mined.metadata["hard_negatives"]) > 0
+    assert {r.split for r in records} == {Split.TRAIN} and {r.label.value for r in records} == {"hard_negative"}
+    store = FeatureStoreLayout(smoke_run.outputs["features"].path)
+    for epoch in store.epochs(Split.TRAIN):
+        labels = [c["label"] for c in store.open(Split.TRAIN, epoch).clip_info()]
+        assert labels.count("hard_negative") == len(records)
+    assert "hard_negatives_manifest" in store.metadata()["input_sha256"]
+    assert "<h1>Background mining</h1>" in smoke_run.outputs["mining_report"].path.read_text()
 
 
 def test_summary_names_the_outputs_and_counts(smoke_run):
     text = format_summary(smoke_run)
     assert "outputs/dataset" in text and "positive" in text and "Quarantined" in text
     assert "outputs/features" in text and "SNR curriculum" in text and "Teacher mixednet-small" in text
-    assert "ESPHome" in text and "parity" in text
-    assert len(text.splitlines()) < 30  # one screen
+    assert "ESPHome" in text and "parity" in text and "Student student-small" in text
+    assert "Mining" in text and "hard negatives" in text and "verification: BLESSED; test FRR" in text
+    assert len(text.splitlines()) < 40  # one screen
 
 
 def test_run_dir_is_not_overwritten(smoke_run):

@@ -1,0 +1,88 @@
+"""Distillation on tiny real features: teachers are checked first, the student learns, the no-teacher baseline
+(same student, steps, seed and batches) never consults the teachers."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from components.augmentation.stage import run as augment
+from components.common.config import load_config
+from components.data_prep.stage import run as prepare
+from components.distillation import stage as distil
+from components.distillation.compat import TeacherMismatch
+from components.teacher_training.stage import run as train_teacher
+
+pytestmark = pytest.mark.slow
+
+SETS = ["data_prep.positives.espeak_clips=60", "data_prep.positives.piper_clips=10", "augmentation.epochs=2",
+        "augmentation.device=cpu", "augmentation.workers=2", "training.steps=[60, 20]",
+        "training.eval_every_steps=40"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distil")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    cfg = load_config("smoke", overrides=SETS + [f"training.checkpoint_root={root / 'ck'}"])
+    prepare(root / "dataset", cfg, show_progress=False)
+    augment(root / "dataset", root / "features", cfg, show_progress=False)
+    for i in (0, 1):
+        train_teacher(root / "features", root / f"teacher_{i}", cfg, i, show_progress=False)
+    yield cfg, root
+    mp.undo()
+
+
+def _with(cfg, **distillation):
+    return cfg.model_copy(update={"distillation": cfg.distillation.model_copy(update=distillation)})
+
+
+def test_student_is_distilled_and_reported_beside_its_teachers(trained, tmp_path):
+    cfg, root = trained
+    teachers = [root / "teacher_0", root / "teacher_1"]
+    md, metrics = distil.run(teachers, root / "features", tmp_path / "student", cfg, show_progress=False)
+    out = tmp_path / "student"
+    for name in ("model.keras", "model_spec.json", "validation.json", distil.REPORT_FILE):
+        assert (out / name).is_file()
+    spec = json.loads((out / "model_spec.json").read_text())
+    assert spec["spec"]["name"] == cfg.distillation.student.name and spec["output"] == "sigmoid"
+    report = json.loads((out / distil.REPORT_FILE).read_text())["models"]
+    assert set(report) == {"teacher_a", "teacher_b", "student"}
+    for label, i in (("teacher_a", 0), ("teacher_b", 1)):
+        validation = json.loads((root / f"teacher_{i}" / "validation.json").read_text())
+        assert metrics[f"{label}_val_frr"] == validation["frr"] == report[label]["val_frr"]
+    assert report["student"]["val_frr"] == metrics["val_frr"] and 0 <= metrics["val_frr"] <= 1
+    assert set(md["input_sha256"]) >= {"features_metadata", "teacher_a_model", "teacher_b_model"}
+
+    # The baseline: soft_target_weight 0 trains the same student on the same batches without the teachers.
+    calls = []
+    original = distil.DistillationBatches.teacher_probabilities
+    distil.DistillationBatches.teacher_probabilities = lambda self, x: calls.append(1) or original(self, x)
+    try:
+        _, base = distil.run(teachers, root / "features", tmp_path / "baseline", _with(cfg, soft_target_weight=0.0),
+                             show_progress=False)
+    finally:
+        distil.DistillationBatches.teacher_probabilities = original
+    assert not calls
+    import keras
+
+    w_distilled = keras.models.load_model(out / "model.keras").get_weights()
+    w_baseline = keras.models.load_model(tmp_path / "baseline" / "model.keras").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(w_distilled, w_baseline))  # the teachers changed training
+    print(f"\nsmoke distillation: distilled val FRR {metrics['val_frr']:.3f} at {metrics['val_fa_per_hour']:.2f} "
+          f"FA/h; no-teacher baseline {base['val_frr']:.3f} at {base['val_fa_per_hour']:.2f} FA/h")
+
+
+def test_a_mismatched_teacher_fails_before_any_training(trained, tmp_path):
+    cfg, root = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(root / "teacher_1", bad)
+    meta = json.loads((bad / "model_spec.json").read_text())
+    meta["features"]["step_ms"] = 20
+    (bad / "model_spec.json").write_text(json.dumps(meta))
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
+        update={"checkpoint_root": str(tmp_path / "ck")})})
+    with pytest.raises(TeacherMismatch, match=r"teacher_b \(tcn-small\): features.step_ms is 20"):
+        distil.run([root / "teacher_0", bad], root / "features", tmp_path / "student", cfg, show_progress=False)
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "student").exists()
