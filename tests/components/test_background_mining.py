@@ -272,7 +272,7 @@ def test_a_previous_keras_model_from_the_mlflow_registry(planted, tmp_path):
     (model_dir / "model_spec.json").write_text(json.dumps({"spec": spec.model_dump(mode="json"),
                                                            "features": {"stride_frames": spec.stride}}))
     client = MlflowClient(tracking_uri())  # the module's sqlite store (MLFLOW_TRACKING_URI)
-    exp = client.create_experiment("deployed-models")
+    exp = client.create_experiment("deployed-models", artifact_location=(tmp_path / "mlartifacts").as_uri())
     run_id = client.create_run(exp).info.run_id
     client.log_artifacts(run_id, str(model_dir), "model")
     client.set_terminated(run_id)
