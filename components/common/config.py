@@ -213,6 +213,16 @@ class LabelWeights(Strict):
     background: Annotated[float, Field(ge=0)] = 1.0
 
 
+class SamplingWeights(LabelWeights):
+    """How often training draws each label (relative); its own defaults, so a partial override keeps the rest."""
+
+    positive: Annotated[float, Field(ge=0)] = 2.0
+    negative: Annotated[float, Field(ge=0)] = 3.0
+    adversarial_negative: Annotated[float, Field(ge=0)] = 2.0
+    hard_negative: Annotated[float, Field(ge=0)] = 2.0
+    background: Annotated[float, Field(ge=0)] = 3.0
+
+
 class SpecAugment(Strict):
     time_mask_count: Annotated[int, Field(ge=0)] = 2
     time_mask_max_frames: Annotated[int, Field(ge=0)] = 5
@@ -302,8 +312,7 @@ class Training(Strict):
     label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
     positive_class_weight: Annotated[float, Field(gt=0)] = 1.0
     negative_class_weight: Annotated[float, Field(gt=0)] = 5.0
-    sampling_weights: LabelWeights = LabelWeights(positive=2.0, negative=3.0, adversarial_negative=2.0,
-                                                 hard_negative=2.0, background=3.0)
+    sampling_weights: SamplingWeights = SamplingWeights()
     spec_augment: Toggle = Toggle.ON
     xla: Toggle = Toggle.AUTO
     mixed_precision: Toggle = Toggle.AUTO

@@ -114,3 +114,11 @@ def test_new_wake_word_drops_inherited_variants(tmp_path):
     assert resolve_pipeline_config("", "smoke", "hey mycroft").wake_word_variants == []
     full = load_config("smoke")
     assert resolve_pipeline_config(full.to_json(), "default", "").wake_word_variants == ["hey jar vis"]
+
+
+def test_a_partial_sampling_weights_override_keeps_the_other_defaults():
+    from components.common.config import load_config
+
+    cfg = load_config("default", overrides=["training.sampling_weights.background=6"])
+    w = cfg.training.sampling_weights
+    assert (w.background, w.positive, w.negative, w.hard_negative) == (6.0, 2.0, 3.0, 2.0)
