@@ -34,7 +34,8 @@ def direct(config, preset: str, root: Path) -> float:
     t0 = time.monotonic()
     write_config_artifact(config, root / "config.json", preset)
     prepare(root / "dataset", config, show_progress=False)
-    mine(root / "dataset", root / "hard_negatives", root / "mining_report", config, show_progress=False)
+    mine(root / "dataset", root / "hard_negatives", config, report_path=root / "mining_report.html",
+         show_progress=False)
     shards = []
     for shard in config.shard_indices():
         shards.append(root / f"shard-{shard}")

@@ -134,7 +134,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
                                       "user", round(c.duration_s, 4), c.sha256, None, c.origin))
     n_ambient = int(dp.ambient.synthetic_duration_s // dp.ambient.file_duration_s)
     ambient_split: dict[str, Split] = {}
-    for k, kind in enumerate(dp.ambient.kinds):  # split each kind on its own: every split hears every kind
+    for k in range(len(dp.ambient.kinds)):  # file i has kind i % len(kinds); split each kind on its own
         names = [f"ambient-{i:04d}" for i in range(k, n_ambient, len(dp.ambient.kinds))]
         ambient_split.update(splits.assign_files(names, dp.splits, config.seed))
     for name, split, kind, samples in progress(_ambient_clips(config, speech_by_split, ambient_split),
