@@ -13,7 +13,7 @@ from components.common.images import PLACEHOLDER_IMAGE
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: int, features: Output[Dataset],
-                 hard_negatives: Input[Dataset] = None):
+                 hard_negatives: Input[Dataset]):
     """Waveform augmentation (CuPy or NumPy) + device-frontend features for one shard of the batches; the mined
     hard negatives (background_mining) join the training split."""
     from pathlib import Path
@@ -23,7 +23,7 @@ def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: 
 
     features.metadata.update(run(Path(dataset.path), Path(features.path), read_config_artifact(Path(config.path)),
                                  shard_index=shard_index,
-                                 hard_negatives_dir=Path(hard_negatives.path) if hard_negatives else None))
+                                 hard_negatives_dir=Path(hard_negatives.path)))
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)

@@ -66,8 +66,8 @@ class TrainingBatches:
             label, idx, _ = groups[g]
             clip = int(idx[rng.integers(idx.size)])
             frames = fs.clip(clip)
-            if label is Label.POSITIVE:
-                start = None  # the wake word ends near the clip's end: keep the end
+            if label in (Label.POSITIVE, Label.HARD_NEGATIVE):
+                start = None  # the wake word (or the mined confusable) ends near the clip's end: keep the end
             else:
                 start = int(rng.integers(0, max(1, len(frames) - self.input_frames + 1)))
             x[i] = window(frames, self.input_frames, start)

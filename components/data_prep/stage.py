@@ -133,9 +133,13 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
         records.append(ManifestRecord(layout.relative(path), Label.BACKGROUND, bg_split[c.origin], c.voice,
                                       "user", round(c.duration_s, 4), c.sha256, None, c.origin))
     n_ambient = int(dp.ambient.synthetic_duration_s // dp.ambient.file_duration_s)
+    # File i has kind i % len(kinds). With at least 3 files of every kind each kind is split on its own, so
+    # every split hears every kind; otherwise the files are split together.
+    by_kind = [[f"ambient-{i:04d}" for i in range(k, n_ambient, len(dp.ambient.kinds))]
+               for k in range(len(dp.ambient.kinds))]
+    groups = by_kind if min(len(g) for g in by_kind) >= 3 else [[n for g in by_kind for n in g]]
     ambient_split: dict[str, Split] = {}
-    for k in range(len(dp.ambient.kinds)):  # file i has kind i % len(kinds); split each kind on its own
-        names = [f"ambient-{i:04d}" for i in range(k, n_ambient, len(dp.ambient.kinds))]
+    for names in groups:
         ambient_split.update(splits.assign_files(names, dp.splits, config.seed))
     for name, split, kind, samples in progress(_ambient_clips(config, speech_by_split, ambient_split),
                                                total=n_ambient, desc="ambient", unit="file",
