@@ -398,6 +398,8 @@ class WakelineConfig(Strict):
     wake_word_variants: list[str] = []
     target_false_accepts_per_hour: Annotated[float, Field(gt=0, le=100)] = 0.5
     verification_max_frr: Annotated[float, Field(gt=0, le=1)] = 0.3  # blessing: FRR on test clips at the cutoff
+    # the shipped cutoff stays this far above the lowest one that meets the FA/h target on validation audio
+    cutoff_safety_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.03
     seed: Annotated[int, Field(ge=0)] = 0
     data_prep: DataPrep = DataPrep()
     augmentation: Augmentation = Augmentation()

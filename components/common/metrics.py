@@ -140,11 +140,18 @@ def _peak(probs: np.ndarray, settings: DetectorSettings) -> float:
     return float(mean.max()) if mean.size else -np.inf
 
 
-def at_fa_target(points: Sequence[OperatingPoint], target_fa_per_hour: float) -> OperatingPoint | None:
+def at_fa_target(points: Sequence[OperatingPoint], target_fa_per_hour: float,
+                 margin: float = 0.0) -> OperatingPoint | None:
     """The operating point with the lowest FRR among those meeting the FA/h target. Many cutoffs usually tie
     (a plateau between the loudest false accept and the quietest detection): take the middle of the plateau,
-    the cutoff with the most margin on both sides, not its edge next to the false accepts."""
-    ok = [p for p in points if p.fa_per_hour <= target_fa_per_hour]
+    the cutoff with the most margin on both sides, not its edge next to the false accepts.
+
+    `margin` > 0 also requires the target to hold at `cutoff - margin`: the cutoff keeps that distance from
+    the loudest false accept seen, so audio a little louder than the calibration audio stays below it."""
+    meets = sorted((p.cutoff for p in points if p.fa_per_hour <= target_fa_per_hour))
+    lowest = meets[0] if meets else None
+    ok = [p for p in points if p.fa_per_hour <= target_fa_per_hour and
+          (margin <= 0 or p.cutoff >= lowest + margin - 1e-9)]
     if not ok:
         return None
     best = min(p.frr for p in ok)

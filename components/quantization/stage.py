@@ -149,7 +149,9 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     positives = [tflm(raw) for raw in _clips(store, Split.VALIDATION, Label.POSITIVE, 10_000, rng)]
     ambient = [tflm(np.asarray(raw)) for raw in store.ambient(Split.VALIDATION)]
     points = evaluate(StreamScores(positives, ambient, quantized=True), DEVICE)
-    chosen = at_fa_target(points, config.target_false_accepts_per_hour) or max(points, key=lambda p: p.cutoff)
+    chosen = (at_fa_target(points, config.target_false_accepts_per_hour, config.cutoff_safety_margin)
+              or at_fa_target(points, config.target_false_accepts_per_hour)
+              or max(points, key=lambda p: p.cutoff))
     arena = int(arena_min + ARENA_MARGIN_BYTES)
     doc = manifest(config, tflite_path.name, chosen.cutoff, arena)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -94,6 +94,17 @@ def test_operating_point_takes_the_middle_of_the_plateau_not_its_edge():
     assert best.cutoff == pytest.approx(0.59, abs=0.011)
 
 
+def test_a_safety_margin_keeps_the_cutoff_away_from_the_loudest_false_accept():
+    """Positives peak at 0.4 and 0.6, ambient at 0.3: without a margin the best FRR (0) is at 0.3..0.39; with
+    a 0.15 margin no cutoff below 0.45 qualifies, so FRR 0.5 at 0.45..0.59 (the middle: 0.52)."""
+    pts = evaluate(StreamScores([np.full(20, 0.4), np.full(20, 0.6)],
+                                [np.r_[np.zeros(500), np.full(20, 0.3), np.zeros(500)]]), S)
+    assert at_fa_target(pts, 0.0).frr == 0.0
+    safe = at_fa_target(pts, 0.0, margin=0.15)
+    assert safe.frr == 0.5 and safe.cutoff == pytest.approx(0.52, abs=0.011)
+    assert at_fa_target(pts, 0.0, margin=0.8) is None  # nothing meets the target that far up
+
+
 def test_checkpoint_selection_reaches_target_then_maximises_recall():
     hist = [Checkpoint(100, 5.0, 0.9), Checkpoint(200, 2.0, 0.6), Checkpoint(300, 0.4, 0.5),
             Checkpoint(400, 0.3, 0.7), Checkpoint(500, 0.6, 0.95), Checkpoint(600, 0.1, 0.65)]
