@@ -17,7 +17,7 @@ def test_ir_images_parameters_and_reload():
     ir = docs[0]
     executors = ir["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
-    gpu_stages = {"exec-augmentation", "exec-teacher-training", "exec-teacher-training-2"}
+    gpu_stages = {"exec-augmentation", "exec-teacher-training", "exec-teacher-training-2", "exec-distillation"}
     for name in gpu_stages:
         assert images.pop(name) == f"ghcr.io/wakeline/wakeline-gpu:{code_version()}"
         gpu = executors[name]["container"]["resources"]["accelerator"]
