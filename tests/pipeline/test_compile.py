@@ -36,7 +36,10 @@ def test_ir_images_parameters_and_reload():
     assert tasks["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith("augmentation-shards-Output")
     assert tasks["gather-features"]["dependentTasks"] == ["for-loop-1"]
     assert tasks["condition-2"]["triggerPolicy"]["condition"].endswith("== true")  # publish only if blessed
-    assert tasks["quantization"]["dependentTasks"] == ["gather-features", "teacher-training", "validate-config"]
+    assert tasks["background-mining"]["dependentTasks"] == ["data-prep", "validate-config"]
+    assert tasks["distillation"]["dependentTasks"] == ["gather-features", "teacher-training", "teacher-training-2",
+                                                       "validate-config"]
+    assert tasks["quantization"]["dependentTasks"] == ["distillation", "gather-features", "validate-config"]
     teachers = [t for name, t in tasks.items() if name.startswith("teacher-training")]
     assert len(teachers) == 2 and all(t["dependentTasks"] == ["gather-features", "validate-config"] for t in teachers)
     component = load_component_from_file(str(COMPILED_IR))
