@@ -73,7 +73,7 @@ def create_pipeline(images: Images, gpus_per_task: int = 1):
         verified = esphome_verification(config=config, tflite_model=quantized.outputs["tflite_model"],
                                         features=gathered.outputs["features"])
         verified.set_display_name("esphome verification").set_container_image(images.cpu)
-        with dsl.If(verified.outputs["blessed"] == True, name="if-blessed"):  # noqa: E712 - a KFP condition
+        with dsl.If(verified.outputs["Output"] == True, name="if-blessed"):  # noqa: E712 - a KFP condition
             published = publish(tflite_model=quantized.outputs["tflite_model"],
                                 blessing=verified.outputs["blessing"])
             published.set_display_name("publish").set_container_image(images.cpu)

@@ -1,5 +1,4 @@
 """esphome_verification and publish as KFP components: typed signatures, no logic."""
-from typing import NamedTuple
 
 from kfp import dsl
 
@@ -11,9 +10,11 @@ from components.common.images import PLACEHOLDER_IMAGE
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def esphome_verification(config: Input[Artifact], tflite_model: Input[Model], features: Input[Dataset],
                          blessing: Output[Artifact], report: Output[HTML], metrics: Output[Metrics],
-                         roc: Output[ClassificationMetrics]) -> NamedTuple("Outputs", blessed=bool):
-    """ESPHome contract checks + behaviour on the device runtime; blessed only if everything passes."""
-    from collections import namedtuple
+                         roc: Output[ClassificationMetrics]) -> bool:
+    """ESPHome contract checks + behaviour on the device runtime; returns blessed (only if everything passes).
+
+    A single `bool` return, not a NamedTuple: kfp.local 2.17 resolves a dsl.If condition on a task output only
+    when its channel is `<task>-Output`; a named output (`<task>-blessed`) is never found and the branch skipped."""
     from pathlib import Path
 
     from components.esphome_verification.stage import run_for_pipeline
@@ -23,7 +24,7 @@ def esphome_verification(config: Input[Artifact], tflite_model: Input[Model], fe
     blessing.metadata.update(verdict.as_dict())
     metrics.metadata.update(verdict.scalars())
     roc.log_roc_curve(*verdict.roc_curve())
-    return namedtuple("Outputs", ["blessed"])(verdict.blessed)
+    return verdict.blessed
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
