@@ -78,6 +78,11 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     out.mkdir(parents=True, exist_ok=True)
     xla = use_xla(config.training, backend.is_gpu)
     mixed = use_mixed_precision(config.training, backend.is_gpu)
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(plan.seed)  # the initial weights too, not only the batches: a run is repeatable
+    if not backend.is_gpu:  # on the CPU every op has a deterministic kernel; on GPUs some would refuse
+        tf.config.experimental.enable_op_determinism()
     strategy = training_strategy()
     with strategy.scope():
         model = build_model(build, spec, mixed)
