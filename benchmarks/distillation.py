@@ -67,7 +67,7 @@ def run() -> list[dict]:
             _, metrics = distil(teachers, root / "features", root / name, cfg, show_progress=False)
             side[name] = {"val_frr": metrics["val_frr"], "val_fa_per_hour": metrics["val_fa_per_hour"],
                           **_test_frr(root / name, store, cfg)}
-            teacher_val = {k: v for k, v in metrics.items() if k.startswith("teacher_")}
+        teacher_val = {k: v for k, v in metrics.items() if k.startswith("teacher_")}  # the same in both runs
         d, b = side["distilled"], side["baseline"]
         context = dict(preset=PRESET, distilled=d, baseline=b, teachers=teacher_val,
                        steps=config.training.total_steps, seed=config.seed,
