@@ -46,3 +46,21 @@ lock: ## re-resolve pyproject.toml into requirements.lock in a throwaway venv
 
 clean: ## remove the venv and local runs
 	rm -rf $(VENV) runs .pytest_cache
+
+# Images and Kind (scripts/*.sh). None of these run on a machine without Docker; DRY_RUN=1 prints the commands.
+REGISTRY ?= ghcr.io/wakeline
+CLUSTER ?= wakeline
+DRY_RUN ?=
+.PHONY: images images-push kind-up kind-load
+
+images: ## docker build the cpu and gpu images as REGISTRY/wakeline-{cpu,gpu}:<package version>
+	PYTHON="$(PYTHON)" scripts/images.sh build --registry "$(REGISTRY)" $(if $(DRY_RUN),--dry-run)
+
+images-push: images ## build, then docker push both images to REGISTRY
+	PYTHON="$(PYTHON)" scripts/images.sh push --registry "$(REGISTRY)" $(if $(DRY_RUN),--dry-run)
+
+kind-up: ## create the Kind cluster CLUSTER, install KFP 2.17.0, port-forward its UI to localhost:8080
+	scripts/kind-up.sh --name "$(CLUSTER)" $(if $(DRY_RUN),--dry-run)
+
+kind-load: ## load both images (REGISTRY, package version) into the Kind cluster CLUSTER
+	PYTHON="$(PYTHON)" scripts/kind-load.sh --name "$(CLUSTER)" --registry "$(REGISTRY)" $(if $(DRY_RUN),--dry-run)
