@@ -1,4 +1,4 @@
-"""`wakeline`: run the pipeline locally, compile it, inspect configs."""
+"""`wakeline`: run the pipeline locally, compile it, submit or schedule it on Kubeflow Pipelines, inspect configs."""
 from __future__ import annotations
 
 import argparse
@@ -22,14 +22,38 @@ def _load(args) -> tuple:
     return load_config(args.preset, args.config, args.overrides, args.wake_word), args.preset
 
 
+def _load_with_cluster_options(args) -> tuple:
+    """The config with --gpus-per-task / --pipeline-root applied to its `kubernetes` section (validated with it)."""
+    import json
+
+    extra = []
+    if args.gpus_per_task is not None:
+        extra.append(f"kubernetes.gpus_per_task={args.gpus_per_task}")
+    if args.pipeline_root is not None:
+        extra.append(f"kubernetes.pipeline_root={json.dumps(args.pipeline_root)}")
+    return load_config(args.preset, args.config, [*args.overrides, *extra], args.wake_word), args.preset
+
+
 def cmd_run(args) -> int:
-    from pipeline.local import run_local
+    from components.common.artifacts import code_version
+    from components.common.images import DEFAULT_REGISTRY, Images
+    from pipeline.local import DockerGpus, DockerOptions, Runner, run_local
     from pipeline.summary import format_summary
 
+    runner = Runner(args.runner)
+    docker_only = [f"--{name.replace('_', '-')}" for name in ("gpus", "registry", "version")
+                   if getattr(args, name) is not None]
+    if runner is not Runner.DOCKER and docker_only:
+        print(f"wakeline: {', '.join(docker_only)}: only for --runner docker", file=sys.stderr)
+        return 2
+    docker = None
+    if runner is Runner.DOCKER:
+        images = Images.for_version(args.version or code_version(), args.registry or DEFAULT_REGISTRY)
+        docker = DockerOptions(images, DockerGpus(args.gpus or DockerGpus.NONE.value))
     config, preset = _load(args)  # the whole config is validated before any stage starts
-    print(f"wakeline: config OK (preset {preset}, wake word {config.wake_word!r}); running locally with kfp.local",
-          file=sys.stderr)
-    result = run_local(config, preset, args.runs_dir, args.run_id)
+    print(f"wakeline: config OK (preset {preset}, wake word {config.wake_word!r}); running locally with kfp.local "
+          f"({runner.value} runner)", file=sys.stderr)
+    result = run_local(config, preset, args.runs_dir, args.run_id, runner=runner, docker=docker)
     print("\n" + format_summary(result))
     return 0
 
@@ -41,10 +65,101 @@ def cmd_config(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    from pipeline.cluster import state_outside_volume
     from pipeline.compile import compile_pipeline
 
-    path = compile_pipeline(args.output, args.registry, args.version, args.gpus_per_task)
+    config, _ = _load_with_cluster_options(args)
+    path = compile_pipeline(args.output, args.registry, args.version, config.kubernetes)
     print(f"compiled pipeline IR -> {path}")
+    for problem in state_outside_volume(config):  # this config only: a run of the IR may bring another
+        print(f"wakeline: warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def _cluster_plan(args, config, preset: str, name: str, now):
+    """Compile the IR for this config's `kubernetes` section into runs/cluster/, and describe the run."""
+    from components.common.artifacts import code_version
+    from pipeline.cluster import Release, RunRequest, pipeline_version_name, run_parameters, state_outside_volume
+    from pipeline.compile import compile_pipeline
+
+    problems = state_outside_volume(config)  # the IR and the run's config go together: refuse a mismatch
+    if problems:
+        raise ConfigError("\n".join(problems))
+    version_name = pipeline_version_name(args.version or code_version(), now)
+    package = compile_pipeline(Path("runs") / "cluster" / f"{version_name}.yaml", args.registry, args.version,
+                               config.kubernetes)
+    release = Release(package, args.pipeline_name, version_name)
+    request = RunRequest(args.experiment, name, run_parameters(config, preset), args.namespace,
+                         config.kubernetes.pipeline_root or None)
+    return release, request
+
+
+def _print_dry_run(args, release, request, final_call, cli_line: str) -> None:
+    from pipeline import cluster
+
+    client_args = ", ".join(f"{k}={v!r}" for k, v in cluster.client_kwargs(args.host, args.namespace).items())
+    print(f"dry run: nothing is sent to {args.host}\ncompiled: {release.package}\nkfp.Client({client_args}):")
+    print(f"  {cluster.describe_call(cluster.find_pipeline_call(release.pipeline_name))}")
+    print(f"  {cluster.describe_call(cluster.upload_version_call(release, '<PIPELINE_ID>'))}")
+    print(f"    (first upload: {cluster.describe_call(cluster.upload_pipeline_call(release))})")
+    print(f"  {cluster.describe_call(cluster.experiment_call(request))}")
+    print(f"  {cluster.describe_call(final_call)}")
+    print("the same with the kfp CLI (take the IDs from the upload's output):")
+    print(f"  {cluster.kfp_cli_upload(args.host, release, first_upload=False)}")
+    print(f"  {cli_line}")
+
+
+def cmd_submit(args) -> int:
+    import datetime as dt
+
+    from pipeline import cluster
+
+    config, preset = _load_with_cluster_options(args)
+    now = dt.datetime.now()
+    release, request = _cluster_plan(args, config, preset, args.run_name or cluster.run_name(config, now), now)
+    if args.dry_run:
+        placeholder = cluster.PipelineVersion("<PIPELINE_ID>", "<VERSION_ID>")
+        _print_dry_run(args, release, request, cluster.run_call(request, "<EXPERIMENT_ID>", placeholder),
+                       cluster.kfp_cli_run_create(args.host, request, release.pipeline_name))
+        return 0
+    client = cluster.connect(args.host, args.namespace)
+    submitted = cluster.submit(client, args.host, release, request)
+    print(f"run {request.name} ({submitted.run_id}) of pipeline {release.pipeline_name!r} version "
+          f"{release.version_name!r}, experiment {request.experiment!r}\n{submitted.url}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    import datetime as dt
+
+    from pipeline import cluster
+
+    cron = cluster.validate_cron(args.cron)  # before anything is compiled or sent
+    config, preset = _load_with_cluster_options(args)
+    config = cluster.with_production_scorer(config)
+    now = dt.datetime.now()
+    release, request = _cluster_plan(args, config, preset, args.name or cluster.schedule_name(config), now)
+    print(f"wakeline: each run's background mining scores with {config.mining.previous_model} (it must exist "
+          f"before the first run: publish a blessed model, then `wakeline promote`)", file=sys.stderr)
+    if args.dry_run:
+        placeholder = cluster.PipelineVersion("<PIPELINE_ID>", "<VERSION_ID>")
+        _print_dry_run(args, release, request,
+                       cluster.recurring_run_call(request, "<EXPERIMENT_ID>", placeholder, cron),
+                       cluster.kfp_cli_recurring_run_create(args.host, request, cron))
+        return 0
+    client = cluster.connect(args.host, args.namespace)
+    scheduled = cluster.schedule(client, args.host, release, request, cron)
+    print(f"recurring run {request.name} ({scheduled.recurring_run_id}) on {cron!r} (at most one run at a time, "
+          f"no catch-up), pipeline version {release.version_name!r}\n{scheduled.url}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from pipeline import cluster
+
+    cluster.list_runs_call(args.limit, args.namespace)  # raises on a bad --limit before connecting
+    client = cluster.connect(args.host, args.namespace)
+    print(cluster.format_runs(cluster.recent_runs(client, args.limit, args.namespace, args.experiment)))
     return 0
 
 
@@ -71,30 +186,193 @@ def cmd_presets(_args) -> int:
     return 0
 
 
+def cmd_judge_serve(args) -> int:
+    import logging
+
+    from components.judge.scoring import JudgeModelError, load_judge
+    from components.judge.server import ServerSettings, default_workers, serve
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ServerSettings(args.host, args.port, args.max_audio_s, args.read_timeout_s, args.max_connections,
+                                  args.workers or default_workers(), args.processes)
+        judge = load_judge(args.model, cutoff=args.cutoff, name=args.name)
+    except (JudgeModelError, ValueError) as e:
+        print(f"wakeline judge: {e}", file=sys.stderr)
+        return 2
+    try:
+        serve(judge, settings)
+    except OSError as e:
+        print(f"wakeline judge: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_judge_check(args) -> int:
+    import json
+
+    from components.common.audio import AudioReadError
+    from components.judge.client import JudgeClient, JudgeError, read_clip
+
+    try:
+        verdict = JudgeClient(args.server, timeout_s=args.timeout_s).check(read_clip(args.clip), args.names or None)
+    except (AudioReadError, JudgeError, OSError, ValueError) as e:
+        print(f"wakeline judge: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"detected": verdict.detected, "score": verdict.score, "cutoff": verdict.cutoff,
+                          "name": verdict.name, "timestamp_ms": verdict.timestamp, "context": verdict.context}))
+    else:
+        score = "n/a" if verdict.score is None else f"{verdict.score:.4f}"
+        cutoff = "" if verdict.cutoff is None else f" (cutoff {verdict.cutoff:g})"
+        where = f" at {verdict.timestamp} ms" if verdict.timestamp is not None else ""
+        print(f"{'detected' if verdict.detected else 'not detected'}: {verdict.name or args.clip}{where}, "
+              f"score {score}{cutoff}")
+    return 0 if verdict.detected else 1
+
+
+def _judge_parser(sub) -> None:
+    judge = sub.add_parser("judge", help="the Wyoming judge server that confirms device detections, and its client")
+    jsub = judge.add_subparsers(dest="judge_command", required=True)
+    srv = jsub.add_parser("serve", help="serve a model over the Wyoming protocol (Home Assistant's wake-word API)")
+    srv.add_argument("--model", required=True, type=Path,
+                     help="a Model directory (model.keras + model_spec.json + validation.json) or an ESPHome "
+                     ".tflite (its manifest .json beside it), or a directory holding one")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
+    srv.add_argument("--port", type=int, default=10400, help="default: %(default)s")
+    srv.add_argument("--cutoff", type=float, help="override the model's calibrated probability cutoff")
+    srv.add_argument("--name", help="the wake word to announce (default: from the model's metadata)")
+    srv.add_argument("--max-audio-s", type=float, default=10.0, help="audio per request (default: %(default)s)")
+    srv.add_argument("--read-timeout-s", type=float, default=5.0,
+                     help="close a connection that sends no event for this long (default: %(default)s)")
+    srv.add_argument("--max-connections", type=int, default=32, help="default: %(default)s")
+    srv.add_argument("--workers", type=int, help="scoring threads or processes (default: min(4, CPU count))")
+    srv.add_argument("--processes", action="store_true", help="score in worker processes (each loads the model; "
+                     "uses every core) instead of threads")
+    srv.add_argument("--verbose", action="store_true", help="debug logging")
+    srv.set_defaults(func=cmd_judge_serve)
+    chk = jsub.add_parser("check", help="ask a judge about one clip; exit 0 detected, 1 not detected, 2 error")
+    chk.add_argument("clip", type=Path, help="an audio file (any rate/channels; sent as 16 kHz mono)")
+    chk.add_argument("--server", default="tcp://127.0.0.1:10400", help="default: %(default)s")
+    chk.add_argument("--name", dest="names", action="append", help="only this wake word (repeatable)")
+    chk.add_argument("--timeout-s", type=float, default=30.0, help="default: %(default)s")
+    chk.add_argument("--json", action="store_true", help="the verdict as JSON")
+    chk.set_defaults(func=cmd_judge_check)
+
+
+def cmd_promote(args) -> int:
+    from components.publish.registry import RegistryError, model_name, promote
+
+    if not (args.name or args.wake_word):
+        print("wakeline promote: name the model: --wake-word WORD or --name REGISTERED_MODEL", file=sys.stderr)
+        return 2
+    name = args.name or model_name(args.wake_word)
+    try:
+        done = promote(name, args.version, args.alias)
+    except RegistryError as e:
+        print(f"wakeline promote: {e}", file=sys.stderr)
+        return 1
+    print(done.describe())
+    print(f"  mining.previous_model=models:/{name}@{done.alias} now loads v{done.new_version}  ({done.tracking_uri})")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    import json
+
+    from components.publish.lineage import render
+    from pipeline.lineage import LineageError, load_chain
+
+    try:
+        chain = load_chain(args.target, args.kfp_host)
+    except LineageError as e:
+        print(f"wakeline lineage: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(chain.to_dict(), indent=2, sort_keys=True) if args.json else render(chain))
+    return 0
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    from pipeline.cluster import DEFAULT_HOST
+
+    p.add_argument("--host", default=DEFAULT_HOST, help="KFP API and UI address (default: %(default)s, the "
+                                                        "port-forwarded ml-pipeline-ui)")
+    p.add_argument("--namespace", help="multi-user KFP: your profile namespace (default: the client's)")
+
+
+def _image_and_k8s_args(p: argparse.ArgumentParser) -> None:
+    from components.common.images import DEFAULT_REGISTRY
+
+    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="image registry (default: %(default)s)")
+    p.add_argument("--version", help="image tag (default: the package version)")
+    p.add_argument("--gpus-per-task", type=int,
+                   help="GPUs each GPU stage requests; 0 for a CPU-only cluster (default: the config's "
+                        "kubernetes.gpus_per_task, 1)")
+    p.add_argument("--pipeline-root", help="object store for the run's artifacts, e.g. s3://bucket/wakeline or "
+                                           "minio://mlpipeline/wakeline (default: the config's "
+                                           "kubernetes.pipeline_root, else the cluster's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cluster import DEFAULT_EXPERIMENT
     from pipeline.compile import COMPILED_IR
+    from pipeline.dag import PIPELINE_NAME
+    from pipeline.local import DockerGpus, Runner
     from components.common.images import DEFAULT_REGISTRY
 
     parser = argparse.ArgumentParser(prog="wakeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the pipeline locally (kfp.local, this venv, no Docker)")
+    run = sub.add_parser("run", help="run the pipeline locally (kfp.local: this venv, or the images with Docker)")
     _config_args(run)
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs go (default: %(default)s)")
     run.add_argument("--run-id", help="name of the run directory (default: date-time-wake-word)")
+    run.add_argument("--runner", choices=[r.value for r in Runner], default=Runner.SUBPROCESS.value,
+                     help="subprocess: every stage in this venv; docker: each stage in its image (cpu or gpu) "
+                          "through kfp.local.DockerRunner, needs a Docker daemon (default: %(default)s)")
+    run.add_argument("--gpus", choices=[g.value for g in DockerGpus],
+                     help="--runner docker: 'all' gives every stage container the host's GPUs, as docker run "
+                          "--gpus all (kfp.local cannot give them to the GPU stages alone) (default: none)")
+    run.add_argument("--registry", help=f"--runner docker: image registry (default: {DEFAULT_REGISTRY})")
+    run.add_argument("--version", help="--runner docker: image tag (default: the package version)")
     run.set_defaults(func=cmd_run)
 
     cfg = sub.add_parser("config", help="validate a config and print it fully resolved")
     _config_args(cfg)
     cfg.set_defaults(func=cmd_config)
 
-    comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
+    comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML (Kubernetes settings: the "
+                                          "config's `kubernetes` section)")
+    _config_args(comp)
     comp.add_argument("--output", type=Path, default=COMPILED_IR, help="default: %(default)s")
-    comp.add_argument("--registry", default=DEFAULT_REGISTRY, help="image registry (default: %(default)s)")
-    comp.add_argument("--version", help="image tag (default: the package version)")
-    comp.add_argument("--gpus-per-task", type=int, default=1,
-                      help="GPUs each GPU stage requests; 0 for a CPU-only cluster (default: %(default)s)")
+    _image_and_k8s_args(comp)
     comp.set_defaults(func=cmd_compile)
+
+    for name, func, text in (("submit", cmd_submit, "compile, upload a pipeline version and start a run on KFP"),
+                             ("schedule", cmd_schedule, "compile, upload a pipeline version and create a recurring "
+                                                        "run whose mining scores with the production model")):
+        p = sub.add_parser(name, help=text)
+        _config_args(p)
+        _cluster_args(p)
+        p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment (default: %(default)s)")
+        p.add_argument("--pipeline-name", default=PIPELINE_NAME, help="KFP pipeline the version is uploaded "
+                                                                      "under (default: %(default)s)")
+        _image_and_k8s_args(p)
+        p.add_argument("--dry-run", action="store_true", help="compile, then print the kfp.Client calls and the "
+                                                              "equivalent kfp CLI lines; contact no cluster")
+        p.set_defaults(func=func)
+    sub.choices["submit"].add_argument("--run-name", help="default: wake-word-date-time")
+    sub.choices["schedule"].add_argument("--cron", required=True,
+                                         help='6 fields, seconds first (KFP\'s scheduler): "0 0 3 * * *" = 03:00 '
+                                              "every day, in the scheduler's time zone (UTC by default)")
+    sub.choices["schedule"].add_argument("--name", help="recurring run name (default: wake-word-retraining)")
+
+    runs = sub.add_parser("runs", help="list recent KFP runs with their state")
+    _cluster_args(runs)
+    runs.add_argument("--experiment", help="only this experiment's runs (default: all)")
+    runs.add_argument("--limit", type=int, default=10, help="how many, newest first (default: %(default)s)")
+    runs.set_defaults(func=cmd_runs)
 
     ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract")
     ver.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
@@ -107,16 +385,39 @@ def build_parser() -> argparse.ArgumentParser:
     ver.set_defaults(func=cmd_verify)
 
     sub.add_parser("presets", help="list the config presets").set_defaults(func=cmd_presets)
+    _judge_parser(sub)
+
+    pro = sub.add_parser("promote", help="move a wake word's MLflow `production` alias (default: to `candidate`)")
+    pro.add_argument("--wake-word", help="the registered model is wakeline-<wake word>, e.g. wakeline-hey-jarvis")
+    pro.add_argument("--name", help="the registered model by name (publish.registered_model_name)")
+    which = pro.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="promote this version number")
+    which.add_argument("--alias", default="candidate", help="promote the version with this alias (default: %(default)s)")
+    pro.set_defaults(func=cmd_promote)
+
+    lin = sub.add_parser("lineage", help="the chain from a model back to its raw inputs")
+    lin.add_argument("target", help="a published model folder or file, <store>/<wake-word>, s3://..., "
+                     "models:/NAME@ALIAS, a run directory (runs/<run-id>), or kfp:RUN_ID with --kfp-host")
+    lin.add_argument("--json", action="store_true", help="the chain as JSON")
+    lin.add_argument("--kfp-host", help="KFP API endpoint for kfp:RUN_ID (artifact metadata from MLMD: "
+                     "WAKELINE_MLMD_HOST=host:port)")
+    lin.set_defaults(func=cmd_lineage)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.cluster import ClusterError
+    from pipeline.local import DockerUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"wakeline: invalid config\n{e}", file=sys.stderr)
         return 2
+    except (DockerUnavailable, ClusterError) as e:
+        print(f"wakeline: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

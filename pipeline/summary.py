@@ -72,6 +72,7 @@ def format_summary(run: LocalRun) -> str:
                          f"-> {_rel(run.run_dir / 'outputs' / name)}")
     if "esphome_model" in run.outputs:
         lines += ["", *_esphome_lines(run)]
+        lines += _published_lines(run)
     lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}"]
     return "\n".join(lines)
 
@@ -116,4 +117,30 @@ def _esphome_lines(run: LocalRun) -> list[str]:
                          f"{float(b.get('fa_per_hour', float('nan'))):.2f} FA/h over "
                          f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of ambient audio")
         lines.append(f"  verification report: {_rel(report.path)}")
+    return lines
+
+
+def published_record(run_dir: Path) -> dict | None:
+    """The publish task's record (its artifact metadata), or None when publish did not run (not blessed)."""
+    for out in sorted(Path(run_dir).glob("kfp/*/publish/executor_output.json")):
+        for artifact in json.loads(out.read_text()).get("artifacts", {}).get("record", {}).get("artifacts", []):
+            return dict(artifact.get("metadata") or {})
+    return None
+
+
+def _published_lines(run: LocalRun) -> list[str]:
+    record = published_record(run.run_dir)
+    if record is None:
+        return ["Published   nothing (publish runs only for a blessed model)"]
+    location = str(record.get("location", ""))
+    where = location if location.startswith("s3://") else _rel(Path(location))
+    again = "  (already there: the same model)" if record.get("already_published") else ""
+    lines = [f"Published   {where}{again}  -> wakeline lineage {where}"]
+    name, status = record.get("registered_model"), record.get("registry_status")
+    if record.get("model_version"):
+        word = str(run.dataset_metadata.get("wake_word", ""))
+        lines.append(f"  MLflow: {name} v{record['model_version']} (alias {record.get('alias')}"
+                     f"{', reused' if status == 'reused' else ''}); to deploy: wakeline promote --wake-word {word!r}")
+    else:
+        lines.append(f"  MLflow: not registered ({record.get('registry_reason') or status})")
     return lines

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 
 import numpy as np
 
+from components.common.cpus import available_cpus
 from components.common.frontend import features_uint16
 
 
@@ -18,7 +18,7 @@ class FeatureExtractor:
     whose `.get()` gives the features in order; the caller overlaps it with the next batch's augmentation."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.workers = max(1, workers or available_cpus())
         self._pool = None
 
     def __enter__(self) -> "FeatureExtractor":

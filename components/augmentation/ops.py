@@ -48,11 +48,11 @@ class _ScipyFFT:
     """scipy.fft on all CPU cores: 2-3x faster than numpy.fft on batched rows, and threaded."""
 
     def __init__(self) -> None:
-        import os
-
         import scipy.fft
 
-        self._fft, self._workers = scipy.fft, os.cpu_count() or 1
+        from components.common.cpus import available_cpus
+
+        self._fft, self._workers = scipy.fft, available_cpus()
 
     def rfft(self, x, n=None, axis=-1):
         return self._fft.rfft(x, n=n, axis=axis, workers=self._workers)

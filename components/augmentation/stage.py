@@ -58,11 +58,13 @@ def items_for(records: list[ManifestRecord], split: Split, backgrounds: list[np.
 
 
 def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation, backgrounds: list[np.ndarray],
-           rng: np.random.Generator):
+           rng: np.random.Generator, tail: int = 0):
     """Put each clip in an N-sample window: positives end `positive_end_margin_s` before the window end
     (where a streaming model sees a finished wake word), and so do mined hard negatives (each ends where the
-    detector fired); other clips anywhere, long ones cropped."""
+    detector fired); other clips anywhere, long ones cropped. `tail` samples follow the window (evaluation
+    clips: the device keeps listening after a wake word, so its detector sees what comes next)."""
     b = len(items)
+    window, n = n, n + tail
     clean = np.zeros((b, n), np.float32)
     start, end, anchor = np.zeros(b, np.int64), np.zeros(b, np.int64), np.zeros(b, np.int64)
     margins = rng.uniform(*aug.positive_end_margin_s_range, b)
@@ -74,7 +76,7 @@ def _place(items: list[Item], dataset: DatasetLayout, n: int, aug: Augmentation,
             continue
         audio = read_wav_int16((item.root or dataset.root) / item.record.path).astype(np.float32) / 32768.0
         if item.label in END_ALIGNED:
-            e = n - int(margins[i] * SR)
+            e = window - int(margins[i] * SR)
             s = e - len(audio)
             if s < 0:  # keep the end of the wake word, drop the start
                 audio, s = audio[-s:], 0
@@ -132,7 +134,8 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
             rirs = [read_wav_float(dataset.root / r.path) for r in _split_records(records, Label.RIR, split)]
             bg_records = _split_records(records, Label.BACKGROUND, split)
             backgrounds = [read_wav_int16(dataset.root / r.path) for r in bg_records]
-            bank = ops.RirBank(rirs, n, rir_max, backend.xp)
+            tail = 0 if split is Split.TRAIN else int(round(aug.eval_tail_s * SR))
+            bank = ops.RirBank(rirs, n + tail, rir_max, backend.xp)
             items = items_for(records, split, backgrounds, aug, hard_negatives, hn_root)
             epochs = aug.epochs if split is Split.TRAIN else 1
             for epoch in range(epochs):
@@ -144,9 +147,9 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 for b, batch in progress(batches, desc=f"{split.value} epoch {epoch}", unit="batch",
                                          disable=not show_progress):
                     rng = np.random.default_rng([config.seed, SPLIT_CODES[split], epoch, b])
-                    clean, start, end, anchor, mixable = _place(batch, dataset, n, aug, backgrounds, rng)
-                    params = ops.draw_params(rng, start, end, anchor, n, aug.ops, lo_hi, bank.count, backgrounds,
-                                             mixable)
+                    clean, start, end, anchor, mixable = _place(batch, dataset, n, aug, backgrounds, rng, tail)
+                    params = ops.draw_params(rng, start, end, anchor, n + tail, aug.ops, lo_hi, bank.count,
+                                             backgrounds, mixable)
                     pcm = ops.augment_batch(clean, params, bank, backend.xp)
                     job = fx.submit(list(pcm))  # features of this batch run while the next one augments
                     if pending:
@@ -164,7 +167,9 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
 
     metadata = {"shard_index": shard_index, "shards": aug.shards, "array_backend": backend.name,
                 "device_choice": backend.reason, "clip_duration_s": aug.clip_duration_s,
-                "frames_per_clip": n_frames(n), "feature_channels": 40, "feature_dtype": "uint16",
+                "frames_per_clip": n_frames(n), "eval_tail_s": aug.eval_tail_s,
+                "eval_frames_per_clip": n_frames(n + int(round(aug.eval_tail_s * SR))),
+                "feature_channels": 40, "feature_dtype": "uint16",
                 "feature_scale": 0.0390625, "snr_schedule": {"shape": aug.snr.shape.value, "epochs": schedule},
                 "sets": sets, "wall_s": round(time.monotonic() - t0, 2),
                 "hard_negatives": len(hard_negatives),

@@ -4,7 +4,6 @@ otherwise (a generic Keras model) the main process scores the features. Finished
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import time
 from collections import deque
 from itertools import islice
@@ -17,6 +16,7 @@ import numpy as np
 from components.background_mining.scan import (ChunkPlan, ChunkResult, Geometry, Hit, ScanParams, chunk_result,
                                                merge_file, owned_scores, plan_chunks)
 from components.background_mining.session import Session
+from components.common.cpus import available_cpus
 from components.common.frontend import features_uint16
 from components.common.progress import progress
 
@@ -129,7 +129,7 @@ def scan(recordings: list[Recording], scorer, params: ScanParams, session: Sessi
         outcome.chunks_scanned += 1
         outcome.seconds_scanned_now += plan.owned * g.stride / 100
 
-    n_workers = max(1, min(workers or _cpu_count(), len(jobs)))
+    n_workers = max(1, min(workers or available_cpus(), len(jobs)))
     portable = scorer.portable()
     try:
         stream = _run_jobs(jobs, portable, n_workers)
@@ -190,9 +190,3 @@ def _state(recordings, results, params: ScanParams, g: Geometry) -> dict[str, di
                            "candidates": sum(len(c.candidates) for c in done.values())}
     return out
 
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

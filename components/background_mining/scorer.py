@@ -204,15 +204,9 @@ def resolve_previous_model(uri: str, cache_dir: Path) -> Path:
     if uri.startswith("s3://"):
         return _download_s3(uri, cache_dir)
     if uri.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        import os
+        from components.common.tracking import download_artifacts
 
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow.artifacts
-
-        from components.common.tracking import tracking_uri
-
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(cache_dir),
-                                                        tracking_uri=tracking_uri()))
+        return download_artifacts(uri, cache_dir)  # models:/ through the registry of that same store
     path = Path(uri).expanduser()
     if not path.exists():
         raise ModelNotFound(f"mining.previous_model: {uri!r} does not exist")

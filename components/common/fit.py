@@ -1,8 +1,9 @@
 """Train one model on a FeatureStore and save it as a `Model` directory: what teacher training and
 distillation share (the loop itself is `trainer.Trainer`).
 
-A Model directory holds `model.keras`, `model_spec.json` (the spec, the feature config it expects and its
-output kind) and `validation.json` (device-like FRR / FA/h at the config's target, and the eval history).
+A Model directory holds `model.keras`, `model_spec.json` (the spec, the feature config it expects, its
+output kind and the wake word) and `validation.json` (device-like FRR / FA/h at the config's target, and the
+eval history).
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
         final = operating_point(validate(), config.target_false_accepts_per_hour)
         model.save(out / MODEL_FILE)
         (out / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "features": feature_config(spec),
-                                                 "output": OUTPUT_KIND}, indent=2))
+                                                 "output": OUTPUT_KIND, "wake_word": config.wake_word}, indent=2))
         validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
                       "target_fa_per_hour": config.target_false_accepts_per_hour,
                       "best_step": result.best.step if result.best else None,

@@ -135,35 +135,83 @@ class StageRun:
         self._call("end run", lambda: self._client.set_terminated(self.run_id, status), strict)
 
 
-def _start(stage: str, experiment: str, tags: Mapping[str, Any] | None) -> StageRun:
-    """Create the run (and the experiment if needed) on the current tracking store."""
-    # Bounded: an unreachable server costs seconds, not MLflow's default ~4 minutes of retries; no telemetry
-    # leaves the cluster. Set at run time (never at import); explicit settings win.
+def bounded_client_settings() -> None:
+    """Bounded: an unreachable server costs seconds, not MLflow's default ~4 minutes of retries; no telemetry
+    leaves the cluster. Set at run time (never at import); explicit settings win."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.exceptions import MlflowException
+
+
+def client(uri: str | None = None):
+    """An MlflowClient whose model registry is `MLFLOW_REGISTRY_URI` when set, else the tracking store itself
+    (MLflow would otherwise take the registry from process-wide settings, which the embedded default never sets)."""
+    bounded_client_settings()
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri()
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
+    uri = uri or tracking_uri()
+    return MlflowClient(uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+def ensure_experiment(mlflow_client: Any, experiment: str) -> str:
+    """The id of `experiment`, created if missing (artifacts beside an embedded SQLite store)."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(experiment)
     if found is not None:
-        experiment_id = found.experiment_id
+        return found.experiment_id
+    uri = mlflow_client.tracking_uri
+    location = None  # a server decides; SQLite would default to ./mlruns, so keep artifacts beside the db
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    try:
+        return mlflow_client.create_experiment(experiment, artifact_location=location)
+    except MlflowException:  # created concurrently by another stage
+        found = mlflow_client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def parse_models_uri(uri: str) -> tuple[str, str, str, str]:
+    """`models:/name@alias[/path]` or `models:/name/version[/path]` -> (name, alias, version, "/path" or "")."""
+    rest = uri.removeprefix("models:/").strip("/")
+    head, _, sub = rest.partition("/")
+    if "@" in head:
+        name, _, alias = head.partition("@")
+        version = ""
     else:
-        location = None  # a server decides; SQLite would default to ./mlruns, so keep artifacts beside the db
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-        try:
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:  # created concurrently by another stage
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                raise
-            experiment_id = found.experiment_id
+        name, alias = head, ""
+        version, _, sub = sub.partition("/")
+    if not name or not (alias or version.isdigit()):
+        raise ValueError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, alias, version, f"/{sub}" if sub else ""
+
+
+def download_artifacts(uri: str, dst: Path) -> Path:
+    """Download `runs:/...`, `models:/name@alias`, `models:/name/version` or `mlflow-artifacts:/...` from the
+    tracking store the stages use (its registry included) into `dst`; returns the local path."""
+    import mlflow.artifacts
+
+    mlflow_client = client()
+    if uri.startswith("models:/"):
+        name, alias, version, sub = parse_models_uri(uri)
+        version = version or mlflow_client.get_model_version_by_alias(name, alias).version
+        uri = mlflow_client.get_model_version_download_uri(name, str(version)).rstrip("/") + sub
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                    tracking_uri=mlflow_client.tracking_uri))
+
+
+def _start(stage: str, experiment: str, tags: Mapping[str, Any] | None) -> StageRun:
+    """Create the run (and the experiment if needed) on the current tracking store."""
+    bounded_client_settings()
+    from mlflow.tracking import MlflowClient
+
+    mlflow_client = MlflowClient(tracking_uri())
+    experiment_id = ensure_experiment(mlflow_client, experiment)
     run_tags = {k: _truncate(str(v), MAX_TAG_VALUE_CHARS) for k, v in {"wakeline.stage": stage, **(tags or {})}.items()}
-    run = client.create_run(experiment_id, run_name=stage, tags=run_tags)
-    return StageRun(client, run.info.run_id, _strict())
+    run = mlflow_client.create_run(experiment_id, run_name=stage, tags=run_tags)
+    return StageRun(mlflow_client, run.info.run_id, _strict())
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -15,6 +14,7 @@ from components.common.artifacts import (SAMPLE_RATE_HZ, DatasetLayout, Label, L
                                          write_jsonl)
 from components.common.audio import write_wav
 from components.common.config import AmbientKind, WakelineConfig
+from components.common.cpus import available_cpus
 from components.common.progress import progress
 from components.common.storage import materialize
 from components.data_prep import ambient, ingest, rirs, splits, synth
@@ -94,7 +94,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     dp = config.data_prep
     layout = DatasetLayout(Path(output_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
-    workers = dp.workers or os.cpu_count() or 1
+    workers = dp.workers or available_cpus()
     quarantine: list[QuarantineRecord] = []
     inputs: dict[str, str] = {}
 
@@ -126,7 +126,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
             speech_by_split[split].append(c.samples)
 
     # Long-form background: user recordings and synthetic streams, both split by file.
-    bg_split = splits.assign_files([c.origin for c in user_bg], dp.splits, config.seed)
+    bg_split = splits.assign_files([c.origin for c in user_bg], dp.splits.for_background(), config.seed)
     for c in user_bg:
         path = layout.clip_path(Label.BACKGROUND, c.sha256)
         write_wav(path, c.samples)
@@ -140,7 +140,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     groups = by_kind if min(len(g) for g in by_kind) >= 3 else [[n for g in by_kind for n in g]]
     ambient_split: dict[str, Split] = {}
     for names in groups:
-        ambient_split.update(splits.assign_files(names, dp.splits, config.seed))
+        ambient_split.update(splits.assign_files(names, dp.splits.for_background(), config.seed))
     for name, split, kind, samples in progress(_ambient_clips(config, speech_by_split, ambient_split),
                                                total=n_ambient, desc="ambient", unit="file",
                                                disable=not show_progress):

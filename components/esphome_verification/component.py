@@ -1,4 +1,4 @@
-"""esphome_verification and publish as KFP components: typed signatures, no logic."""
+"""esphome_verification as a KFP component: typed signature, no logic (publish: components/publish)."""
 
 from kfp import dsl
 
@@ -25,13 +25,3 @@ def esphome_verification(config: Input[Artifact], tflite_model: Input[Model], fe
     metrics.metadata.update(verdict.scalars())
     roc.log_roc_curve(*verdict.roc_curve())
     return verdict.blessed
-
-
-@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
-def publish(tflite_model: Input[Model], blessing: Input[Artifact], record: Output[Artifact]):
-    """Runs only for a blessed model. Until publishing lands (issue 8) it records what it would publish."""
-    from pathlib import Path
-
-    from components.esphome_verification.stage import publish_record
-
-    record.metadata.update(publish_record(Path(tflite_model.path), Path(blessing.path), Path(record.path)))

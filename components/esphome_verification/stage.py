@@ -253,14 +253,3 @@ def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, ble
         report_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(tmp) / "report.html", report_path)
     return verdict
-
-
-def publish_record(model_dir: Path, blessing_path: Path, record_path: Path) -> dict[str, Any]:
-    """What publishing will copy (issue 8): the model files and their hashes, and the blessing."""
-    from components.common.artifacts import sha256_file
-
-    files = {p.name: sha256_file(p) for p in sorted(Path(model_dir).iterdir()) if p.suffix in (".tflite", ".json")}
-    record = {"would_publish": files, "blessed": json.loads(Path(blessing_path).read_text())["blessed"],
-              "status": "recorded only: publishing to the artifact store and MLflow registry arrives with issue 8"}
-    record_path.write_text(json.dumps(record, indent=2))
-    return record

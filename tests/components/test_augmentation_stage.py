@@ -187,8 +187,11 @@ def test_store_metadata_matches_the_arrays(store, dataset):
             assert all(w == getattr(aug.sample_weights, n) for w, n in zip(weights, names))
             if key.endswith("/ambient"):
                 continue
-            assert np.all(np.diff(offsets) == per_clip), key
             split = Split(key.split("/")[0])
+            # evaluation clips run on eval_tail_s past the window the training clips are cut to
+            tail = 0 if split is Split.TRAIN else int(round(aug.eval_tail_s * SR))
+            assert np.all(np.diff(offsets) == n_frames(int(aug.clip_duration_s * SR) + tail)), key
+            assert np.all(np.diff(offsets) == (per_clip if split is Split.TRAIN else meta["eval_frames_per_clip"]))
             speech = [r for r in records if r.split is split and r.label in stage.SPEECH_LABELS]
             assert sorted(c["path"] for c in clips if c["path"]) == sorted(r.path for r in speech)
             assert [c["item"] for c in clips] == list(range(len(clips)))  # global item order
@@ -277,6 +280,22 @@ def test_positives_end_a_margin_before_the_window_end(store, dataset):
             assert not clean[i, :start[i]].any() and not clean[i, end[i]:].any()
 
 
+def test_evaluation_positives_keep_the_margin_and_are_followed_by_a_tail(store, dataset):
+    cfg, *_ = store
+    aug = cfg.augmentation
+    n, tail = int(round(aug.clip_duration_s * SR)), int(round(aug.eval_tail_s * SR))
+    assert tail > 0
+    items = [it for it in stage.items_for(dataset.read_manifest(), Split.VALIDATION, [], aug)
+             if it.label is Label.POSITIVE]
+    assert items
+    lo, hi = aug.positive_end_margin_s_range
+    clean, start, end, anchor, _ = stage._place(items, dataset, n, aug, [], np.random.default_rng(0), tail)
+    assert clean.shape == (len(items), n + tail)
+    # the wake word ends where it does in training windows; the tail is what the device hears next
+    assert np.all((n - end >= lo * SR) & (n - end <= hi * SR + 1))
+    assert not clean[:, n:].any()
+
+
 def _read(dataset, record):
     from components.common.audio import read_wav_int16
 
@@ -336,7 +355,7 @@ def test_split_without_rirs_or_background(dataset, tmp_path):
     info = val.clip_info()
     assert all(c["rir"] == -1 and c["snr_db"] is None for c in info)  # nothing to convolve or mix with
     assert Label.BACKGROUND.value not in md["sets"]["validation/epoch-000"]["counts"]
-    assert np.all(np.diff(val.offsets) == md["frames_per_clip"])
+    assert np.all(np.diff(val.offsets) == md["eval_frames_per_clip"])
     # The other splits still get both.
     test = out.open(Split.TEST, 0).clip_info()
     assert all(c["rir"] >= 0 for c in test)

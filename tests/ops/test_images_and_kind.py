@@ -109,8 +109,22 @@ def test_images_are_python_311_and_run_as_uid_1000(flavor):
     froms = [i for i in ins if i.startswith("FROM ")]
     assert froms and all(re.fullmatch(r"FROM python:3\.11\.\d+-slim-bookworm( AS build)?", f) for f in froms), froms
     final_stage = ins[ins.index(froms[-1]):]
-    assert "USER 1000" in final_stage and "WORKDIR /opt/wakeline" in final_stage
+    assert "USER 1000" in final_stage
     assert "COPY --from=build /opt/venv /opt/venv" in final_stage
+    assert "COPY --from=build /opt/wakeline /opt/wakeline" in final_stage  # the code (and configs/presets) stays
+
+
+@pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
+def test_stages_run_in_a_directory_uid_1000_owns(flavor):
+    # The stages write relative paths (runs/checkpoints, runs/mining, runs/mlflow.db): the working directory must
+    # be writable by the user they run as, and it is not the code's directory (root's).
+    ins = instructions(DOCKERFILES[flavor])
+    final_stage = ins[ins.index([i for i in ins if i.startswith("FROM ")][-1]):]
+    workdirs = [i for i in final_stage if i.startswith("WORKDIR ")]
+    assert workdirs == ["WORKDIR /var/lib/wakeline"], workdirs
+    creates = [n for n, i in enumerate(final_stage)
+               if i.startswith("RUN ") and "install -d -o 1000 -g 1000 -m 0755 /var/lib/wakeline" in i]
+    assert creates and creates[0] < final_stage.index(workdirs[0]) < final_stage.index("USER 1000")
 
 
 def test_cpu_image_installs_exactly_the_lock():
@@ -194,7 +208,8 @@ KIND_DOCS = [d for d in config_documents() if str(d[2]["apiVersion"]).startswith
 def test_the_shipped_manifests_are_found():
     names = {(path, doc["kind"], doc["metadata"]["name"]) for path, _, doc in K8S_DOCS}
     assert {("configs/kind/secrets.example.yaml", "Secret", "wakeline-s3"),
-            ("configs/kind/secrets.example.yaml", "Secret", "wakeline-mlflow")} <= names
+            ("configs/kind/secrets.example.yaml", "Secret", "wakeline-mlflow"),
+            ("configs/kind/state-pvc.yaml", "PersistentVolumeClaim", "wakeline-state")} <= names
     assert "configs/kind/cluster.yaml" in [path for path, _, _ in KIND_DOCS]
 
 

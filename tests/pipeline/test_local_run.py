@@ -15,7 +15,8 @@ def smoke_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()  # the stages' MLflow runs go to a store of this test, not ./runs
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{runs / 'mlflow.db'}")
     config = load_config("smoke", overrides=[f"training.checkpoint_root={runs / 'checkpoints'}",
-                                             f"mining.session_root={runs / 'mining'}"])
+                                             f"mining.session_root={runs / 'mining'}",
+                                             f"publish.store={runs / 'published'}"])
     yield run_local(config, "smoke", runs, run_id="smoke-test")
     mp.undo()
 
@@ -77,6 +78,30 @@ def test_pipeline_produces_an_esphome_model_that_passes_the_contract(smoke_run):
     assert list(task_dir.parent.rglob("publish/record"))  # publish runs only under dsl.If(blessed)
 
 
+def test_the_blessed_model_is_published_registered_and_traceable(smoke_run):
+    from components.common.artifacts import sha256_file
+    from pipeline.lineage import load_chain
+    from pipeline.summary import published_record
+
+    model = smoke_run.outputs["esphome_model"]
+    sha = sha256_file(model.path / model.metadata["tflite"])
+    record = published_record(smoke_run.run_dir)
+    folder = smoke_run.run_dir.parent / "published" / "hey-jarvis" / sha[:16]
+    assert record["location"] == str(folder) and record["sha256"] == sha
+    assert sha256_file(folder / model.metadata["tflite"]) == sha
+    assert (folder / model.metadata["manifest"]).read_bytes() == (model.path / model.metadata["manifest"]).read_bytes()
+    assert (folder / "verification" / "report.html").read_bytes() == smoke_run.outputs["verification"].path.read_bytes()
+    assert (record["registry_status"], record["registered_model"], record["model_version"], record["alias"]) == (
+        "registered", "wakeline-hey-jarvis", "1", "candidate")
+    chain = load_chain(str(folder))  # the published folder alone holds the whole chain
+    assert chain.run["pipeline_run"] == next((smoke_run.run_dir / "kfp").iterdir()).name
+    assert chain.nodes["student"].sha256 == smoke_run.outputs["student"].metadata["file_sha256"]["model.keras"]
+    assert chain.nodes["dataset"].sha256 == smoke_run.dataset_metadata["manifest_sha256"]
+    assert {"teacher_a", "teacher_b", "features", "hard_negatives", "config"} <= set(chain.ancestors())
+    assert sum(chain.raw_inputs["generated"][s]["clips"] for s in ("espeak", "piper")) > 50
+    assert all(not n.unresolved for n in chain.nodes.values()), {n.id: n.unresolved for n in chain.nodes.values()}
+
+
 def test_the_student_is_distilled_from_both_teachers_and_is_what_ships(smoke_run):
     student = smoke_run.outputs["student"]
     assert student.metadata["name"] == load_config("smoke").distillation.student.name
@@ -107,6 +132,7 @@ def test_summary_names_the_outputs_and_counts(smoke_run):
     assert "outputs/features" in text and "SNR curriculum" in text and "Teacher mixednet-small" in text
     assert "ESPHome" in text and "parity" in text and "Student student-small" in text
     assert "Mining" in text and "hard negatives" in text and "verification: BLESSED; test FRR" in text
+    assert "Published   " in text and "MLflow: wakeline-hey-jarvis v1 (alias candidate)" in text
     assert len(text.splitlines()) < 40  # one screen
 
 

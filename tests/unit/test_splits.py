@@ -47,3 +47,23 @@ def test_files_split_with_at_least_one_each():
     assert per[Split.VALIDATION] == 2 and per[Split.TEST] == 2
     assert assign_files([f"f{i}" for i in range(20)], Splits(), 0) == b
     assert assign_files([f"f{i}" for i in range(20)], Splits(), 1) != b
+
+
+def test_background_files_may_take_a_larger_share_than_clips():
+    cfg = Splits(background_validation_fraction=0.25, background_test_fraction=0.2)
+    a = assign_files([f"f{i}" for i in range(20)], cfg.for_background(), 0)
+    per = defaultdict(int)
+    for s in a.values():
+        per[s] += 1
+    assert (per[Split.VALIDATION], per[Split.TEST], per[Split.TRAIN]) == (5, 4, 11)
+    assert Splits().for_background() == Splits()  # unset: the clip fractions
+
+
+def test_background_fractions_must_leave_training_audio():
+    import pytest
+
+    from components.common.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="background_test_fraction"):
+        load_config("smoke", None, ["data_prep.splits.background_validation_fraction=0.45",
+                                    "data_prep.splits.background_test_fraction=0.45"])

@@ -1,0 +1,27 @@
+"""publish as a KFP component: typed signature, no logic."""
+from kfp import dsl
+
+from components.common.artifacts import HTML, Artifact, Dataset, Input, Model, Output
+from components.common.images import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def publish(config: Input[Artifact], dataset: Input[Dataset], hard_negatives: Input[Dataset],
+            features: Input[Dataset], teacher_a: Input[Model], teacher_b: Input[Model], student: Input[Model],
+            tflite_model: Input[Model], blessing: Input[Artifact], report: Input[HTML], pipeline_run: str,
+            pipeline_run_id: str, record: Output[Artifact]):
+    """Runs only for a blessed model: copies it, its manifest, the verification report and blessing and its
+    lineage.json to `publish.store` under <wake-word>/<sha256[:16]>/, and registers it in MLflow (alias
+    `candidate`). The upstream artifacts are inputs for their metadata: the lineage is the whole chain.
+    (On a cluster the launcher downloads every input, the feature store and dataset included.)"""
+    from pathlib import Path
+
+    from components.common.config import read_config_artifact
+    from components.publish.stage import Upstream, run
+
+    artifacts = {"config": config, "dataset": dataset, "hard_negatives": hard_negatives, "features": features,
+                 "teacher_a": teacher_a, "teacher_b": teacher_b, "student": student, "tflite_model": tflite_model,
+                 "blessing": blessing, "report": report}
+    upstream = {name: Upstream(Path(a.path), dict(a.metadata), a.uri) for name, a in artifacts.items()}
+    record.metadata.update(run(upstream, Path(record.path), read_config_artifact(Path(config.path)),
+                               {"pipeline_run": pipeline_run, "pipeline_run_id": pipeline_run_id}))
