@@ -24,6 +24,7 @@ def direct(config, preset: str, root: Path) -> float:
     """Every stage entry in DAG order in this process (what kfp.local's tasks call); returns the wall time."""
     from components.augmentation.stage import gather, run as augment
     from components.background_mining.stage import run as mine
+    from components.cascade.stage import run_for_pipeline as cascade
     from components.common.config import write_config_artifact
     from components.data_prep.stage import run as prepare
     from components.distillation.stage import run as distil
@@ -48,6 +49,8 @@ def direct(config, preset: str, root: Path) -> float:
     distil(teachers, root / "features", root / "student", config, show_progress=False)
     quantize(root / "student", root / "features", root / "tflite", config)
     verify(root / "config.json", root / "tflite", root / "features", root / "blessing", root / "report.html")
+    cascade(root / "config.json", root / "tflite", dict(zip(("teacher_a", "teacher_b"), teachers)), root / "features",
+            root / "cascade", root / "cascade_report.html")
     return time.monotonic() - t0
 
 

@@ -9,6 +9,7 @@ from kfp import dsl, kubernetes
 
 from components.augmentation.component import augmentation, gather_features
 from components.background_mining.component import background_mining
+from components.cascade.component import cascade_evaluation
 from components.distillation.component import distillation
 from components.esphome_verification.component import esphome_verification
 from components.publish.component import publish
@@ -28,7 +29,7 @@ GPU_STAGES = frozenset({Stage.AUGMENTATION, Stage.TEACHER_TRAINING, Stage.DISTIL
 S3_STAGES = frozenset({Stage.DATA_PREP, Stage.BACKGROUND_MINING, Stage.PUBLISH})
 # stage_run tracking, and models:/ previous models from the registry (background_mining), registration (publish)
 MLFLOW_STAGES = frozenset({Stage.BACKGROUND_MINING, Stage.TEACHER_TRAINING, Stage.DISTILLATION, Stage.QUANTIZATION,
-                           Stage.ESPHOME_VERIFICATION, Stage.PUBLISH})
+                           Stage.ESPHOME_VERIFICATION, Stage.CASCADE_EVALUATION, Stage.PUBLISH})
 # state that outlives a pod, on kubernetes.state_volume: mining sessions and cached probes (mining.session_root),
 # training checkpoints to resume from after pre-emption (training.checkpoint_root, read through fit.checkpoint_dir)
 STATE_STAGES = frozenset({Stage.BACKGROUND_MINING, Stage.TEACHER_TRAINING, Stage.DISTILLATION})
@@ -48,11 +49,11 @@ def create_pipeline(images: Images, cluster: KubernetesSettings | None = DEFAULT
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=(cluster.pipeline_root or None) if cluster else None,
                   description="Train an ESPHome micro_wake_word model: data prep, mining, augmentation, two teachers, "
-                              "distillation, INT8 quantization, verification, publish.")
+                              "distillation, INT8 quantization, verification, cascade evaluation, publish.")
     def wakeline(preset: str = "default", wake_word: str = "", config_json: str = "") -> NamedTuple(
             "Outputs", dataset=dsl.Dataset, hard_negatives=dsl.Dataset, mining_report=dsl.HTML,
             features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model,
-            student=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML):
+            student=dsl.Model, esphome_model=dsl.Model, verification=dsl.HTML, cascade_report=dsl.HTML):
         checked = validate_config(config_json=config_json, preset=preset, wake_word=wake_word)
         place(checked.set_display_name("validate config"), Stage.VALIDATE_CONFIG)
         checked.set_caching_options(False)
@@ -88,23 +89,28 @@ def create_pipeline(images: Images, cluster: KubernetesSettings | None = DEFAULT
         verified = esphome_verification(config=config, tflite_model=quantized.outputs["tflite_model"],
                                         features=gathered.outputs["features"])
         place(verified.set_display_name("esphome verification"), Stage.ESPHOME_VERIFICATION)
+        # the shipped model as the device's sentry, a teacher (config.cascade.judge) as the server's judge
+        cascaded = cascade_evaluation(config=config, tflite_model=quantized.outputs["tflite_model"],
+                                      teacher_a=teachers[0].outputs["model"], teacher_b=teachers[1].outputs["model"],
+                                      features=gathered.outputs["features"])
+        place(cascaded.set_display_name("cascade evaluation").after(verified), Stage.CASCADE_EVALUATION)
         with dsl.If(verified.outputs["Output"] == True, name="if-blessed"):  # noqa: E712 - a KFP condition
             published = publish(config=config, dataset=prep.outputs["dataset"],
                                 hard_negatives=mined.outputs["hard_negatives"], features=gathered.outputs["features"],
                                 teacher_a=teachers[0].outputs["model"], teacher_b=teachers[1].outputs["model"],
                                 student=student.outputs["model"], tflite_model=quantized.outputs["tflite_model"],
                                 blessing=verified.outputs["blessing"], report=verified.outputs["report"],
-                                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                cascade=cascaded.outputs["cascade"], pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             place(published.set_display_name("publish"), Stage.PUBLISH)
 
         outputs = NamedTuple("Outputs", dataset=dsl.Dataset, hard_negatives=dsl.Dataset, mining_report=dsl.HTML,
                              features=dsl.Dataset, teacher_a=dsl.Model, teacher_b=dsl.Model, student=dsl.Model,
-                             esphome_model=dsl.Model, verification=dsl.HTML)
+                             esphome_model=dsl.Model, verification=dsl.HTML, cascade_report=dsl.HTML)
         return outputs(prep.outputs["dataset"], mined.outputs["hard_negatives"], mined.outputs["report"],
                        gathered.outputs["features"], teachers[0].outputs["model"],
                        teachers[1].outputs["model"], student.outputs["model"], quantized.outputs["tflite_model"],
-                       verified.outputs["report"])
+                       verified.outputs["report"], cascaded.outputs["report"])
 
     return wakeline
 

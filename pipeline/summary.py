@@ -72,6 +72,7 @@ def format_summary(run: LocalRun) -> str:
                          f"-> {_rel(run.run_dir / 'outputs' / name)}")
     if "esphome_model" in run.outputs:
         lines += ["", *_esphome_lines(run)]
+        lines += _cascade_lines(run)
         lines += _published_lines(run)
     lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}"]
     return "\n".join(lines)
@@ -118,6 +119,30 @@ def _esphome_lines(run: LocalRun) -> list[str]:
                          f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of ambient audio")
         lines.append(f"  verification report: {_rel(report.path)}")
     return lines
+
+
+def _cascade_lines(run: LocalRun) -> list[str]:
+    """The sentry alone vs the cascade with its judge, and the FA/h reduction (components/cascade)."""
+    report = run.outputs.get("cascade_report")
+    path = report.path.parent / "cascade" if report is not None else None
+    if path is None or not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    alone, chosen, judge = doc["sentry_alone"], doc.get("chosen"), doc.get("judge", {})
+    head = (f"  cascade (judge {judge.get('role')} {judge.get('name')}): sentry alone FRR {alone['frr']:.1%} at "
+            f"{float(alone['fa_per_hour']):.2f} FA/h (cutoff {alone['cutoff']:g})")
+    if chosen is None:
+        head += f" -> no cascade point chosen ({doc.get('chosen_reason')})"
+    else:
+        head += (f" -> cascade FRR {chosen['frr']:.1%} at {float(chosen['fa_per_hour']):.2f} FA/h (sentry "
+                 f"{chosen['sentry_cutoff']:g}, judge {chosen['judge_cutoff']:g}, "
+                 f"{float(chosen['judge_requests_per_hour']):.0f} judge requests/h)")
+    value, kind = doc.get("fa_per_hour_reduction"), doc.get("reduction_kind")
+    if value is None:
+        tail = f"FA/h reduction: not defined ({doc.get('reduction_reason')})"
+    else:
+        tail = f"FA/h reduction at equal or better FRR: {'>= ' if kind == 'lower_bound' else ''}{float(value):.1f}x"
+    return [head, f"  {tail}", f"  cascade report: {_rel(report.path)}"]
 
 
 def published_record(run_dir: Path) -> dict | None:

@@ -161,7 +161,40 @@ def build_run(root: Path, config: WakelineConfig, model_name: str = "hey_jarvis"
     _write_output(pipeline_dir, "esphome-verification", "report", {})
     up["blessing"] = Upstream(task / "blessing", verdict, str(task / "blessing"))
     up["report"] = Upstream(task / "report", {}, str(task / "report"))
+    up["cascade"] = _cascade(pipeline_dir, config, q_md["file_sha256"][tflite], keras_sha["teacher_a"],
+                             features_sha, features)
     return FrozenRun(run_dir, pipeline_dir, up, config)
+
+
+def _cascade(pipeline_dir: Path, config: WakelineConfig, tflite_sha: str, judge_sha: str, features_sha: str,
+             features: Path) -> Upstream:
+    """The cascade evaluation's document for the published model with teacher A as its judge (numbers made up,
+    shaped as components.cascade.stage writes them), and its artifact metadata as the stage computes it."""
+    from components.cascade.stage import SCHEMA, artifact_metadata
+
+    chosen = {"sentry_cutoff": 0.62, "judge_cutoff": 0.5, "frr": 0.05, "false_accepts": 0, "fa_per_hour": 0.0,
+              "judge_requests_per_hour": 12.0}
+    alone = {"cutoff": 0.97, "frr": 0.1, "false_accepts": 1, "fa_per_hour": 10.0}
+    settings = {"judge_context_s": 2.0, "judge_after_s": 0.3, "sentry_cutoff_floor": 0.1, "sentry_cutoff_step": 0.05,
+                "judge_cutoff_step": 0.05, "target_fa_per_hour": config.target_false_accepts_per_hour}
+    doc = {"schema": SCHEMA, "wake_word": config.wake_word,
+           "sentry": {"tflite": "hey_jarvis.tflite", "sha256": tflite_sha, "shipped_cutoff": 0.97},
+           "judge": {"role": "teacher_a", "name": "teacher_a", "kind": "keras", "model_file": "model.keras",
+                     "sha256": judge_sha, "calibrated_cutoff": 0.5},
+           "settings": settings,
+           "operating_point": {"sentry_cutoff": 0.62, "judge_cutoff": 0.5, "judge_context_s": 2.0,
+                               "judge_after_s": 0.3, "judge": "judge/", "frr": 0.05, "fa_per_hour": 0.0},
+           "sentry_alone": alone, "chosen": chosen, "fa_per_hour_reduction": 1.0, "reduction_kind": "lower_bound",
+           "ambient_hours": 0.1, "positives": 20, "grid": [chosen], "code_version": code_version(),
+           "config_sha256": config.sha256()}
+    path = pipeline_dir / "cascade-evaluation" / "cascade"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc, indent=2))
+    md = artifact_metadata(doc, path, features)
+    assert md["input_sha256"]["features_metadata"] == features_sha
+    _write_output(pipeline_dir, "cascade-evaluation", "cascade", md)
+    _write_output(pipeline_dir, "cascade-evaluation", "report", {})
+    return Upstream(path, md, str(path))
 
 
 def record_publish(run: FrozenRun, record: dict) -> None:

@@ -388,6 +388,29 @@ class Distillation(Strict):
         return v
 
 
+class JudgeChoice(str, enum.Enum):
+    TEACHER_A = "teacher_a"  # teachers[0]
+    TEACHER_B = "teacher_b"  # teachers[1]
+
+    @property
+    def index(self) -> int:
+        return 0 if self is JudgeChoice.TEACHER_A else 1
+
+
+class Cascade(Strict):
+    """cascade_evaluation: the shipped model as the on-device sentry, a teacher as the server-side judge. On each
+    detection the device sends `judge_context_s` of audio before it and `judge_after_s` after it; the judge
+    confirms or rejects. Evaluated over sentry cutoffs from `sentry_cutoff_floor` up to the shipped cutoff (in
+    `sentry_cutoff_step`s) x judge cutoffs 0, `judge_cutoff_step`, ... below 1 (plus the judge's calibrated one)."""
+
+    judge: JudgeChoice = JudgeChoice.TEACHER_A
+    judge_context_s: Annotated[float, Field(gt=0, le=10)] = 2.0
+    judge_after_s: Annotated[float, Field(ge=0, le=2)] = 0.3
+    sentry_cutoff_floor: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    sentry_cutoff_step: Annotated[float, Field(ge=0.01, le=0.5)] = 0.05
+    judge_cutoff_step: Annotated[float, Field(ge=0.01, le=0.5)] = 0.05
+
+
 class DeviceBudget(Strict):
     """What the model may use on the device (ESP32-S3 defaults); verification refuses to bless beyond it."""
 
@@ -443,6 +466,7 @@ class Stage(str, enum.Enum):
     DISTILLATION = "distillation"
     QUANTIZATION = "quantization"
     ESPHOME_VERIFICATION = "esphome_verification"
+    CASCADE_EVALUATION = "cascade_evaluation"
     PUBLISH = "publish"
 
 
@@ -522,6 +546,7 @@ _STAGE_RESOURCES: dict[str, dict[str, str | None]] = {
     Stage.DISTILLATION.value: _stage("1", "3Gi", "12Gi"),
     Stage.QUANTIZATION.value: _stage("1", "2Gi", "8Gi"),
     Stage.ESPHOME_VERIFICATION.value: _stage("1", "1Gi", "4Gi"),
+    Stage.CASCADE_EVALUATION.value: _stage("1", "1Gi", "4Gi"),  # the sentry in TFLite-Micro + the judge in NumPy
     Stage.PUBLISH.value: _stage("250m", "512Mi", "2Gi"),
 }
 
@@ -540,6 +565,7 @@ class StageResourceTable(Strict):
     distillation: StageResources
     quantization: StageResources
     esphome_verification: StageResources
+    cascade_evaluation: StageResources
     publish: StageResources
 
     @model_validator(mode="before")
@@ -708,6 +734,7 @@ class WakelineConfig(Strict):
     mining: Mining = Mining()
     distillation: Distillation = Distillation()
     device_budget: DeviceBudget = DeviceBudget()
+    cascade: Cascade = Cascade()
     publish: Publish = Publish()
     kubernetes: KubernetesSettings = KubernetesSettings()  # compile/submit time only (see KubernetesSettings)
 
@@ -756,6 +783,12 @@ class WakelineConfig(Strict):
             raise ValueError("distillation.student must be a MixedNet: it is the streaming model ESPHome runs")
         if self.teachers[0].name == self.teachers[1].name:
             raise ValueError("teachers: the two teachers need different names")
+        judge = self.teachers[self.cascade.judge.index]
+        sent_s = self.cascade.judge_context_s + self.cascade.judge_after_s
+        if judge.input_frames > n_frames(int(round(sent_s * 16000))):
+            raise ValueError(f"cascade: judge_context_s + judge_after_s = {sent_s:g} s is shorter than the judge's "
+                             f"window (teachers.{self.cascade.judge.index}.input_frames={judge.input_frames}, "
+                             f"{judge.input_frames / 100:g} s): the judge could score nothing")
         return self
 
     def to_json(self) -> str:

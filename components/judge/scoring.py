@@ -25,7 +25,7 @@ import numpy as np
 
 from components.common.audio import to_int16
 from components.common.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
-from components.common.frontend import FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
+from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
 from components.common.metrics import DEVICE, DetectorSettings, clip_detected, sliding_mean
 
 SAMPLE_RATE_HZ = 16_000
@@ -80,9 +80,20 @@ class Judge:
         return self._thread_scorer().score(features_uint16(as_int16(samples)))
 
     def judge(self, samples: np.ndarray) -> JudgeScore:
+        """The verdict on one clip of 16 kHz mono audio: a fresh frontend, then `judge_features`."""
         pcm = as_int16(samples)
-        probs = np.asarray(self._thread_scorer().score(features_uint16(pcm)), np.float64)
-        audio_s = len(pcm) / SAMPLE_RATE_HZ
+        return self.judge_features(features_uint16(pcm), audio_s=len(pcm) / SAMPLE_RATE_HZ)
+
+    def judge_features(self, frames: np.ndarray, audio_s: float | None = None) -> JudgeScore:
+        """The verdict on raw uint16 device features [frames, 40] (what `judge` computes from audio): one
+        inference per stride from fresh model state, the peak of the sliding-window mean against the cutoff.
+        `audio_s` is the clip's duration when known (default: what the frames span)."""
+        raw = np.asarray(frames)
+        if raw.ndim != 2 or raw.shape[1] != FEATURE_CHANNELS:
+            raise ValueError(f"expected features [frames, {FEATURE_CHANNELS}], got shape {raw.shape}")
+        probs = np.asarray(self._thread_scorer().score(raw), np.float64) if len(raw) else np.zeros(0)
+        if audio_s is None:
+            audio_s = ((len(raw) - 1) * FEATURE_STEP_MS + FEATURE_WINDOW_MS) / 1000 if len(raw) else 0.0
         if probs.size == 0:  # shorter than one model window
             return JudgeScore(0.0, False, None, 0.0, 0, audio_s)
         mean = sliding_mean(probs, self.settings.sliding_window)
@@ -101,7 +112,11 @@ class Judge:
     def threshold(self) -> float:
         """The score a clip must exceed: the cutoff, or for uint8 outputs ESPHome's `int(cutoff*255)` in
         units of the output scale."""
-        return int(self.cutoff * 255) / UINT8_SCALE if self.quantized else self.cutoff
+        return self.threshold_at(self.cutoff)
+
+    def threshold_at(self, cutoff: float) -> float:
+        """The score a clip must exceed at another cutoff than the calibrated one (same rule as `threshold`)."""
+        return int(cutoff * 255) / UINT8_SCALE if self.quantized else float(cutoff)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "phrase": self.phrase, "kind": self.kind, "identity": self.scorer.identity,

@@ -23,12 +23,12 @@ from typing import Any, Iterable, Mapping
 from components.common.artifacts import sha256_file
 
 SCHEMA = "wakeline.lineage/1"
-ORDER = ["published", "tflite_model", "blessing", "report", "student", "teacher_a", "teacher_b", "features",
+ORDER = ["published", "tflite_model", "blessing", "report", "cascade", "student", "teacher_a", "teacher_b", "features",
          "hard_negatives", "dataset", "config"]
 STAGE = {"config": "validate_config", "dataset": "data_prep", "hard_negatives": "background_mining",
          "features": "augmentation", "teacher_a": "teacher_training", "teacher_b": "teacher_training",
          "student": "distillation", "tflite_model": "quantization", "blessing": "esphome_verification",
-         "report": "esphome_verification", "published": "publish"}
+         "report": "esphome_verification", "cascade": "cascade_evaluation", "published": "publish"}
 # (task name, output name) -> node id. Task names as kfp.local names its folders, and as KFP shows the
 # display names the DAG sets ("teacher a"); both normalised by `task_key`.
 ROLE_BY_OUTPUT = {
@@ -42,12 +42,14 @@ ROLE_BY_OUTPUT = {
     ("quantization", "tflite_model"): "tflite_model",
     ("esphome-verification", "blessing"): "blessing",
     ("esphome-verification", "report"): "report",
+    ("cascade-evaluation", "cascade"): "cascade",
     ("publish", "record"): "published",
 }
 # Outputs a chain passes through without showing: each augmentation shard's features (gather joins them).
 TRANSPARENT = {("augmentation", "features")}
 MAX_LISTED_FILES = 100
-PUBLISHED_FROM = ("tflite_model", "blessing", "report")
+# what publish copies into the folder (and the judge, a teacher, which the published node names by its hash)
+PUBLISHED_FROM = ("tflite_model", "blessing", "report", "cascade")
 
 
 def task_key(name: str) -> str:
@@ -150,6 +152,9 @@ def _facts(node_id: str, md: Mapping[str, Any]) -> dict[str, Any]:
         if md.get("reasons"):
             facts["reasons"] = list(md["reasons"])
         return facts
+    if node_id == "cascade":
+        return pick("judge", "cascade_sentry_cutoff", "cascade_judge_cutoff", "cascade_frr", "cascade_fa_per_hour",
+                    "fa_per_hour_reduction", "reduction_kind")
     if node_id == "published":
         return pick("location", "registered_model", "model_version", "registry_status")
     return {}
@@ -185,6 +190,9 @@ def node_from_artifact(node_id: str, metadata: Mapping[str, Any], path: Path | N
                 node.facts = _facts(node_id, json.loads(path.read_text()))
             except ValueError:
                 pass
+    elif node_id == "cascade":
+        node.main_file = "cascade.json"
+        node.sha256 = files.get(node.main_file, "") or _sha_if_file(path)
     elif node_id == "published":
         node.main_file = str(md.get("tflite", ""))
         node.sha256 = str(md.get("sha256", ""))
@@ -357,8 +365,13 @@ def chain_from_kfp(run: Mapping[str, Any], artifacts: Iterable[Mapping[str, Any]
         parents = [role[p] for p in visible_parents(aid_of[nid])]
         if nid != "dataset":  # every stage reads the config; the chain shows it once, under the dataset
             parents = [p for p in parents if p != "config"]
+        if nid == "cascade" and node.inputs:  # it reads both teachers; the judge is the one whose hash it recorded
+            named = set(node.inputs.values())
+            parents = [p for p in parents
+                       if p not in ("teacher_a", "teacher_b") or (p in nodes and nodes[p].digests() & named)]
         if nid == "published":  # publish reads the whole chain to write lineage.json; it publishes these
-            parents = [p for p in parents if p in PUBLISHED_FROM]
+            named = set(node.inputs.values())  # and the judge: the teacher whose hash it recorded
+            parents = [p for p in parents if p in PUBLISHED_FROM or (p in nodes and nodes[p].digests() & named)]
         node.parents = list(dict.fromkeys(p for p in parents if p in nodes))
     config = nodes.get("config")
     cfg_md = mlmd_metadata(by_id.get(aid_of.get("config", ""), {})) if config else {}

@@ -1,7 +1,8 @@
 """publish stage entry: a blessed model into the store (content-addressed) and the MLflow registry.
 
-Inputs are the run's artifacts by name (`UPSTREAM`): the model, its blessing and report are what is published;
-the rest are read for their metadata only, to write `lineage.json` (the whole chain) next to the model.
+Inputs are the run's artifacts by name (`UPSTREAM`): the model, its blessing and report are what is published,
+and, when the cascade evaluation is given, cascade.json and the judge it names (a teacher, under judge/); the
+rest are read for their metadata only, to write `lineage.json` (the whole chain) next to the model.
 Registration follows `publish.registry`: `auto` publishes to the store even when MLflow cannot be reached and
 records why the model was not registered; `required` fails the stage instead; `off` does not try.
 """
@@ -24,9 +25,11 @@ from components.publish.store import (LINEAGE, PublishError, open_store, publish
                                       update_index, version_key)
 
 UPSTREAM = ("config", "dataset", "hard_negatives", "features", "teacher_a", "teacher_b", "student", "tflite_model",
-            "blessing", "report")
+            "blessing", "report", "cascade")
 REPORT = "verification/report.html"
 BLESSING = "verification/blessing.json"
+CASCADE = "cascade.json"
+JUDGE_DIR = "judge"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,58 @@ def check_blessing(verdict: Mapping[str, Any], model: Path) -> None:
         raise PublishError(f"the blessing is for a {checks['file_size']}-byte model, {model.name} has {size} bytes")
     if "model_file" in checks and checks["model_file"] != model.name:
         raise PublishError(f"the blessing is for {checks['model_file']!r}, not {model.name!r}")
+
+
+@dataclass(frozen=True)
+class CascadeFiles:
+    """What publish adds for the cascade: the judge's files (under judge/), cascade.json, their hashes, tags."""
+
+    files: dict[str, Path]
+    inputs: dict[str, str]
+    tags: dict[str, Any]
+    entry: dict[str, Any]
+
+
+def cascade_files(upstream: Mapping[str, Upstream], sentry_sha256: str) -> CascadeFiles:
+    """The cascade evaluation of this very model, and the judge it names (`judge.role`: one of the run's teachers,
+    whose model file must be the one evaluated). The judge's folder is published file by file (top level)."""
+    from components.cascade.stage import SCHEMA
+
+    path = Path(upstream["cascade"].path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PublishError(f"cascade evaluation {path}: unreadable ({e})") from None
+    if doc.get("schema") != SCHEMA:
+        raise PublishError(f"{path}: not a cascade evaluation (schema {doc.get('schema')!r})")
+    if doc.get("sentry", {}).get("sha256") != sentry_sha256:
+        raise PublishError(f"the cascade evaluation is for the model {doc.get('sentry', {}).get('sha256')}, not "
+                           f"this one ({sentry_sha256}); refusing to publish it beside it")
+    judge = doc.get("judge") or {}
+    role = judge.get("role")
+    if role not in ("teacher_a", "teacher_b") or role not in upstream:
+        raise PublishError(f"the cascade's judge is {role!r}, which is not among the inputs "
+                           f"({', '.join(k for k in ('teacher_a', 'teacher_b') if k in upstream) or 'no teachers'})")
+    judge_dir = Path(upstream[role].path)
+    model_file = judge_dir / str(judge.get("model_file", ""))
+    if not model_file.is_file() or sha256_file(model_file) != judge.get("sha256"):
+        raise PublishError(f"{judge_dir}: its {judge.get('model_file')} is not the judge the cascade evaluated "
+                           f"(sha256 {judge.get('sha256')})")
+    files = {f"{JUDGE_DIR}/{f.name}": f for f in sorted(judge_dir.iterdir()) if f.is_file()}
+    files[CASCADE] = path
+    point = doc.get("operating_point") or {}
+    tags = {"judge": role, "judge_sha256": judge["sha256"],
+            "cascade_sentry_cutoff": point.get("sentry_cutoff", ""),
+            "cascade_judge_cutoff": point.get("judge_cutoff", ""),
+            "cascade_judge_context_s": point.get("judge_context_s", ""),
+            "cascade_judge_after_s": point.get("judge_after_s", ""),
+            "cascade_frr": point.get("frr", ""), "cascade_fa_per_hour": point.get("fa_per_hour", ""),
+            "cascade_fa_per_hour_reduction": "" if doc.get("fa_per_hour_reduction") is None
+            else doc["fa_per_hour_reduction"],
+            "cascade_reduction_kind": doc.get("reduction_kind", "")}
+    entry = {"judge": role, "cascade": {k: point[k] for k in ("sentry_cutoff", "judge_cutoff", "frr", "fa_per_hour")
+                                        if k in point} or None}
+    return CascadeFiles(files, {"cascade": sha256_file(path), "judge": judge["sha256"]}, tags, entry)
 
 
 def _model_pair(model_dir: Path) -> tuple[Path, Path]:
@@ -112,14 +167,16 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
     published_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     manifest_doc = json.loads(manifest.read_text())
     behaviour = verdict.get("behaviour") or {}
+    cascade = cascade_files(upstream, sha) if "cascade" in upstream else CascadeFiles({}, {}, {}, {})
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "folder"
-        files = {model.name: model, manifest.name: manifest, REPORT: report_path, BLESSING: blessing_path}
+        files = {model.name: model, manifest.name: manifest, REPORT: report_path, BLESSING: blessing_path,
+                 **cascade.files}
         published_md = {"tflite": model.name, "sha256": sha, "location": location,
                         "files": {name: sha256_file(src) for name, src in files.items()},
                         "inputs": {"tflite_model": sha, "blessing": sha256_file(blessing_path),
-                                   "report": sha256_file(report_path)}}
+                                   "report": sha256_file(report_path), **cascade.inputs}}
         chain = lineage.chain_from_artifacts(
             {**{nid: (u.metadata, Path(u.path), u.uri) for nid, u in upstream.items()},
              "published": (published_md, None, location)},
@@ -142,16 +199,18 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
                 "probability_cutoff": manifest_doc.get("micro", {}).get("probability_cutoff", ""),
                 "frr": behaviour.get("frr", ""), "fa_per_hour": behaviour.get("fa_per_hour", ""),
                 "code_version": code_version(), "config_sha256": config.sha256(), "store_location": location,
-                "pipeline_run": run_info.get("pipeline_run", ""), "pipeline_run_id": run_info.get("pipeline_run_id", "")}
+                "pipeline_run": run_info.get("pipeline_run", ""), "pipeline_run_id": run_info.get("pipeline_run_id", ""),
+                **cascade.tags}
         tags = {k: v for k, v in tags.items() if v != ""}
-        metrics = {k: float(v) for k, v in tags.items() if k in ("size_bytes", "tensor_arena_size", "frr", "fa_per_hour")}
+        metrics = {k: float(v) for k, v in tags.items()
+                   if k in ("size_bytes", "tensor_arena_size", "frr", "fa_per_hour", "cascade_frr", "cascade_fa_per_hour")}
         registration = _register(config.publish.registry, folder, registry.model_name(
             config.wake_word, config.publish.registered_model_name), tags, metrics, f"wakeline/{config.wake_word}")
 
     entry = {"sha256": sha, "folder": key.split("/", 1)[1], "location": location, "published_at": published_at,
              "tflite": model.name, "size_bytes": tags["size_bytes"], "tensor_arena_size": tags.get("tensor_arena_size"),
              "frr": tags.get("frr"), "fa_per_hour": tags.get("fa_per_hour"), "code_version": code_version(),
-             "config_sha256": config.sha256(), **run_info,
+             "config_sha256": config.sha256(), **run_info, **cascade.entry,
              "mlflow": ({"name": registration.name, "version": registration.version}
                         if registration.version else None)}
     index_added = update_index(store, word, entry)

@@ -8,6 +8,8 @@
             <name>.json               ... and its v2 manifest, side by side as ESPHome expects
             verification/report.html  the verification report
             verification/blessing.json
+            judge/                    the cascade's server-side judge (a teacher's Model directory) ...
+            cascade.json              ... and the cascade evaluation: its operating point, the grid, the reduction
             lineage.json              the whole chain back to the raw inputs (`wakeline lineage <this folder>`)
             published.json            written last: the sha256 of every file above; its presence means complete
 

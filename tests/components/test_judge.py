@@ -168,6 +168,21 @@ def test_audio_in_another_format_is_converted_by_the_server(served, clips):
     assert "converting 44100 Hz, 16-bit, 2 channel(s) to 16000 Hz" in log.read_text()
 
 
+def test_features_are_judged_as_the_audio_they_come_from(clips):
+    """`judge_features` is `judge`'s path after the frontend (what the cascade evaluation sends it)."""
+    from components.common.frontend import features_uint16
+
+    judge = load_judge(MODEL)
+    for samples in (clips["positive"][0], clips["negative"][0]):
+        audio, features = judge.judge(samples), judge.judge_features(features_uint16(samples))
+        assert (features.score, features.detected, features.peak_ms, features.inferences) == (
+            audio.score, audio.detected, audio.peak_ms, audio.inferences)
+    assert judge.judge_features(np.zeros((0, 40), np.uint16)).inferences == 0
+    assert judge.threshold_at(judge.cutoff) == judge.threshold == int(judge.cutoff * 255) / 256
+    with pytest.raises(ValueError, match=r"expected features \[frames, 40\]"):
+        judge.judge_features(np.zeros((10, 20), np.uint16))
+
+
 def test_scoring_in_worker_processes_gives_the_same_verdicts(clips):
     from components.judge.server import ServerSettings, ServerThread
 

@@ -10,7 +10,7 @@ import pytest
 
 from components.common.artifacts import sha256_file
 from components.common.config import ConfigError, load_config
-from components.publish.stage import BLESSING, REPORT, Upstream, run
+from components.publish.stage import BLESSING, CASCADE, REPORT, Upstream, run
 from components.publish.store import DIGEST_CHARS, PublishError
 from pipeline.cli import main
 from tests.chain_factory import FIXTURES, build_run, verify_fixture
@@ -87,6 +87,38 @@ def test_publish_to_a_directory_is_content_addressed_and_idempotent(tmp_path):
         [sha[:DIGEST_CHARS], other_sha[:DIGEST_CHARS], "latest.json", "versions.jsonl"])
 
 
+def test_the_cascade_judge_and_its_operating_point_are_published_beside_the_model(tmp_path):
+    config = _config(f"publish.store={tmp_path / 'store'}", "publish.registry=off")
+    frozen = build_run(tmp_path, config)
+    out = run(frozen.upstream, tmp_path / "record", config)
+    folder = Path(out["location"])
+    teacher_a = frozen.upstream["teacher_a"].path
+    assert (folder / "judge" / "model.keras").read_bytes() == (teacher_a / "model.keras").read_bytes()
+    assert (folder / CASCADE).read_bytes() == frozen.upstream["cascade"].path.read_bytes()
+    point = json.loads((folder / CASCADE).read_text())["operating_point"]
+    assert (point["sentry_cutoff"], point["judge_cutoff"], point["judge_context_s"], point["judge_after_s"]) == (
+        0.62, 0.5, 2.0, 0.3)
+    assert out["files"]["judge/model.keras"] == sha256_file(teacher_a / "model.keras")
+    assert out["inputs"]["cascade"] == sha256_file(folder / CASCADE)
+    entry = json.loads((tmp_path / "store" / "hey-jarvis" / "latest.json").read_text())
+    assert entry["judge"] == "teacher_a" and entry["cascade"] == {"sentry_cutoff": 0.62, "judge_cutoff": 0.5,
+                                                                  "frr": 0.05, "fa_per_hour": 0.0}
+
+
+def test_a_cascade_of_another_model_or_judge_is_refused(tmp_path):
+    config = _config(f"publish.store={tmp_path / 'store'}", "publish.registry=off")
+    frozen = build_run(tmp_path, config)
+    doc = json.loads(frozen.upstream["cascade"].path.read_text())
+    other = tmp_path / "other-cascade.json"
+    other.write_text(json.dumps({**doc, "sentry": {**doc["sentry"], "sha256": "ab" * 32}}))
+    with pytest.raises(PublishError, match="the cascade evaluation is for the model abab"):
+        run({**frozen.upstream, "cascade": Upstream(other)}, tmp_path / "record", config)
+    other.write_text(json.dumps({**doc, "judge": {**doc["judge"], "role": "teacher_b"}}))  # b's weights differ
+    with pytest.raises(PublishError, match="its model.keras is not the judge the cascade evaluated"):
+        run({**frozen.upstream, "cascade": Upstream(other)}, tmp_path / "record", config)
+    assert not (tmp_path / "store").exists()
+
+
 def test_a_relative_store_is_taken_from_the_working_directory(tmp_path):
     out = run(_inputs(tmp_path), tmp_path / "record", _config("publish.registry=off"))  # default runs/published
     assert out["store"] == str(tmp_path / "runs" / "published")
@@ -151,7 +183,8 @@ def test_publish_to_s3_is_content_addressed_and_idempotent(seaweedfs_s3, monkeyp
     assert first["location"] == f"s3://wakeline-published/{prefix.rstrip('/')}"
     objects = {o.object_name: o for o in client.list_objects("wakeline-published", prefix="team/", recursive=True)}
     assert set(objects) == {prefix + name for name in ("hey_jarvis.tflite", "hey_jarvis.json", REPORT, BLESSING,
-                                                       "lineage.json", "published.json")} | {
+                                                       "judge/model.keras", "cascade.json", "lineage.json",
+                                                       "published.json")} | {
         "team/models/hey-jarvis/versions.jsonl", "team/models/hey-jarvis/latest.json"}
     body = client.get_object("wakeline-published", prefix + "hey_jarvis.tflite")
     assert body.read() == (FIXTURES / "hey_jarvis.tflite").read_bytes()
@@ -231,7 +264,11 @@ def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monk
     assert v1.tags["code_version"] and float(v1.tags["frr"]) == blessing["behaviour"]["frr"]
     assert float(v1.tags["fa_per_hour"]) == blessing["behaviour"]["fa_per_hour"]
     assert {a.path for a in client.list_artifacts(first["mlflow_run_id"], "model")} >= {
-        "model/hey_jarvis.tflite", "model/hey_jarvis.json", "model/lineage.json", "model/verification"}
+        "model/hey_jarvis.tflite", "model/hey_jarvis.json", "model/lineage.json", "model/verification",
+        "model/judge", "model/cascade.json"}
+    assert (v1.tags["judge"], v1.tags["cascade_sentry_cutoff"], v1.tags["cascade_judge_cutoff"]) == (
+        "teacher_a", "0.62", "0.5")
+    assert v1.tags["cascade_reduction_kind"] == "lower_bound" and v1.tags["cascade_judge_context_s"] == "2.0"
 
     again = run(frozen.upstream, tmp_path / "r2", config, {"pipeline_run": "run-2"})
     assert (again["registry_status"], again["model_version"]) == ("reused", "1")

@@ -49,6 +49,14 @@ def test_ir_images_parameters_and_reload():
     assert tasks["distillation"]["dependentTasks"] == ["gather-features", "teacher-training", "teacher-training-2",
                                                        "validate-config"]
     assert tasks["quantization"]["dependentTasks"] == ["distillation", "gather-features", "validate-config"]
+    # the cascade: the shipped model as sentry and both teachers (the config picks the judge), after verification
+    assert tasks["cascade-evaluation"]["dependentTasks"] == ["esphome-verification", "gather-features", "quantization",
+                                                             "teacher-training", "teacher-training-2",
+                                                             "validate-config"]
+    assert "cascade-evaluation" in tasks["condition-2"]["dependentTasks"]
+    publish = ir["components"]["comp-condition-2"]["dag"]["tasks"]["publish"]["inputs"]["artifacts"]
+    assert publish["cascade"] == {"componentInputArtifact": "pipelinechannel--cascade-evaluation-cascade"}
+    assert "cascade_report" in ir["root"]["dag"]["outputs"]["artifacts"]
     teachers = [t for name, t in tasks.items() if name.startswith("teacher-training")]
     assert len(teachers) == 2 and all(t["dependentTasks"] == ["gather-features", "validate-config"] for t in teachers)
     component = load_component_from_file(str(COMPILED_IR))

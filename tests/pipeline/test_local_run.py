@@ -97,9 +97,47 @@ def test_the_blessed_model_is_published_registered_and_traceable(smoke_run):
     assert chain.run["pipeline_run"] == next((smoke_run.run_dir / "kfp").iterdir()).name
     assert chain.nodes["student"].sha256 == smoke_run.outputs["student"].metadata["file_sha256"]["model.keras"]
     assert chain.nodes["dataset"].sha256 == smoke_run.dataset_metadata["manifest_sha256"]
-    assert {"teacher_a", "teacher_b", "features", "hard_negatives", "config"} <= set(chain.ancestors())
+    assert {"teacher_a", "teacher_b", "features", "hard_negatives", "config", "cascade"} <= set(chain.ancestors())
+    assert "teacher_a" in chain.nodes["published"].parents  # the judge, published under judge/
     assert sum(chain.raw_inputs["generated"][s]["clips"] for s in ("espeak", "piper")) > 50
     assert all(not n.unresolved for n in chain.nodes.values()), {n.id: n.unresolved for n in chain.nodes.values()}
+
+
+def test_the_cascade_is_evaluated_and_published_beside_the_model(smoke_run):
+    """The shipped model as the sentry, teacher A as the judge, on the test split; publish puts the judge and the
+    chosen operating point beside the model."""
+    import math
+    from pathlib import Path
+
+    from components.judge.scoring import load_judge
+    from pipeline.summary import published_record
+
+    report = smoke_run.outputs["cascade_report"].path
+    assert "<h1>Cascade evaluation</h1>" in report.read_text() and "data:image/png;base64," in report.read_text()
+    task_dir = report.parent
+    doc = json.loads((task_dir / "cascade").read_text())
+    assert doc["judge"]["role"] == "teacher_a" and doc["judge"]["name"] == load_config("smoke").teachers[0].name
+    assert doc["judge"]["sha256"] == smoke_run.outputs["teacher_a"].metadata["file_sha256"]["model.keras"]
+    # the sentry alone at its shipped cutoff is what verification measured
+    blessing = json.loads((smoke_run.outputs["verification"].path.parent / "blessing").read_text())["behaviour"]
+    alone = doc["sentry_alone"]
+    assert alone["cutoff"] == blessing["cutoff"] == smoke_run.outputs["esphome_model"].metadata["probability_cutoff"]
+    assert (alone["frr"], alone["false_accepts"]) == (blessing["frr"], blessing["false_accepts"])
+    assert len(doc["grid"]) == len(doc["sentry_cutoffs"]) * len(doc["judge_cutoffs"]) > 100
+    outputs = json.loads((task_dir / "executor_output.json").read_text())["artifacts"]
+    metrics = outputs["metrics"]["artifacts"][0]["metadata"]
+    assert {"sentry_frr", "sentry_fa_per_hour", "ambient_hours", "judged_segments"} <= set(metrics)
+    assert all(math.isfinite(float(v)) for v in metrics.values()), metrics
+    print(f"\nsmoke cascade: sentry alone {alone}, chosen {doc['chosen']}, reduction "
+          f"{doc['fa_per_hour_reduction']} ({doc['reduction_kind']}: {doc['reduction_reason']})")
+
+    folder = Path(published_record(smoke_run.run_dir)["location"])
+    assert (folder / "cascade.json").read_bytes() == (task_dir / "cascade").read_bytes()
+    teacher = smoke_run.outputs["teacher_a"].path
+    for name in ("model.keras", "model_spec.json", "validation.json"):
+        assert (folder / "judge" / name).read_bytes() == (teacher / name).read_bytes(), name
+    assert load_judge(folder / "judge").kind == "keras"  # what a judge server would serve
+    assert load_judge(folder).kind == "tflite"  # the folder itself is still the ESPHome model
 
 
 def test_the_student_is_distilled_from_both_teachers_and_is_what_ships(smoke_run):
@@ -133,6 +171,7 @@ def test_summary_names_the_outputs_and_counts(smoke_run):
     assert "ESPHome" in text and "parity" in text and "Student student-small" in text
     assert "Mining" in text and "hard negatives" in text and "verification: BLESSED; test FRR" in text
     assert "Published   " in text and "MLflow: wakeline-hey-jarvis v1 (alias candidate)" in text
+    assert "cascade (judge teacher_a mixednet-small): sentry alone FRR" in text and "FA/h reduction" in text
     assert len(text.splitlines()) < 40  # one screen
 
 

@@ -16,9 +16,10 @@ from pipeline.lineage import LineageError, from_kfp_api, load_chain
 from tests.chain_factory import FIXTURES, USER_ROOT, build_run, record_publish
 
 PARENTS = {  # what each artifact of a run is made from
-    "published": ["blessing", "report", "tflite_model"],
+    "published": ["blessing", "cascade", "report", "teacher_a", "tflite_model"],  # teacher a: the cascade's judge
     "tflite_model": ["features", "student"],
     "blessing": ["features", "tflite_model"], "report": ["features", "tflite_model"],  # verified on its test split
+    "cascade": ["features", "teacher_a", "tflite_model"],  # the sentry and its judge, on the test split
     "student": ["features", "teacher_a", "teacher_b"],
     "teacher_a": ["features"], "teacher_b": ["features"],
     "features": ["dataset", "hard_negatives"],
@@ -65,7 +66,10 @@ def test_the_published_lineage_links_every_artifact_by_hash(published):
     assert chain.run["pipeline_run"] == frozen.pipeline_dir.name and chain.run["pipeline_run_id"] == "3f2c-uuid"
     ancestors = chain.ancestors()
     assert sorted(ancestors) == sorted(set(PARENTS) - {"published"}) and len(ancestors) == len(set(ancestors))
-    assert set(ancestors[:3]) == {"tflite_model", "blessing", "report"} and ancestors[-1] == "config"
+    assert set(ancestors[:5]) == {"tflite_model", "blessing", "report", "cascade", "teacher_a"}
+    assert ancestors[-1] == "config"
+    assert chain.nodes["cascade"].sha256 == sha256_file(up["cascade"].path)
+    assert chain.nodes["cascade"].facts["judge"] == "teacher_a"
 
 
 def test_raw_inputs_count_the_generated_audio_and_list_your_recordings(published):
@@ -202,6 +206,11 @@ def _kfp_responses(frozen) -> tuple[dict, list[dict]]:
         task("t12", "esphome verification", {"config": [config], "tflite_model": [("quantization", "tflite_model")],
                                              "features": [("gather features", "features")]},
              {"blessing": [("esphome verification", "blessing")], "report": [("esphome verification", "report")]}),
+        task("t12b", "cascade evaluation", {"config": [config], "tflite_model": [("quantization", "tflite_model")],
+                                            "teacher_a": [("teacher a", "model")],
+                                            "teacher_b": [("teacher b", "model")],
+                                            "features": [("gather features", "features")]},
+             {"cascade": [("cascade evaluation", "cascade")], "report": [("cascade evaluation", "report")]}),
         task("t13", "condition-2", {}, {"record": [("publish", "record")]}),
         task("t14", "publish", {"config": [config], "dataset": [("data prep", "dataset")],
                                 "hard_negatives": [("background mining", "hard_negatives")],
@@ -209,7 +218,8 @@ def _kfp_responses(frozen) -> tuple[dict, list[dict]]:
                                 "teacher_b": [("teacher b", "model")], "student": [("distillation", "model")],
                                 "tflite_model": [("quantization", "tflite_model")],
                                 "blessing": [("esphome verification", "blessing")],
-                                "report": [("esphome verification", "report")]},
+                                "report": [("esphome verification", "report")],
+                                "cascade": [("cascade evaluation", "cascade")]},
              {"record": [("publish", "record")]}),
     ]
     run = {"run_id": "3f2c-uuid", "display_name": "wakeline hey jarvis nightly", "state": "SUCCEEDED",
@@ -270,7 +280,10 @@ def test_kfp_api_client_path_uses_the_run_and_mlmd(published, monkeypatch):
         raise ConnectionError("metadata-grpc-service.kubeflow:8080 unreachable")
 
     bare = from_kfp_api("http://kfp.example:8080", "3f2c-uuid", unreachable)  # the structure still shows
-    assert _parents(bare) == PARENTS and bare.nodes["student"].sha256 == ""
+    # without the hashes, which teacher judged is unknown: the cascade shows both it read, publish neither
+    assert _parents(bare) == {**PARENTS, "cascade": ["features", "teacher_a", "teacher_b", "tflite_model"],
+                              "published": ["blessing", "cascade", "report", "tflite_model"]}
+    assert bare.nodes["student"].sha256 == ""
 
 
 def test_mlmd_metadata_reads_both_property_layouts():

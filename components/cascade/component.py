@@ -1,0 +1,24 @@
+"""cascade_evaluation as a KFP component: typed signature, no logic."""
+from kfp import dsl
+
+from components.common.artifacts import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from components.common.images import PLACEHOLDER_IMAGE
+
+
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
+def cascade_evaluation(config: Input[Artifact], tflite_model: Input[Model], teacher_a: Input[Model],
+                       teacher_b: Input[Model], features: Input[Dataset], cascade: Output[Artifact],
+                       report: Output[HTML], metrics: Output[Metrics]):
+    """The quantized model as the on-device sentry and the teacher `cascade.judge` names as the server-side
+    judge, on the test split: FRR and FA/h of the sentry alone and of the cascade over a grid of both cutoffs,
+    the chosen operating point and the FA/h reduction (cascade.json), an HTML report, scalar metrics. Both
+    teachers are inputs because the judge is picked by the run's config, which the DAG cannot read."""
+    from pathlib import Path
+
+    from components.cascade.stage import run_for_pipeline
+
+    teachers = {"teacher_a": Path(teacher_a.path), "teacher_b": Path(teacher_b.path)}
+    metadata, scalars = run_for_pipeline(Path(config.path), Path(tflite_model.path), teachers, Path(features.path),
+                                         Path(cascade.path), Path(report.path))
+    cascade.metadata.update(metadata)
+    metrics.metadata.update(scalars)
