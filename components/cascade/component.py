@@ -10,8 +10,8 @@ def cascade_evaluation(config: Input[Artifact], tflite_model: Input[Model], teac
                        teacher_b: Input[Model], features: Input[Dataset], cascade: Output[Artifact],
                        report: Output[HTML], metrics: Output[Metrics]):
     """The quantized model as the on-device sentry and the teacher `cascade.judge` names as the server-side
-    judge, on the test split: FRR and FA/h of the sentry alone and of the cascade over a grid of both cutoffs,
-    the chosen operating point and the FA/h reduction (cascade.json), an HTML report, scalar metrics. Both
+    judge: FRR and FA/h of the sentry alone and of the cascade over a grid of both cutoffs (the operating point
+    chosen on validation, measured on test), the FA/h reduction (cascade.json), an HTML report, metrics. Both
     teachers are inputs because the judge is picked by the run's config, which the DAG cannot read."""
     from pathlib import Path
 
