@@ -8,7 +8,7 @@ WAKE_WORD ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench compile lock clean
+.PHONY: help install run test test-fast bench bench-accuracy compile lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-fast: install ## unit tests only
 
 bench: install ## benchmarks -> runs/bench/<benchmark>.json
 	$(PY) -m benchmarks
+
+bench-accuracy: install ## wakeline vs the official model on held-out voices, conditions and real speech (~70 min)
+	$(PY) -m benchmarks accuracy
 
 compile: install ## compile the pipeline IR -> pipeline/compiled/wakeline.yaml
 	$(VENV)/bin/wakeline compile

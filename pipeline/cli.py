@@ -181,6 +181,33 @@ def cmd_verify(args) -> int:
     return 0 if verdict.blessed else 1
 
 
+def cmd_evaluate(args) -> int:
+    """Report FRR and FA/h of a published model on the user's own folders; it reports, it does not bless."""
+    import json
+
+    from components.esphome_verification.folders import EvaluationInputError, evaluate_folders, format_report
+
+    if not (args.positives or args.ambient):
+        print("wakeline: evaluate needs at least one --positives DIR or --ambient DIR", file=sys.stderr)
+        return 2
+    try:
+        report = evaluate_folders(Path(args.model), args.positives, args.ambient, args.cutoff,
+                                  progress=lambda msg: print(f"wakeline: {msg}", file=sys.stderr))
+    except EvaluationInputError as e:
+        print(f"wakeline: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json is not None:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
+        except OSError as e:
+            print(f"wakeline: --json {args.json}: cannot write: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"\nreport: {args.json}")
+    return 0
+
+
 def cmd_presets(_args) -> int:
     print("\n".join(preset_names()))
     return 0
@@ -383,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--target-fa-per-hour", type=float, default=0.5)
     ver.add_argument("--max-frr", type=float, default=0.5)
     ver.set_defaults(func=cmd_verify)
+
+    ev = sub.add_parser("evaluate", help="run a published model on the device runtime over your own recordings: "
+                        "FRR per positives folder, FA/h (with its 95%% upper bound) per ambient folder")
+    ev.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
+    ev.add_argument("--positives", type=Path, action="append", default=[], metavar="DIR",
+                    help="a folder of wake-word recordings (wav/flac/ogg, searched recursively), one file per "
+                         "utterance; each is padded with 1 s of silence either side (repeatable)")
+    ev.add_argument("--ambient", type=Path, action="append", default=[], metavar="DIR",
+                    help="a folder of everyday audio without the wake word (any length; its hours are measured) "
+                         "(repeatable)")
+    ev.add_argument("--cutoff", type=float, help="probability cutoff (default: the manifest's)")
+    ev.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON")
+    ev.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("presets", help="list the config presets").set_defaults(func=cmd_presets)
     _judge_parser(sub)

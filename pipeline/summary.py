@@ -114,11 +114,33 @@ def _esphome_lines(run: LocalRun) -> list[str]:
             verdict = json.loads(blessing.read_text())
             b = verdict.get("behaviour", {})
             head = "BLESSED" if verdict.get("blessed") else "NOT BLESSED (" + "; ".join(verdict.get("reasons", [])) + ")"
-            lines.append(f"  verification: {head}; test FRR {float(b.get('frr', float('nan'))):.1%} at "
+            lines.append(f"  verification: {head}")
+            if b.get("breakdown"):  # per voice family and per condition: what the gate judged
+                lines += _breakdown_lines(b["breakdown"])
+            lines.append(f"  mixed test clips: FRR {float(b.get('frr', float('nan'))):.1%} at "
                          f"{float(b.get('fa_per_hour', float('nan'))):.2f} FA/h over "
-                         f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of ambient audio")
+                         f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of noise/music/babble ambient audio")
         lines.append(f"  verification report: {_rel(report.path)}")
     return lines
+
+
+def _breakdown_lines(t: dict) -> list[str]:
+    """Three lines: the worst cells, FA/h per condition, FRR per family (the full tables are in the report)."""
+    def num(v, fmt=".2f"):
+        return "n/a" if v is None else format(v, fmt)
+
+    total = next((c for c in t["frr"] if c["family"] == "all" and c["condition"] == "all"), None)
+    worst = (f"    worst condition {t.get('worst_fa_condition')} {num(t.get('worst_fa_per_hour'))} FA/h; "
+             f"all test positives FRR {num(total and total['frr'], '.1%')}")
+    if t.get("worst_heldout_family"):
+        worst += f"; held-out {t['worst_heldout_family']} FRR {num(t.get('worst_heldout_frr'), '.1%')}"
+    fa = "    FA/h (95% upper): " + ", ".join(f"{c['condition']} {num(c['fa_per_hour'], '.1f')} "
+                                            f"({num(c['upper_95_per_hour'], '.0f')})"
+                                            for c in t["fa"] if c["condition"] != "all")
+    frr = "    FRR per family: " + ", ".join(f"{c['family']}{'*' if c['family'] in t.get('heldout_families', []) else ''}"
+                                          f" {num(c['frr'], '.0%')}" for c in t["frr"]
+                                          if c["condition"] == "all" and c["family"] != "all")
+    return [worst, fa, frr]
 
 
 def _cascade_lines(run: LocalRun) -> list[str]:

@@ -16,10 +16,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from components.common import xp as xpmod
-from components.common.artifacts import (SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
+from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
                                          Lineage, ManifestRecord, Split, code_version, sha256_file)
 from components.common.audio import read_wav_float, read_wav_int16
-from components.common.config import Augmentation, WakelineConfig
+from components.common.channels import telephone
+from components.common.config import AugmentOps, Augmentation, PositiveCondition, WakelineConfig
 from components.common.frontend import features_uint16, n_frames
 from components.common.progress import progress
 from components.augmentation import ops
@@ -132,8 +133,10 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
     with FeatureExtractor(workers) as fx:
         for split in Split:
             rirs = [read_wav_float(dataset.root / r.path) for r in _split_records(records, Label.RIR, split)]
+            # speech-condition streams are measured, never mixed into clips or cut into background windows
             bg_records = _split_records(records, Label.BACKGROUND, split)
-            backgrounds = [read_wav_int16(dataset.root / r.path) for r in bg_records]
+            bg_audio = [read_wav_int16(dataset.root / r.path) for r in bg_records]
+            backgrounds = [a for r, a in zip(bg_records, bg_audio) if r.source != EVAL_ONLY_SOURCE]
             tail = 0 if split is Split.TRAIN else int(round(aug.eval_tail_s * SR))
             bank = ops.RirBank(rirs, n + tail, rir_max, backend.xp)
             items = items_for(records, split, backgrounds, aug, hard_negatives, hn_root)
@@ -158,11 +161,31 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 if pending:
                     _write(writer, *pending, aug)
                 sets[f"{split.value}/epoch-{epoch:03d}"] = writer.close()
-            if shard_index == 0 and split is not Split.TRAIN and backgrounds:
+            if split is not Split.TRAIN:
+                positives = [Item(i, Label.POSITIVE, r) for i, r in
+                             enumerate(_split_records(records, Label.POSITIVE, split))]
+                for k, condition in enumerate(aug.eval_conditions):
+                    writer = FeatureSetWriter(out.condition_dir(split, condition.value))
+                    batches = list(_batches(positives, aug.batch_size, shard_index, aug.shards))
+                    for b, batch in progress(batches, desc=f"{split.value} {condition.value}", unit="batch",
+                                             disable=not show_progress):
+                        rng = np.random.default_rng([config.seed, SPLIT_CODES[split], 1000 + k, b])
+                        clean, start, end, anchor, mixable = _place(batch, dataset, n, aug, backgrounds, rng, tail)
+                        params = ops.draw_params(rng, start, end, anchor, n + tail, condition_ops(aug.ops, condition),
+                                                 condition_snr(aug.eval_snr_db_range, condition), bank.count,
+                                                 backgrounds, mixable)
+                        pcm = ops.augment_batch(clean, params, bank, backend.xp)
+                        if condition is PositiveCondition.BAND_LIMITED:
+                            pcm = _telephone_pcm(pcm)
+                        _write(writer, fx.submit(list(pcm)), batch, params, aug, condition.value)
+                    sets[f"{split.value}/{out.condition_dir(split, condition.value).name}"] = writer.close()
+            if shard_index == 0 and split is not Split.TRAIN and bg_audio:
                 writer = FeatureSetWriter(out.set_dir(split, None))
-                for rec, audio in zip(bg_records, backgrounds):
+                for rec, audio in zip(bg_records, bg_audio):
                     writer.add(features_uint16(audio), Label.BACKGROUND, aug.sample_weights.background,
-                               {"item": -1, "path": rec.path, "label": "background", "duration_s": rec.duration_s})
+                               {"item": -1, "path": rec.path, "label": "background", "duration_s": rec.duration_s,
+                                "condition": rec.condition or "ambient",
+                                "eval_only": rec.source == EVAL_ONLY_SOURCE})
                 sets[f"{split.value}/ambient"] = writer.close()
 
     metadata = {"shard_index": shard_index, "shards": aug.shards, "array_backend": backend.name,
@@ -178,12 +201,36 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
     return metadata
 
 
-def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchParams, aug: Augmentation) -> None:
+def condition_ops(base: AugmentOps, condition: PositiveCondition) -> AugmentOps:
+    """The augmentation operations of one evaluation condition: one channel at a time, level always varies."""
+    off = {"speed_probability": 0.0, "eq_probability": 0.0, "band_stop_probability": 0.0, "rir_probability": 0.0,
+           "background_probability": 0.0, "colored_noise_probability": 0.0}
+    on = {PositiveCondition.NOISY: {"background_probability": 1.0,
+                                    "colored_noise_probability": base.colored_noise_probability},
+          PositiveCondition.FAR_FIELD: {"rir_probability": 1.0, "background_probability": 1.0}}.get(condition, {})
+    return base.model_copy(update={**off, **on})
+
+
+def condition_snr(eval_range: tuple[float, float], condition: PositiveCondition) -> tuple[float, float]:
+    """Far-field speech already lost level and clarity to the room: its background is 5 dB quieter."""
+    lo, hi = eval_range
+    return (lo + 5, hi + 5) if condition is PositiveCondition.FAR_FIELD else (lo, hi)
+
+
+def _telephone_pcm(pcm: np.ndarray) -> np.ndarray:
+    rows = [telephone(row.astype(np.float32) / 32768.0) for row in pcm]
+    return np.clip(np.rint(np.stack(rows) * 32767), -32768, 32767).astype(np.int16)
+
+
+def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchParams, aug: Augmentation,
+           condition: str | None = None) -> None:
     weights = aug.sample_weights
     for i, (item, frames) in enumerate(zip(batch, job.get())):
         snr = params.snr_db[i]
         info = {"item": item.index, "label": item.label.value,
                 "path": item.record.path if item.record else None,
+                "family": item.record.family if item.record else None,
+                "condition": condition,
                 "snr_db": None if np.isnan(snr) else round(float(snr), 3),
                 "rir": int(params.rir_index[i]), "speed": round(float(params.speed[i]), 4),
                 "gain_db": round(float(params.gain_db[i]), 2)}
@@ -205,16 +252,15 @@ def gather(shard_dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     for key in metas[0]["sets"]:
         split_name, set_name = key.split("/")
         split = Split(split_name)
-        epoch = None if set_name == FeatureStoreLayout.AMBIENT else int(set_name.split("-")[1])
         entries = []
         for s in shards:
-            if not s.set_dir(split, epoch).is_dir():
+            if not s.set_dir_named(split, set_name).is_dir():
                 continue
-            fs = s.open(split, epoch)
+            fs = s.open_dir(s.set_dir_named(split, set_name))
             for i, info in enumerate(fs.clip_info()):
                 entries.append((info["item"], i, fs, info))
         entries.sort(key=lambda e: (e[0], e[1]))
-        writer = FeatureSetWriter(out.set_dir(split, epoch))
+        writer = FeatureSetWriter(out.set_dir_named(split, set_name))
         for _, i, fs, info in entries:
             writer.add(fs.clip(i), fs.label(i), float(fs.weights[i]), info)
         merged_sets[key] = writer.close()

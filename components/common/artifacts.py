@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 SAMPLE_RATE_HZ = 16_000
+EVAL_ONLY_SOURCE = "condition_stream"  # manifest `source` of data_prep's speech-condition streams: evaluation only
 
 
 class Label(str, enum.Enum):
@@ -56,6 +57,8 @@ class ManifestRecord:
     sha256: str
     text: str | None = None
     origin: str | None = None
+    family: str | None = None  # engine:voice group of speech clips (e.g. piper:joe, espeak:klatt)
+    condition: str | None = None  # long-form audio: what it is (noise, music, babble, telephone_speech, ...)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -204,7 +207,10 @@ class FeatureStoreLayout:
     """A `FeatureStore` artifact directory as augmentation writes it.
 
     <split>/epoch-<k>/  frames.u16 (raw uint16, 40 per frame), offsets.npy, labels.npy, weights.npy, clips.jsonl
-    <split>/ambient/    the split's long-form background audio, unaugmented, one entry per file (FA/h eval)
+    <split>/ambient/    the split's long-form background audio, unaugmented, one entry per file (FA/h eval);
+                        clips.jsonl says each file's `condition`; `eval_only` ones (speech conditions) are left
+                        out of `ambient()` (training's checkpoint choice) and included in `ambient_tagged()`
+    <split>/condition-<name>/  validation/test positives under one channel condition (clean, noisy, ...)
     metadata.json       counts, shapes, sha256 per file, the SNR schedule
     """
 
@@ -216,18 +222,37 @@ class FeatureStoreLayout:
     CLIPS = "clips.jsonl"
     METADATA = "metadata.json"
     AMBIENT = "ambient"
+    CONDITION_PREFIX = "condition-"
 
     def set_dir(self, split: Split, epoch: int | None) -> Path:
         return self.root / split.value / (self.AMBIENT if epoch is None else f"epoch-{epoch:03d}")
+
+    def condition_dir(self, split: Split, condition: str) -> Path:
+        return self.root / split.value / f"{self.CONDITION_PREFIX}{condition}"
+
+    def set_dir_named(self, split: Split, name: str) -> Path:
+        """A set by its directory name: `epoch-000`, `ambient` or `condition-<name>`."""
+        return self.root / split.value / name
+
+    def conditions(self, split: Split) -> list[str]:
+        """The positive condition sets of a split (empty for stores written before they existed)."""
+        d = self.root / split.value
+        n = len(self.CONDITION_PREFIX)
+        return sorted(p.name[n:] for p in d.glob(f"{self.CONDITION_PREFIX}*")) if d.is_dir() else []
+
+    def open_condition(self, split: Split, condition: str) -> "FeatureSet":
+        return self.open_dir(self.condition_dir(split, condition))
 
     def epochs(self, split: Split) -> list[int]:
         d = self.root / split.value
         return sorted(int(p.name.split("-")[1]) for p in d.glob("epoch-*")) if d.is_dir() else []
 
     def open(self, split: Split, epoch: int | None) -> FeatureSet:
+        return self.open_dir(self.set_dir(split, epoch))
+
+    def open_dir(self, d: Path) -> FeatureSet:
         import numpy as np
 
-        d = self.set_dir(split, epoch)
         offsets = np.load(d / self.OFFSETS)
         n_frames = int(offsets[-1])
         frames = (np.memmap(d / self.FRAMES, dtype=np.uint16, mode="r", shape=(n_frames, 40)) if n_frames
@@ -235,11 +260,21 @@ class FeatureStoreLayout:
         return FeatureSet(d, frames, offsets, np.load(d / self.LABELS), np.load(d / self.WEIGHTS))
 
     def ambient(self, split: Split) -> list:
-        """The split's long-form ambient recordings as raw feature arrays (empty if it has none)."""
+        """The split's long-form ambient recordings as raw feature arrays (empty if it has none), without the
+        evaluation-only speech conditions (training picks checkpoints on these; keeping them out keeps it fast)."""
+        return [raw for raw, _, eval_only in self._ambient(split) if not eval_only]
+
+    def ambient_tagged(self, split: Split) -> list[tuple[Any, str]]:
+        """Every long-form recording of the split with its condition (evaluation: FA/h per condition)."""
+        return [(raw, condition) for raw, condition, _ in self._ambient(split)]
+
+    def _ambient(self, split: Split) -> list[tuple[Any, str, bool]]:
         if not self.set_dir(split, None).is_dir():
             return []
         fs = self.open(split, None)
-        return [fs.clip(i) for i in range(len(fs))]
+        info = fs.clip_info()
+        return [(fs.clip(i), info[i].get("condition", "ambient"), bool(info[i].get("eval_only", False)))
+                for i in range(len(fs))]
 
     def metadata(self) -> dict[str, Any]:
         return json.loads((self.root / self.METADATA).read_text())

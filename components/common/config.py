@@ -47,6 +47,27 @@ class AmbientKind(str, enum.Enum):
     MUSIC = "music"
 
 
+class SpeechCondition(str, enum.Enum):
+    """Long-form evaluation audio (validation and test only) made from the split's own speech: where a
+    detector trained on clean synthetic speech false-fires in the world."""
+
+    CLEAN_SPEECH = "clean_speech"  # one talker after another, no noise (a radio, a conversation)
+    TELEPHONE_SPEECH = "telephone_speech"  # 8 kHz, 300-3400 Hz, 8-bit mu-law (a call on speaker, old TV sound)
+    FAR_FIELD_SPEECH = "far_field_speech"  # across a reverberant room
+    FAST_SLOW_SPEECH = "fast_slow_speech"  # 0.7-0.85x or 1.2-1.45x speed
+    SPEECH_OVER_MUSIC = "speech_over_music"  # TV-like: a voice over music at 0-10 dB
+    NON_ENGLISH_SPEECH = "non_english_speech"  # espeak-ng reading other languages (never in training)
+
+
+class PositiveCondition(str, enum.Enum):
+    """Channels the validation/test wake-word clips are measured under, each its own feature set."""
+
+    CLEAN = "clean"  # no noise, no room, level only
+    NOISY = "noisy"  # background at the eval SNR
+    FAR_FIELD = "far_field"  # a room impulse response (and background 5 dB quieter than `noisy`)
+    BAND_LIMITED = "band_limited"  # the telephone channel
+
+
 class UserSources(Strict):
     """Your own recordings: local directories or `s3://bucket/prefix` URIs.
 
@@ -158,11 +179,40 @@ class Splits(Strict):
     # Unset: the clip fractions above.
     background_validation_fraction: Annotated[float | None, Field(gt=0, lt=0.5)] = None
     background_test_fraction: Annotated[float | None, Field(gt=0, lt=0.5)] = None
+    # Voice families (engine:group, e.g. espeak:klatt, piper:joe) that only the test split hears: test FRR on
+    # them says whether the model learnt the word or the voices. Every listed family must have positives.
+    heldout_families: list[Annotated[str, Field(pattern=r"^[a-z0-9_-]+:[A-Za-z0-9_.-]+$")]] = []
+    # Share of the general-speech sentences only test speech says (test negatives, babble, condition streams)
+    heldout_text_fraction: Annotated[float, Field(ge=0, lt=0.9)] = 0.25
 
     def for_background(self) -> "Splits":
         """The fractions long-form background files are split by."""
         return Splits(validation_fraction=self.background_validation_fraction or self.validation_fraction,
                       test_fraction=self.background_test_fraction or self.test_fraction)
+
+
+class NonEnglish(Strict):
+    """espeak-ng reading other languages: validation/test only (a condition training never hears)."""
+
+    espeak_clips: Annotated[int, Field(ge=0)] = 120
+    languages: Annotated[list[str], Field(min_length=1)] = ["de", "fr", "es", "it", "nl", "pl"]
+
+    @field_validator("languages")
+    @classmethod
+    def _installed_language(cls, v: list[str]) -> list[str]:
+        known = _espeak_names("lang")
+        missing = [x for x in v if known and x.lower() not in known]
+        if missing:
+            raise ValueError(f"espeak-ng has no language {missing}")
+        return v
+
+
+class EvalConditions(Strict):
+    """Long-form speech conditions synthesised for validation and test (FA/h per condition)."""
+
+    kinds: list[SpeechCondition] = list(SpeechCondition)
+    duration_s: Annotated[float, Field(ge=0)] = 240.0  # per condition, per split
+    non_english: NonEnglish = NonEnglish()
 
 
 class DataPrep(Strict):
@@ -175,6 +225,8 @@ class DataPrep(Strict):
     ambient: Ambient = Ambient()
     rirs: RoomImpulseResponses = RoomImpulseResponses()
     splits: Splits = Splits()
+    conditions: EvalConditions = EvalConditions()
+    generated_sentences: Annotated[int, Field(ge=0)] = 600  # template sentences added to the household ones
     min_usable_positives: Annotated[int, Field(ge=1)] = 50
     workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per available CPU (cpus.available_cpus)
 
@@ -251,6 +303,8 @@ class Augmentation(Strict):
     # listening after a wake word and its sliding-window detector averages the outputs that follow it.
     # Cut at the clip end, a word ending 0.1 s before it has only one or two windows that see it whole.
     eval_tail_s: Annotated[float, Field(ge=0, le=5)] = 1.0
+    # validation/test positives are also measured under each of these channels (FRR per condition)
+    eval_conditions: list[PositiveCondition] = list(PositiveCondition)
     ops: AugmentOps = AugmentOps()
     background_windows_per_hour: Annotated[float, Field(ge=0)] = 1000.0
     sample_weights: LabelWeights = LabelWeights()

@@ -29,6 +29,7 @@ class Clip:
     source: str
     origin: str
     text: str | None = None
+    family: str = ""  # engine:voice group (synth.family_of); user recordings: user:<speaker>
 
     @property
     def duration_s(self) -> float:

@@ -184,3 +184,124 @@ def speech_sentences(phrases: Sequence[str]) -> list[str]:
     """Household sentences that never contain a wake-word phrase."""
     lowered = [p.lower() for p in phrases]
     return [s for s in HOUSEHOLD_SENTENCES if not any(p in s.lower() for p in lowered)]
+
+
+# Templates for varied everyday speech (questions, commands, numbers, names, times, conversation); written
+# for this project. Each slot is filled from its list, so a few templates give thousands of sentences.
+_SLOTS = {
+    "name": ("Anna", "Ben", "Carlos", "Dana", "Emil", "Fatima", "George", "Hana", "Ivan", "Julia", "Kofi", "Lena",
+             "Mateo", "Nora", "Oscar", "Priya", "Quentin", "Rosa", "Sam", "Tariq", "Uma", "Victor", "Wendy", "Yusuf"),
+    "place": ("the station", "the office", "the supermarket", "the park", "school", "the airport", "the gym",
+              "the dentist", "the beach", "the garage", "the library", "the market", "the hospital", "the cinema"),
+    "time": ("at seven", "after lunch", "tomorrow morning", "on Friday", "next week", "at half past three",
+             "tonight", "in ten minutes", "before dinner", "on the weekend", "at noon", "this evening"),
+    "number": ("two", "three", "five", "eight", "eleven", "fifteen", "twenty", "forty two", "ninety",
+               "a hundred", "seven hundred", "two thousand"),
+    "thing": ("the blue jacket", "my laptop", "the shopping list", "the car keys", "a glass of water",
+              "the newspaper", "the charger", "the red bag", "the spare towels", "the tickets", "the recipe book",
+              "the ladder", "the photo album", "the tool box"),
+    "room": ("kitchen", "bedroom", "hallway", "bathroom", "living room", "attic", "garden", "dining room",
+             "study", "cellar"),
+    "food": ("pancakes", "curry", "salad", "noodles", "soup", "roast potatoes", "fish", "rice", "sandwiches",
+             "chocolate cake", "porridge", "tacos"),
+    "verb": ("call", "visit", "meet", "help", "email", "text", "pick up", "wait for", "drive", "thank"),
+}
+_TEMPLATES = (
+    "Did {name} say we are meeting {time}?",
+    "Can you {verb} {name} {time}?",
+    "I left {thing} in the {room}.",
+    "We need {number} more chairs for the party.",
+    "The bill came to {number} pounds and fifty pence.",
+    "Let's have {food} {time}.",
+    "{name} is on the way to {place}.",
+    "Have you seen {thing} anywhere?",
+    "Please bring {thing} to the {room}.",
+    "It takes {number} minutes to walk to {place}.",
+    "I promised to {verb} {name} {time}.",
+    "The meeting at {place} was moved to {time}.",
+    "Who finished the {food} in the fridge?",
+    "My sister lives {number} miles from {place}.",
+    "Could you turn off the light in the {room}?",
+    "{name} and I are cooking {food} {time}.",
+    "Is {place} open {time}?",
+    "Room {number} is at the end of the corridor.",
+    "Tell {name} that {thing} is in the {room}.",
+    "Why is {thing} on the floor of the {room}?",
+    "I'll {verb} you when I get to {place}.",
+    "There were {number} people waiting at {place}.",
+)
+
+
+def generated_sentences(n: int, seed: int) -> list[str]:
+    """`n` distinct sentences from the templates, in a seeded order (the same n and seed, the same list)."""
+    rng = np.random.default_rng([seed, 424242])
+    out: list[str] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(out) < n and attempts < n * 20:
+        attempts += 1
+        template = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))]
+        fields = {k: v[int(rng.integers(len(v)))] for k, v in _SLOTS.items()}
+        text = template.format(**fields)
+        text = text[0].upper() + text[1:]
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def general_speech(phrases: Sequence[str], n_generated: int, seed: int) -> list[str]:
+    """Household sentences plus generated ones, none containing a wake-word phrase."""
+    lowered = [p.lower() for p in phrases]
+    pool = list(HOUSEHOLD_SENTENCES) + generated_sentences(n_generated, seed)
+    return [s for s in pool if not any(p in s.lower() for p in lowered)]
+
+
+def heldout_texts(texts: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The texts only test speech may say: those whose seeded hash falls in the lowest `fraction` of the hash
+    range, so a text's membership depends only on itself and the seed (stable as the list grows). At least one
+    text is held out when there are two or more."""
+    import hashlib
+
+    if fraction <= 0 or len(texts) < 2:
+        return set()
+    def h(t: str) -> int:
+        return int(hashlib.sha256(f"{seed}:{t}".encode()).hexdigest(), 16)
+    limit = int(fraction * 2 ** 256)
+    out = {t for t in texts if h(t) < limit}
+    return out or {min(texts, key=h)}
+
+
+# Other languages for the non-English speech condition (espeak-ng language code -> sentences); written for
+# this project. Evaluation only: training never hears them.
+NON_ENGLISH_SENTENCES = {
+    "de": ("Kannst du bitte das Fenster schließen?", "Der Zug fährt um halb acht ab.",
+           "Wir brauchen noch Milch und Brot.", "Morgen soll es den ganzen Tag regnen.",
+           "Hast du meine Schlüssel gesehen?", "Das Essen ist gleich fertig.",
+           "Ich rufe dich heute Abend noch einmal an.", "Die Kinder spielen im Garten."),
+    "fr": ("Tu peux fermer la porte, s'il te plaît ?", "Le train part à sept heures et demie.",
+           "Il faut acheter du pain et du lait.", "Demain il va pleuvoir toute la journée.",
+           "As-tu vu mes clés quelque part ?", "Le dîner sera prêt dans dix minutes.",
+           "Je te rappelle ce soir.", "Les enfants jouent dans le jardin."),
+    "es": ("¿Puedes cerrar la ventana, por favor?", "El tren sale a las siete y media.",
+           "Necesitamos leche y pan.", "Mañana va a llover todo el día.",
+           "¿Has visto mis llaves?", "La cena estará lista en diez minutos.",
+           "Te llamo otra vez esta noche.", "Los niños están jugando en el jardín."),
+    "it": ("Puoi chiudere la finestra, per favore?", "Il treno parte alle sette e mezza.",
+           "Abbiamo bisogno di latte e pane.", "Domani pioverà tutto il giorno.",
+           "Hai visto le mie chiavi?", "La cena è pronta tra dieci minuti.",
+           "Ti richiamo stasera.", "I bambini giocano in giardino."),
+    "nl": ("Kun je het raam even dichtdoen?", "De trein vertrekt om half acht.",
+           "We hebben melk en brood nodig.", "Morgen regent het de hele dag.",
+           "Heb je mijn sleutels gezien?", "Het eten is over tien minuten klaar.",
+           "Ik bel je vanavond nog terug.", "De kinderen spelen in de tuin."),
+    "pl": ("Czy możesz zamknąć okno?", "Pociąg odjeżdża o wpół do ósmej.",
+           "Potrzebujemy mleka i chleba.", "Jutro będzie padać cały dzień.",
+           "Widziałeś moje klucze?", "Obiad będzie gotowy za dziesięć minut.",
+           "Zadzwonię do ciebie wieczorem.", "Dzieci bawią się w ogrodzie."),
+    "pt": ("Podes fechar a janela, por favor?", "O comboio parte às sete e meia.",
+           "Precisamos de leite e pão.", "Amanhã vai chover o dia todo.",
+           "Viste as minhas chaves?", "O jantar fica pronto em dez minutos."),
+    "sv": ("Kan du stänga fönstret?", "Tåget går halv åtta.", "Vi behöver mjölk och bröd.",
+           "I morgon regnar det hela dagen.", "Har du sett mina nycklar?", "Maten är klar om tio minuter."),
+}

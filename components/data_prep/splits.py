@@ -60,3 +60,24 @@ def assign_files(names: Sequence[str], cfg: Splits, seed: int) -> dict[str, Spli
     for i, name in enumerate(order):
         out[name] = Split.VALIDATION if i < n_val else Split.TEST if i < n_val + n_test else Split.TRAIN
     return out
+
+
+def assign_voices(positives: Mapping[str, int], totals: Mapping[str, int], families: Mapping[str, str],
+                  cfg: Splits, seed: int, eval_only_families: Sequence[str] = ()) -> dict[str, Split]:
+    """Whole voices to splits: voices of `cfg.heldout_families` go to test only, voices of `eval_only_families`
+    alternate between validation and test (training never hears them), the rest by `assign_groups`."""
+    heldout = set(cfg.heldout_families)
+    out: dict[str, Split] = {}
+    rest_pos, rest_tot = {}, {}
+    eval_only = sorted((v for v in totals if families[v] in eval_only_families and families[v] not in heldout),
+                       key=lambda v: _tiebreak(v, seed))
+    for i, v in enumerate(eval_only):
+        out[v] = (Split.VALIDATION, Split.TEST)[i % 2]
+    for v, n in totals.items():
+        if families[v] in heldout:
+            out[v] = Split.TEST
+        elif v not in out:
+            rest_tot[v] = n
+            rest_pos[v] = positives.get(v, 0)
+    out.update(assign_groups(rest_pos, rest_tot, cfg, seed))
+    return out

@@ -1,6 +1,7 @@
 """data_prep stage entry: config in, a `Dataset` directory and its metadata out."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -9,7 +10,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from components.common.artifacts import (SAMPLE_RATE_HZ, DatasetLayout, Label, Lineage, ManifestRecord,
+from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, Label, Lineage, ManifestRecord,
                                          QuarantineReason, QuarantineRecord, Split, code_version, sha256_file,
                                          write_jsonl)
 from components.common.audio import write_wav
@@ -17,7 +18,7 @@ from components.common.config import AmbientKind, WakelineConfig
 from components.common.cpus import available_cpus
 from components.common.progress import progress
 from components.common.storage import materialize
-from components.data_prep import ambient, ingest, rirs, splits, synth
+from components.data_prep import ambient, conditions, ingest, phrases, rirs, splits, synth
 
 
 class DataPrepError(RuntimeError):
@@ -75,6 +76,30 @@ def _check_positives(clips: list[ingest.Clip], n_user_files: int, quarantine: li
         f"Details per file are in the quarantine report.")
 
 
+def _check_languages(config: WakelineConfig) -> None:
+    ne = config.data_prep.conditions.non_english
+    missing = [x for x in ne.languages if x not in phrases.NON_ENGLISH_SENTENCES]
+    if missing:
+        raise DataPrepError(f"data_prep.conditions.non_english.languages: no sentences for {missing}; "
+                            f"choose from {sorted(phrases.NON_ENGLISH_SENTENCES)}")
+
+
+def _check_heldout(config: WakelineConfig, families: dict[str, str], positives: Counter) -> None:
+    """Every held-out family must have positives to measure, and training must keep some."""
+    heldout = set(config.data_prep.splits.heldout_families)
+    pos_by_family = Counter()
+    for voice, n in positives.items():
+        pos_by_family[families[voice]] += n
+    empty = sorted(f for f in heldout if not pos_by_family.get(f))
+    if empty:
+        have = ", ".join(f"{f} ({n})" for f, n in sorted(pos_by_family.items()))
+        raise DataPrepError(f"data_prep.splits.heldout_families: {empty} would have no positive clips to measure; "
+                            f"families with positives: {have}")
+    if pos_by_family and all(f in heldout for f in pos_by_family):
+        raise DataPrepError(f"data_prep.splits.heldout_families: {sorted(heldout)} hold out every family with "
+                            f"positives; training would have none")
+
+
 def _ambient_clips(config: WakelineConfig, speech_by_split: dict[Split, list], names_to_split: dict[str, Split]):
     cfg = config.data_prep.ambient
     kinds = list(cfg.kinds)
@@ -105,25 +130,37 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
 
     texts = synth.label_texts(config)
     jobs = synth.plan(config, texts)
+    _check_languages(config)
+    user = [dataclasses.replace(c, family=synth.family_of(c.voice)) for c in user]
+    negs = [dataclasses.replace(c, family=synth.family_of(c.voice)) for c in negs]
+    # Splits are decided on the plan, before synthesis, so that test speech can say texts training never says.
+    families = {j.voice: j.family for j in jobs} | {c.voice: c.family for c in user + negs}
+    planned_pos = Counter(j.voice for j in jobs if j.label is Label.POSITIVE)
+    planned_pos.update(c.voice for c in user)
+    planned_all = Counter(j.voice for j in jobs)
+    planned_all.update(c.voice for c in user + negs)
+    _check_heldout(config, families, planned_pos)
+    voice_split = splits.assign_voices(planned_pos, planned_all, families, dp.splits, config.seed,
+                                       eval_only_families=(synth.NON_ENGLISH_FAMILY,))
+    heldout_texts = phrases.heldout_texts(texts[Label.NEGATIVE], dp.splits.heldout_text_fraction, config.seed)
+    jobs = synth.hold_out_texts(jobs, voice_split, heldout_texts, config.seed)
     synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet)
     quarantine += rejected
     clips = _dedupe(user + negs + synthetic, quarantine)
     _check_positives(clips, n_pos_files, quarantine, config)
 
-    positives = Counter(c.voice for c in clips if c.label is Label.POSITIVE)
-    totals = Counter(c.voice for c in clips)
-    voice_split = splits.assign_groups(positives, totals, dp.splits, config.seed)
-
     records: list[ManifestRecord] = []
     speech_by_split: dict[Split, list] = defaultdict(list)
+    non_english_by_split: dict[Split, list] = defaultdict(list)
     for c in progress(clips, desc="write clips", unit="clip", disable=not show_progress):
         split = voice_split[c.voice]
         path = layout.clip_path(c.label, c.sha256)
         write_wav(path, c.samples)
         records.append(ManifestRecord(layout.relative(path), c.label, split, c.voice, c.source,
-                                      round(c.duration_s, 4), c.sha256, c.text, c.origin))
+                                      round(c.duration_s, 4), c.sha256, c.text, c.origin, c.family or None))
         if c.label is Label.NEGATIVE:
-            speech_by_split[split].append(c.samples)
+            (non_english_by_split if c.family == synth.NON_ENGLISH_FAMILY else speech_by_split)[split].append(
+                c.samples)
 
     # Long-form background: user recordings and synthetic streams, both split by file.
     bg_split = splits.assign_files([c.origin for c in user_bg], dp.splits.for_background(), config.seed)
@@ -131,7 +168,8 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
         path = layout.clip_path(Label.BACKGROUND, c.sha256)
         write_wav(path, c.samples)
         records.append(ManifestRecord(layout.relative(path), Label.BACKGROUND, bg_split[c.origin], c.voice,
-                                      "user", round(c.duration_s, 4), c.sha256, None, c.origin))
+                                      "user", round(c.duration_s, 4), c.sha256, None, c.origin,
+                                      condition="user_background"))
     n_ambient = int(dp.ambient.synthetic_duration_s // dp.ambient.file_duration_s)
     # File i has kind i % len(kinds). With at least 3 files of every kind each kind is split on its own, so
     # every split hears every kind; otherwise the files are split together.
@@ -145,13 +183,32 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
                                                total=n_ambient, desc="ambient", unit="file",
                                                disable=not show_progress):
         records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"synthetic:{name}",
-                                    "synthetic_ambient", f"{name}:{kind.value}"))
+                                    "synthetic_ambient", f"{name}:{kind.value}", condition=kind.value))
 
     rir_split = splits.assign_files([f"rir-{i:04d}" for i in range(dp.rirs.count)], dp.splits, config.seed)
+    rirs_by_split: dict[Split, list] = defaultdict(list)
     for name in progress(sorted(rir_split), desc="room impulse responses", unit="rir", disable=not show_progress):
         rir, info = rirs.room_impulse_response(dp.rirs, seed=config.seed * 7_919 + int(name[4:]))
+        rirs_by_split[rir_split[name]].append(rir)
         records.append(_write_extra(layout, Label.RIR, rir_split[name], rir, f"room:{name}", "pyroomacoustics",
                                     f"{name}:{json.dumps(info, sort_keys=True)}"))
+
+    cond = dp.conditions
+    plan_c = [(split, kind) for split in (Split.VALIDATION, Split.TEST) for kind in cond.kinds] \
+        if cond.duration_s > 0 else []
+    for i, (split, kind) in enumerate(progress(plan_c, desc="evaluation conditions", unit="stream",
+                                               disable=not show_progress)):
+        try:
+            samples = conditions.condition_stream(kind, cond.duration_s, dp.ambient, speech_by_split[split],
+                                                  non_english_by_split[split], rirs_by_split[split],
+                                                  seed=config.seed * 1_000_033 + 17 * i + 5)
+        except conditions.MissingSpeech as e:
+            raise DataPrepError(f"data_prep.conditions.kinds: {split.value} {e}; add speech "
+                                f"(data_prep.speech / data_prep.conditions.non_english.espeak_clips) or drop "
+                                f"the condition") from None
+        records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"condition:{kind.value}",
+                                    EVAL_ONLY_SOURCE, f"condition-{split.value}:{kind.value}",
+                                    condition=kind.value))
 
     records.sort(key=lambda r: (r.label.value, r.split.value, r.path))
     quarantine.sort(key=lambda r: (r.kind, r.origin))
@@ -163,12 +220,12 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
 
 
 def _write_extra(layout: DatasetLayout, label: Label, split: Split, samples, voice: str, source: str,
-                 origin: str) -> ManifestRecord:
+                 origin: str, condition: str | None = None) -> ManifestRecord:
     sha = hashlib.sha256(samples.tobytes()).hexdigest()
     path = layout.clip_path(label, sha)
     write_wav(path, samples)
     return ManifestRecord(layout.relative(path), label, split, voice, source,
-                          round(len(samples) / SAMPLE_RATE_HZ, 4), sha, None, origin)
+                          round(len(samples) / SAMPLE_RATE_HZ, 4), sha, None, origin, condition=condition)
 
 
 def _quiet(it, **_):
@@ -180,7 +237,13 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
     hours: dict[str, dict[str, float]] = defaultdict(lambda: {s.value: 0.0 for s in Split})
     voices: dict[str, set[str]] = defaultdict(set)
+    families: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
+    conds: dict[str, dict[str, float]] = defaultdict(lambda: {s.value: 0.0 for s in Split})
     for r in records:
+        if r.family and r.label is Label.POSITIVE:
+            families[r.family][r.split.value] += 1
+        if r.condition:
+            conds[r.condition][r.split.value] += r.duration_s / 3600
         counts[r.label.value][r.split.value] += 1
         hours[r.label.value][r.split.value] += r.duration_s / 3600
         if r.label in (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE):
@@ -193,6 +256,9 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
         "counts": dict(counts),
         "hours": {k: {s: round(v, 5) for s, v in d.items()} for k, d in hours.items()},
         "voices_per_split": {s: len(v) for s, v in sorted(voices.items())},
+        "positives_per_family": dict(sorted(families.items())),
+        "heldout_families": list(config.data_prep.splits.heldout_families),
+        "condition_hours": {k: {s: round(v, 5) for s, v in d.items()} for k, d in sorted(conds.items())},
         "quarantined": len(quarantine),
         "quarantine_by_reason": dict(Counter(r.reason.value for r in quarantine).most_common()),
         "manifest_sha256": manifest_sha,

@@ -14,6 +14,30 @@ from components.data_prep.ingest import Clip, Quarantined, condition
 ProgressFn = Callable[..., Iterator]
 
 
+KLATT_VARIANTS = frozenset({"klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"})
+BREATHY_VARIANTS = frozenset({"whisper", "whisperf", "croak"})
+NON_ENGLISH_FAMILY = "espeak:non_english"
+
+
+def family_of(voice: str) -> str:
+    """A voice's family: engine plus voice group. espeak-ng's Klatt variants are another synthesiser than its
+    formant voices, so they are their own family (a natural hold-out); other languages are one family."""
+    engine, _, name = voice.partition(":")
+    if engine == "piper":
+        parts = name.split("-")
+        return f"piper:{parts[1] if len(parts) > 2 else name}"
+    if engine == "espeak":
+        lang, _, variant = name.partition("+")
+        if not lang.lower().startswith("en"):
+            return NON_ENGLISH_FAMILY
+        if variant in KLATT_VARIANTS:
+            return "espeak:klatt"
+        if variant in BREATHY_VARIANTS:
+            return "espeak:breathy"
+        return "espeak:formant"
+    return f"user:{name or voice}" if engine in ("speaker", "file") else voice
+
+
 @dataclass(frozen=True)
 class Job:
     engine: str  # "piper" | "espeak"
@@ -22,6 +46,10 @@ class Job:
     voice: str
     params: tuple[tuple[str, float], ...]
     index: int
+
+    @property
+    def family(self) -> str:
+        return family_of(self.voice)
 
     @property
     def origin(self) -> str:
@@ -40,7 +68,7 @@ def label_texts(config: WakelineConfig) -> dict[Label, list[str]]:
         Label.POSITIVE: config.phrases,
         Label.ADVERSARIAL_NEGATIVE: phrases.adversarial_phrases(
             config.phrases, espeak.phonemize, dp.adversarial.extra_phrases, dp.adversarial.max_phrases),
-        Label.NEGATIVE: phrases.speech_sentences(config.phrases),
+        Label.NEGATIVE: phrases.general_speech(config.phrases, dp.generated_sentences, config.seed),
     }
 
 
@@ -73,7 +101,38 @@ def plan(config: WakelineConfig, texts: dict[Label, list[str]]) -> list[Job]:
                 params = (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
                           ("seed", int(rng.integers(2 ** 31))))
                 jobs.append(Job("espeak", label, text, f"espeak:{voices[(i + stream) % len(voices)]}", params, i))
+    ne = dp.conditions.non_english
+    rng = _rng(config.seed, 20)
+    for i in range(ne.espeak_clips):
+        lang = ne.languages[i % len(ne.languages)]
+        pool = phrases.NON_ENGLISH_SENTENCES[lang]
+        params = (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
+                  ("seed", int(rng.integers(2 ** 31))))
+        variant = e.variants[int(rng.integers(len(e.variants)))]
+        jobs.append(Job("espeak", Label.NEGATIVE, pool[int(rng.integers(len(pool)))], f"espeak:{lang}+{variant}",
+                        params, 100_000 + i))
     return jobs
+
+
+def hold_out_texts(jobs: list[Job], voice_split: dict, heldout: set[str], seed: int) -> list[Job]:
+    """General speech says held-out texts only in the test split and other texts only elsewhere: each English
+    negative job whose text is on the wrong side draws a replacement from its side (seeded, in job order)."""
+    from components.common.artifacts import Split
+
+    if not heldout:
+        return jobs
+    english = {j.text for j in jobs if j.label is Label.NEGATIVE and j.family != NON_ENGLISH_FAMILY}
+    pools = {True: sorted(english & heldout) or sorted(heldout), False: sorted(english - heldout)}
+    rng = _rng(seed, 30)
+    out = []
+    for j in jobs:
+        if j.label is Label.NEGATIVE and j.family != NON_ENGLISH_FAMILY:
+            side = voice_split.get(j.voice) is Split.TEST
+            if (j.text in heldout) != side and pools[side]:
+                j = Job(j.engine, j.label, pools[side][int(rng.integers(len(pools[side])))], j.voice, j.params,
+                        j.index)
+        out.append(j)
+    return out
 
 
 def run_jobs(jobs: list[Job], config: WakelineConfig, workers: int,
@@ -99,5 +158,5 @@ def run_jobs(jobs: list[Job], config: WakelineConfig, workers: int,
         except Quarantined as q:
             rejected.append(QuarantineRecord(job.origin, q.reason, q.detail, kind=job.label.value))
             continue
-        clips.append(Clip(out, job.label, job.voice, job.engine, job.origin, job.text))
+        clips.append(Clip(out, job.label, job.voice, job.engine, job.origin, job.text, job.family))
     return clips, rejected

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 import json
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
 from components.common.metrics import (DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        clip_detected, evaluate)
+from components.common.evaluation import ALL, Breakdown, breakdown, format_text, store_streams
 from components.esphome_verification.contract import Check, verify_contract
 from components.quantization.stage import TflmStreamer
 
@@ -33,7 +35,20 @@ class Verdict:
         b = self.behaviour
         out = {"blessed": float(self.blessed), "checks_failed": float(sum(not c.passed for c in self.checks))}
         out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours") if k in b})
-        return out
+        t = b.get("breakdown")
+        if t:
+            for c in t["fa"]:
+                out[f"fa_per_hour_{c['condition']}"] = _nan(c["fa_per_hour"])
+                out[f"fa_per_hour_upper95_{c['condition']}"] = _nan(c["upper_95_per_hour"])
+            for c in t["frr"]:
+                if c["condition"] == ALL:
+                    out[f"frr_family_{c['family'].replace(':', '_')}"] = _nan(c["frr"])
+                elif c["family"] == ALL:
+                    out[f"frr_condition_{c['condition']}"] = _nan(c["frr"])
+            out["worst_condition_fa_per_hour"] = _nan(t["worst_fa_per_hour"])
+            out["heldout_family_frr"] = _nan(t["worst_heldout_frr"])
+        # KFP's metrics cannot carry NaN: a cell with nothing measured is left out (the report names it)
+        return {k: v for k, v in out.items() if math.isfinite(v)}
 
     def roc_curve(self) -> tuple[list[float], list[float], list[float]]:
         """(fpr, tpr, thresholds) for `ClassificationMetrics.log_roc_curve`."""
@@ -42,6 +57,10 @@ class Verdict:
     def as_dict(self) -> dict[str, Any]:
         return {"blessed": self.blessed, "generation": self.generation, "reasons": self.reasons,
                 "checks": [c.as_dict() for c in self.checks], "behaviour": self.behaviour}
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def find_pair(path: Path) -> tuple[Path, Path]:
@@ -122,9 +141,34 @@ def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | Non
     return reasons
 
 
+def gate_reasons(b: Breakdown, target_fa_per_hour: float, max_frr: float) -> list[str]:
+    """Why the per-family, per-condition results do not bless: the worst FA/h condition over the target, FRR
+    over all test positives over the limit, any held-out family over the limit, or nothing measured."""
+    reasons = []
+    worst = b.worst_fa()
+    if worst is None:
+        reasons.append("no test ambient audio was measured: FA/h unknown")
+    elif not worst.fa_per_hour <= target_fa_per_hour:
+        reasons.append(f"FA/h {worst.fa_per_hour:.2f} on test condition {worst.condition!r} ({worst.false_accepts} in "
+                       f"{worst.hours * 60:.1f} min) exceeds the target {target_fa_per_hour}")
+    overall = b.frr_cell(ALL, ALL)
+    if overall is None or not overall.clips:
+        reasons.append("no test positives were measured: FRR unknown")
+    elif overall.frr > max_frr:
+        reasons.append(f"FRR {overall.frr:.1%} over all {overall.clips} test positives exceeds the limit {max_frr:.0%}")
+    for family in b.heldout_families:
+        cell = b.frr_cell(family, ALL)
+        if cell is None or not cell.clips:
+            reasons.append(f"held-out family {family!r} has no test positives: its FRR is unknown")
+        elif cell.frr > max_frr:
+            reasons.append(f"FRR {cell.frr:.1%} on held-out family {family!r} ({cell.clips} clips) exceeds the "
+                           f"limit {max_frr:.0%}")
+    return reasons
+
+
 def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_fa_per_hour: float,
         max_frr: float, audio_dir: Path | None = None, max_tflite_bytes: int | None = None,
-        max_arena_bytes: int | None = None) -> Verdict:
+        max_arena_bytes: int | None = None, heldout_families: tuple[str, ...] = ()) -> Verdict:
     """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
     t0 = time.monotonic()
     out = Path(output_dir)
@@ -142,11 +186,20 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
         manifest = json.loads(manifest_path.read_text())
         verdict.behaviour, points, peaks = behaviour(model, audio, manifest)
         b = verdict.behaviour
-        if b["fa_per_hour"] > target_fa_per_hour:
-            verdict.reasons.append(f"FA/h {b['fa_per_hour']:.2f} on test ambient audio exceeds the target "
-                                   f"{target_fa_per_hour}")
-        if b["frr"] > max_frr:
-            verdict.reasons.append(f"FRR {b['frr']:.1%} on test clips exceeds the limit {max_frr:.0%}")
+        if features_dir is not None:
+            # the gate: per voice family and per condition, on the test split only
+            tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+            pos, amb = store_streams(FeatureStoreLayout(Path(features_dir)), Split.TEST, tflm)
+            table = breakdown(pos, amb, b["cutoff"], quantized=True, heldout_families=heldout_families)
+            b["breakdown"] = table.as_dict()
+            b["breakdown_text"] = format_text(table)
+            verdict.reasons += gate_reasons(table, target_fa_per_hour, max_frr)
+        else:
+            if b["fa_per_hour"] > target_fa_per_hour:
+                verdict.reasons.append(f"FA/h {b['fa_per_hour']:.2f} on test ambient audio exceeds the target "
+                                       f"{target_fa_per_hour}")
+            if b["frr"] > max_frr:
+                verdict.reasons.append(f"FRR {b['frr']:.1%} on test clips exceeds the limit {max_frr:.0%}")
     verdict.blessed = not verdict.reasons
     verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
     verdict.roc = peaks.get("roc", [])
@@ -207,6 +260,52 @@ def model_facts(model: Path, checks: list[Check]) -> str:
     return "; ".join(facts)
 
 
+def _num(v, fmt: str = ".2f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def breakdown_html(t: dict[str, Any]) -> str:
+    """The per-condition FA/h table and the per-family x per-condition FRR table, the worst cells named and marked."""
+    worst_c = t.get("worst_fa_condition")
+    fa_rows = []
+    for c in t["fa"]:
+        mark = " class=bad" if c["condition"] == worst_c else ""
+        fa_rows.append(f"<tr{mark}><td>{html.escape(c['condition'])}</td><td>{c['hours'] * 60:.1f}</td>"
+                       f"<td>{c['false_accepts']}</td><td>{_num(c['fa_per_hour'])}</td>"
+                       f"<td>{_num(c['upper_95_per_hour'])}</td></tr>")
+    cells = {(c["family"], c["condition"]): c for c in t["frr"]}
+    conds = sorted({c for _, c in cells if c != ALL}) + [ALL]
+    fams = sorted({f for f, _ in cells if f != ALL}) + [ALL]
+    worst = t.get("worst_frr_cell") or {}
+    heldout = set(t.get("heldout_families", []))
+    frr_rows = []
+    for f in fams:
+        tds = []
+        for c in conds:
+            cell = cells.get((f, c))
+            mark = " class=bad" if (worst.get("family"), worst.get("condition")) == (f, c) else ""
+            text = "" if cell is None else f"{_num(cell['frr'], '.1%')} <small>({cell['misses']}/{cell['clips']})</small>"
+            tds.append(f"<td{mark}>{text}</td>")
+        name = html.escape(f) + (" <b>(held out)</b>" if f in heldout else "")
+        frr_rows.append(f"<tr><td>{name}</td>{''.join(tds)}</tr>")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in conds)
+    worst_lines = []
+    if worst_c is not None:
+        worst_lines.append(f"Worst FA/h condition: <b>{html.escape(worst_c)}</b> ({_num(t['worst_fa_per_hour'])} FA/h).")
+    if worst:
+        worst_lines.append(f"Worst FRR cell: <b>{html.escape(worst['family'])} / {html.escape(worst['condition'])}"
+                           f"</b> ({_num(worst['frr'], '.1%')}).")
+    if t.get("worst_heldout_family"):
+        worst_lines.append(f"Held-out family {html.escape(t['worst_heldout_family'])}: FRR "
+                           f"{_num(t['worst_heldout_frr'], '.1%')} (never in training or validation).")
+    return (f"<h2>Per condition and per voice family (test split, cutoff {t['cutoff']:.2f})</h2>"
+            f"<p>{' '.join(worst_lines)}</p>"
+            "<table><tr><th>ambient condition</th><th>minutes</th><th>false accepts</th><th>FA/h</th>"
+            f"<th>95 % upper FA/h</th></tr>{''.join(fa_rows)}</table>"
+            "<p>False-reject rate (misses/clips), voice family × channel condition:</p>"
+            f"<table><tr><th>family</th>{head}</tr>{''.join(frr_rows)}</table>")
+
+
 def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], peaks: dict) -> str:
     rows = "".join(f"<tr class={'ok' if c.passed else 'bad'}><td>{html.escape(c.name)}</td>"
                    f"<td>{'pass' if c.passed else 'FAIL'}</td><td><code>{html.escape(str(c.found))}</code></td>"
@@ -219,11 +318,13 @@ def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], pea
                f"{b['fa_per_hour']:.2f} FA/h over {b['ambient_hours'] * 60:.1f} min of test ambient audio.</p>"
                if "frr" in b else "")
     verdict_line = "BLESSED" if verdict.blessed else "NOT BLESSED: " + "; ".join(verdict.reasons)
+    table = breakdown_html(b["breakdown"]) if b.get("breakdown") else ""
     return (f"<!doctype html><meta charset=utf-8><title>wakeline verification</title>"
             f"<style>body{{font-family:sans-serif;max-width:1000px}}td{{padding:2px 8px}}"
             f".bad td{{background:#fdd}}.ok td{{background:#efe}}</style>"
             f"<h1>ESPHome verification</h1><p><b>{html.escape(verdict_line)}</b> ({verdict.generation} manifest; "
-            f"{html.escape(facts)})</p>{summary}{plot}<h2>Contract checks</h2>"
+            f"{html.escape(facts)})</p>{table}<h2>Mixed test clips and ambient audio</h2>{summary}{plot}"
+            f"<h2>Contract checks</h2>"
             f"<table><tr><th>check</th><th>result</th><th>found</th><th>expected</th></tr>{rows}</table>")
 
 
@@ -239,13 +340,14 @@ def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, ble
 
     config = read_config_artifact(config_path)
     budget = config.device_budget
+    heldout = tuple(config.data_prep.splits.heldout_families)
     params = {"target_fa_per_hour": config.target_false_accepts_per_hour, "max_frr": config.verification_max_frr,
               "max_tflite_bytes": budget.max_tflite_bytes, "max_arena_bytes": budget.max_arena_bytes}
     with stage_run("esphome_verification", f"wakeline/{config.wake_word}", params,
                    tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
         verdict = run(model_dir, features_dir, Path(tmp), target_fa_per_hour=config.target_false_accepts_per_hour,
                       max_frr=config.verification_max_frr, max_tflite_bytes=budget.max_tflite_bytes,
-                      max_arena_bytes=budget.max_arena_bytes)
+                      max_arena_bytes=budget.max_arena_bytes, heldout_families=heldout)
         tracker.log_metrics(verdict.scalars())
         tracker.log_artifact(Path(tmp))
         blessing_path.parent.mkdir(parents=True, exist_ok=True)

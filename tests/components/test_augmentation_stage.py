@@ -22,7 +22,8 @@ TINY_DATA = ["data_prep.positives.piper_clips=1", "data_prep.positives.espeak_cl
              "data_prep.adversarial.piper_clips=0", "data_prep.adversarial.espeak_clips=3",
              "data_prep.speech.piper_clips=0", "data_prep.speech.espeak_clips=6",
              "data_prep.ambient.synthetic_duration_s=30", "data_prep.ambient.file_duration_s=5",
-             "data_prep.rirs.count=3", "data_prep.min_usable_positives=5"]
+             "data_prep.rirs.count=3", "data_prep.min_usable_positives=5",
+             "data_prep.conditions.duration_s=10", "data_prep.conditions.kinds=[clean_speech]"]
 # Small batches so that the train split spans several of them (and both shards get some).
 TINY_AUG = ["augmentation.epochs=3", "augmentation.batch_size=4", "augmentation.workers=1",
             "augmentation.device=cpu"]
@@ -56,7 +57,7 @@ def _set_hashes(md) -> dict[str, dict[str, str]]:
 
 def _arrays(layout: FeatureStoreLayout, key: str):
     split, name = key.split("/")
-    fs = layout.open(Split(split), None if name == "ambient" else int(name.split("-")[1]))
+    fs = layout.open_dir(layout.set_dir_named(Split(split), name))
     return np.asarray(fs.frames), fs.offsets, fs.labels, fs.weights, fs.clip_info()
 
 
@@ -250,7 +251,8 @@ def test_background_windows_per_split(store, dataset):
     aug = cfg.augmentation
     records = dataset.read_manifest()
     for split in Split:
-        hours = sum(r.duration_s for r in records if r.label is Label.BACKGROUND and r.split is split) / 3600
+        hours = sum(r.duration_s for r in records if r.label is Label.BACKGROUND and r.split is split
+                    and r.source != "condition_stream") / 3600  # speech-condition streams are measured only
         key = f"{split.value}/epoch-000"
         assert md["sets"][key]["counts"].get("background", 0) == round(hours * aug.background_windows_per_hour)
 
@@ -445,3 +447,49 @@ def test_hard_negatives_join_the_training_split_from_their_own_directory(dataset
     merged = stage.gather(dirs, tmp_path / "merged")
     single = stage.gather([tmp_path / "s"], tmp_path / "single")
     assert _set_hashes(merged) == _set_hashes(single)
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation conditions
+
+
+def test_each_condition_set_holds_the_splits_positives_with_their_family(store, dataset):
+    cfg, _, md, layout, _ = store
+    records = dataset.read_manifest()
+    assert layout.conditions(Split.TRAIN) == []
+    for split in (Split.VALIDATION, Split.TEST):
+        assert layout.conditions(split) == sorted(c.value for c in cfg.augmentation.eval_conditions)
+        positives = sorted((r for r in records if r.label is Label.POSITIVE and r.split is split), key=lambda r: r.path)
+        for condition in layout.conditions(split):
+            fs = layout.open_condition(split, condition)
+            info = fs.clip_info()
+            assert [c["path"] for c in info] == [r.path for r in positives]
+            assert [c["family"] for c in info] == [r.family for r in positives]
+            assert all(c["condition"] == condition for c in info)
+            assert len(fs.clip(0)) == md["eval_frames_per_clip"]
+        clean = layout.open_condition(split, "clean").clip_info()
+        assert all(c["snr_db"] is None and c["rir"] == -1 and c["speed"] == 1.0 for c in clean)
+        far = layout.open_condition(split, "far_field").clip_info()
+        assert all(c["rir"] >= 0 and c["snr_db"] is not None for c in far)
+        noisy = layout.open_condition(split, "noisy").clip_info()
+        assert all(c["rir"] == -1 and c["snr_db"] is not None for c in noisy)
+
+
+def test_band_limited_positives_lose_the_high_channels(store):
+    _, _, _, layout, _ = store
+    clean, phone = (layout.open_condition(Split.TEST, c) for c in ("clean", "band_limited"))
+    high = slice(32, 40)  # the frontend's channels above ~4 kHz: the telephone band ends at 3.4 kHz
+    for i in range(len(clean)):
+        assert np.asarray(phone.clip(i))[:, high].mean() < np.asarray(clean.clip(i))[:, high].mean()
+
+
+def test_speech_condition_streams_are_measured_not_mixed(store, dataset):
+    _, _, _, layout, _ = store
+    for split in (Split.VALIDATION, Split.TEST):
+        tagged = layout.ambient_tagged(split)
+        assert "clean_speech" in {c for _, c in tagged}
+        assert len(layout.ambient(split)) == len(tagged) - 1  # training's checkpoint choice leaves it out
+    streams = {r.path for r in dataset.read_manifest() if r.source == "condition_stream"}
+    for split in Split:
+        for c in layout.open(split, 0).clip_info():
+            assert c["path"] not in streams

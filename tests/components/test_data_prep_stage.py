@@ -114,3 +114,60 @@ def test_too_few_positives_fails_with_explanation(user_audio, tmp_path):
     assert "only 0 usable positive clips (minimum 50)" in msg
     assert "0 usable of 9 files" in msg and "truncated" in msg and "silent" in msg
     assert "data_prep.min_usable_positives" in msg
+
+
+HELD_OUT = TINY + ["data_prep.splits.heldout_families=[espeak:klatt]", "data_prep.splits.heldout_text_fraction=0.3",
+                   "data_prep.conditions.duration_s=20", "data_prep.conditions.non_english.espeak_clips=8",
+                   "data_prep.conditions.non_english.languages=[de, fr]", "data_prep.speech.espeak_clips=24",
+                   "data_prep.generated_sentences=40", "data_prep.positives.espeak_clips=30"]
+
+
+@pytest.fixture(scope="module")
+def heldout_dataset(tmp_path_factory):
+    cfg = load_config("smoke", overrides=HELD_OUT)
+    out = tmp_path_factory.mktemp("heldout")
+    return cfg, DatasetLayout(out), run(out, cfg, show_progress=False)
+
+
+def test_held_out_family_is_heard_by_test_only(heldout_dataset):
+    _, layout, md = heldout_dataset
+    records = layout.read_manifest()
+    speech = [r for r in records if r.label in (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE)]
+    assert all(r.family for r in speech)  # every clip records its family
+    klatt = [r for r in speech if r.family == "espeak:klatt"]
+    assert klatt and {r.split for r in klatt} == {Split.TEST}
+    assert md["positives_per_family"]["espeak:klatt"]["test"] > 0
+    assert md["positives_per_family"]["espeak:formant"]["train"] > 0
+    non_english = [r for r in speech if r.family == "espeak:non_english"]
+    assert non_english and Split.TRAIN not in {r.split for r in non_english}  # evaluation only
+    assert all(r.voice.split(":")[1].split("+")[0] in ("de", "fr") for r in non_english)
+
+
+def test_test_speech_says_texts_training_never_says(heldout_dataset):
+    _, layout, _ = heldout_dataset
+    english = [r for r in layout.read_manifest() if r.label is Label.NEGATIVE and r.family != "espeak:non_english"]
+    by_split = defaultdict(set)
+    for r in english:
+        by_split[r.split].add(r.text)
+    assert by_split[Split.TEST] and by_split[Split.TRAIN]
+    assert not by_split[Split.TEST] & (by_split[Split.TRAIN] | by_split[Split.VALIDATION])
+
+
+def test_condition_streams_exist_for_validation_and_test_only(heldout_dataset):
+    cfg, layout, md = heldout_dataset
+    streams = [r for r in layout.read_manifest() if r.source == "condition_stream"]
+    kinds = {k.value for k in cfg.data_prep.conditions.kinds}
+    for split in (Split.VALIDATION, Split.TEST):
+        got = {r.condition for r in streams if r.split is split}
+        assert got == kinds, split
+    assert all(r.split is not Split.TRAIN and r.label is Label.BACKGROUND for r in streams)
+    assert all(abs(r.duration_s - 20) < 0.01 for r in streams)
+    ambient = [r for r in layout.read_manifest() if r.source == "synthetic_ambient"]
+    assert ambient and all(r.condition in ("noise", "music", "babble") for r in ambient)
+    assert md["condition_hours"]["telephone_speech"]["test"] == pytest.approx(20 / 3600, abs=1e-4)
+
+
+def test_a_held_out_family_without_positives_is_a_config_error(tmp_path):
+    cfg = load_config("smoke", overrides=TINY + ["data_prep.splits.heldout_families=[espeak:breathy]"])
+    with pytest.raises(DataPrepError, match=r"data_prep.splits.heldout_families: \['espeak:breathy'\]"):
+        run(tmp_path / "d", cfg, show_progress=False)

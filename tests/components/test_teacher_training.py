@@ -129,7 +129,7 @@ def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_
     assert md["tensor_arena_size"] == md["tensor_arena_min_bytes"] + md["arena_margin_bytes"]
     manifest = json.loads((tmp_path / "esphome" / md["manifest"]).read_text())
     assert manifest["micro"]["probability_cutoff"] == md["probability_cutoff"]
-    assert md["validation_at_cutoff"]["fa_per_hour"] <= cfg.target_false_accepts_per_hour
+    assert md["validation_at_cutoff"]["worst_condition_fa_per_hour"] <= cfg.target_false_accepts_per_hour
     from mlflow.tracking import MlflowClient
 
     tracked = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(md["mlflow_run_id"])
@@ -142,5 +142,6 @@ def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_
     b = verdict.behaviour
     assert 0.0 <= b["frr"] <= 1.0 and b["positives"] > 0 and b["ambient_hours"] > 0
     assert b["cutoff"] == md["probability_cutoff"] and set(b["budgets"]) == {"0.1", "0.5", "1.0", "2.0"}
-    assert verdict.blessed == (b["fa_per_hour"] <= cfg.target_false_accepts_per_hour)
+    worst = b["breakdown"]["worst_fa_per_hour"]  # the gate judges the worst condition, not the pooled rate
+    assert verdict.blessed == (worst <= cfg.target_false_accepts_per_hour)
     assert "<img" in (tmp_path / "verify" / "report.html").read_text()

@@ -1,0 +1,233 @@
+"""Accuracy benchmark: wakeline's model beside the official ESPHome model, on the same audio, where it counts.
+
+Trains (through kfp.local, exactly as `make run`) the `default` preset for "hey jarvis" (an official word) and
+for "hey chatterbox" (the word of the real recordings), and the `smoke` preset with seeds 0, 1, 2 (and 0 again,
+for repeatability). Then, in each record `value` is wakeline's figure and `baseline_value` the official model's
+on the same audio (`baseline` names it):
+
+  heldout_family_frr            FRR on the test positives of the held-out voice family that fares worst
+                                (never in training or validation), at each model's own cutoff
+  worst_condition_fa_per_hour   FA/h of the worst test condition (clean, telephone, far-field, fast/slow, over
+                                music, non-English speech; noise, music, babble), with its 95 % upper bound
+  real_speech_dev_fa_per_hour   FA/h on ../shared/data/real-speech-dev (real people, 8 kHz, never trained on)
+  real_wakeword_dev_frr         the "hey chatterbox" model's FRR on 56 real recordings of the phrase (one
+                                person), beside its synthetic test FRR; no official model exists for it
+  frr_family_<f>, fa_per_hour_<condition>   every cell, both models
+  cross_word_detection_rate     each official model over the other word's test positives (should be ~0: a
+                                check of the evaluation itself)
+  smoke_seed_spread             test FRR and worst-condition FA/h over 3 seeds of `smoke` (min / median / max)
+  same_seed_bit_identical       1 when two `smoke` runs with seed 0 give byte-identical .tflite files
+
+Runs are kept under runs/bench/accuracy/<name>/ and reused when the config and the source (components/,
+pipeline/, configs/presets/) are unchanged, so a rerun after editing a benchmark or the README costs minutes.
+WAKELINE_SHARED_DATA points at the real recordings (default: ../shared/data beside the repository).
+About 60-70 min on 2 cores from nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+from benchmarks.common import log, result
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = Path("runs") / "bench" / "accuracy"
+OFFICIAL = ROOT / "tests" / "fixtures" / "esphome-models" / "v2"
+SMOKE_SEEDS = (0, 1, 2)
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("WAKELINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def source_hash() -> str:
+    """What a trained model depends on besides its config: the code and the presets."""
+    h = hashlib.sha256()
+    for base, pattern in (("components", "*.py"), ("pipeline", "*.py"), ("configs/presets", "*.yaml")):
+        for p in sorted((ROOT / base).rglob(pattern)):
+            h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def train(name: str, preset: str, overrides: list[str], wake_word: str | None = None) -> dict:
+    """A kfp.local run of `preset`, or the kept one when config and source are unchanged."""
+    from components.common.config import load_config
+    from pipeline.local import run_local
+
+    home = (RUNS / name).resolve()
+    config = load_config(preset, overrides=[*overrides, f"training.checkpoint_root={home / 'ck'}",
+                                            f"mining.session_root={home / 'mining'}",
+                                            f"publish.store={home / 'published'}"], wake_word=wake_word)
+    key = hashlib.sha256((config.sha256() + source_hash()).encode()).hexdigest()
+    marker = home / "done.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        done = json.loads(marker.read_text())
+        log(f"[bench] accuracy: {name}: reusing the run in {home} (same config and source)")
+        return done
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    log(f"[bench] accuracy: {name}: {preset} through kfp.local ({' '.join(overrides)})")
+    run = run_local(config, preset, home / "runs", run_id="run")
+    blessing = json.loads((run.outputs["verification"].path.parent / "blessing").read_text())
+    done = {"key": key, "name": name, "preset": preset, "overrides": overrides, "wake_word": config.wake_word,
+            "wall_s": run.wall_s,
+            "model_dir": str(run.outputs["esphome_model"].path), "features": str(run.outputs["features"].path),
+            "heldout_families": list(config.data_prep.splits.heldout_families),
+            "target_fa_per_hour": config.target_false_accepts_per_hour,
+            "blessed": bool(blessing.get("blessed")), "reasons": blessing.get("reasons", []),
+            "test_breakdown": blessing.get("behaviour", {}).get("breakdown")}
+    marker.write_text(json.dumps(done, indent=2))
+    return done
+
+
+def _model(path: Path):
+    from components.esphome_verification.stage import find_pair
+    from components.quantization.stage import TflmStreamer
+
+    tflite, manifest_path = find_pair(path)
+    manifest = json.loads(manifest_path.read_text())
+    return TflmStreamer(tflite, manifest["micro"]["tensor_arena_size"]), float(manifest["micro"]["probability_cutoff"])
+
+
+def store_breakdown(model_path: Path, features: Path, heldout: list[str]):
+    from components.common.artifacts import FeatureStoreLayout, Split
+    from components.common.evaluation import breakdown, store_streams
+
+    tflm, cutoff = _model(model_path)
+    pos, amb = store_streams(FeatureStoreLayout(features), Split.TEST, tflm)
+    return breakdown(pos, amb, cutoff, quantized=True, heldout_families=heldout)
+
+
+def folder_report(model_path: Path, positives: list[Path] = (), ambient: list[Path] = ()):
+    from components.esphome_verification.folders import evaluate_folders
+
+    return evaluate_folders(model_path, list(positives), list(ambient))
+
+
+def _official(word: str) -> Path:
+    return OFFICIAL / f"{word}.json"
+
+
+def side_by_side(ours, official, official_name: str, heldout: list[str]) -> list[dict]:
+    """Every cell of the two breakdowns as records, and the headline metrics."""
+    out = []
+    ho = ours.worst_heldout()
+    if ho is not None:
+        base = official.frr_cell(ho.family)
+        out.append(result("heldout_family_frr", ho.frr, "fraction", baseline=official_name,
+                          baseline_value=None if base is None else base.frr, family=ho.family, clips=ho.clips,
+                          heldout_families=heldout, cutoff=ours.cutoff, baseline_cutoff=official.cutoff))
+    wf, wb = ours.worst_fa(), official.worst_fa()
+    out.append(result("worst_condition_fa_per_hour", wf.fa_per_hour, "FA/h", baseline=official_name,
+                      baseline_value=wb.fa_per_hour, condition=wf.condition, hours=wf.hours,
+                      false_accepts=wf.false_accepts, upper_95=wf.upper_per_hour,
+                      baseline_condition=wb.condition, baseline_false_accepts=wb.false_accepts,
+                      baseline_upper_95=wb.upper_per_hour,
+                      baseline_on_our_worst=official.fa_cell(wf.condition).fa_per_hour))
+    for cell in ours.fa:
+        base = official.fa_cell(cell.condition)
+        out.append(result(f"fa_per_hour_{cell.condition}", cell.fa_per_hour, "FA/h", baseline=official_name,
+                          baseline_value=base.fa_per_hour, hours=cell.hours, false_accepts=cell.false_accepts,
+                          upper_95=cell.upper_per_hour, baseline_false_accepts=base.false_accepts,
+                          baseline_upper_95=base.upper_per_hour))
+    for cell in ours.frr:
+        if cell.condition != "all" and cell.family != "all":
+            continue
+        base = official.frr_cell(cell.family, cell.condition)
+        name = (f"frr_family_{cell.family}" if cell.condition == "all" else f"frr_condition_{cell.condition}")
+        out.append(result(name, cell.frr, "fraction", baseline=official_name,
+                          baseline_value=None if base is None else base.frr, clips=cell.clips, misses=cell.misses,
+                          heldout=cell.family in heldout))
+    return out
+
+
+def spread(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def run() -> list[dict]:
+    from components.common.artifacts import FeatureStoreLayout, LABEL_CODES, Label, Split
+    from components.common.evaluation import TaggedStream, breakdown
+
+    data = shared_data()
+    out: list[dict] = []
+
+    jarvis = train("default-hey-jarvis", "default", [])  # the default preset's word
+    chatter = train("default-hey-chatterbox", "default", [], wake_word="hey chatterbox")
+    smoke = [train(f"smoke-seed-{s}", "smoke", [f"seed={s}"]) for s in SMOKE_SEEDS]
+    smoke_again = train("smoke-seed-0-again", "smoke", ["seed=0"])
+
+    # 1. hey jarvis: wakeline vs the official model, same test audio, each at its own cutoff
+    heldout = jarvis["heldout_families"]
+    ours = store_breakdown(Path(jarvis["model_dir"]), Path(jarvis["features"]), heldout)
+    official = store_breakdown(_official("hey_jarvis"), Path(jarvis["features"]), heldout)
+    out += side_by_side(ours, official, "official ESPHome hey_jarvis v2 (cutoff 0.97)", heldout)
+    out.append(result("default_blessed", float(jarvis["blessed"]), "bool", reasons=jarvis["reasons"],
+                      wall_s=jarvis["wall_s"]))
+
+    # 2. real speech, no wake word: FA/h of both
+    speech_dir = data / "real-speech-dev"
+    ours_rs = folder_report(Path(jarvis["model_dir"]), ambient=[speech_dir]).breakdown.fa_cell()
+    off_rs = folder_report(_official("hey_jarvis"), ambient=[speech_dir]).breakdown.fa_cell()
+    out.append(result("real_speech_dev_fa_per_hour", ours_rs.fa_per_hour, "FA/h",
+                      baseline="official ESPHome hey_jarvis v2 (cutoff 0.97)", baseline_value=off_rs.fa_per_hour,
+                      hours=ours_rs.hours, false_accepts=ours_rs.false_accepts, upper_95=ours_rs.upper_per_hour,
+                      baseline_false_accepts=off_rs.false_accepts, baseline_upper_95=off_rs.upper_per_hour,
+                      source="FSDD, CC BY-SA 4.0"))
+
+    # 3. real people saying "hey chatterbox", beside the model's synthetic test FRR
+    cb_dir = data / "real-wakeword-dev" / "hey_chatterbox"
+    real = folder_report(Path(chatter["model_dir"]), positives=[cb_dir])
+    cell = real.breakdown.frr_cell()
+    synth = store_breakdown(Path(chatter["model_dir"]), Path(chatter["features"]), chatter["heldout_families"])
+    cb_rs = folder_report(Path(chatter["model_dir"]), ambient=[speech_dir]).breakdown.fa_cell()
+    out.append(result("real_wakeword_dev_frr", cell.frr, "fraction", clips=cell.clips, misses=cell.misses,
+                      baseline=None, synthetic_test_frr=synth.frr_cell().frr,
+                      synthetic_heldout_frr=None if synth.worst_heldout() is None else synth.worst_heldout().frr,
+                      synthetic_worst_condition_fa_per_hour=synth.worst_fa().fa_per_hour,
+                      real_speech_dev_fa_per_hour=cb_rs.fa_per_hour, real_speech_dev_false_accepts=cb_rs.false_accepts,
+                      blessed=chatter["blessed"], source="Precise-Community-Data, public domain"))
+
+    # 4. cross-word: official models over the other words' test positives (a check of the evaluation)
+    def positives_of(features: Path) -> list:
+        store = FeatureStoreLayout(features)
+        fs = store.open(Split.TEST, 0)
+        return [fs.clip(int(i)) for i in (fs.labels == LABEL_CODES[Label.POSITIVE]).nonzero()[0]]
+
+    for word, features in (("hey_jarvis", chatter["features"]), ("alexa", jarvis["features"]),
+                           ("okay_nabu", jarvis["features"]), ("hey_mycroft", jarvis["features"])):
+        if not _official(word).is_file():
+            continue
+        tflm, cutoff = _model(_official(word))
+        clips = [TaggedStream(tflm(c), "test") for c in positives_of(Path(features))]
+        b = breakdown(clips, [], cutoff, quantized=True)
+        own = "hey chatterbox" if features == chatter["features"] else "hey jarvis"
+        out.append(result("cross_word_detection_rate", 1 - b.frr_cell().frr, "fraction", model=word,
+                          positives_of=own, clips=b.frr_cell().clips))
+    own = store_breakdown(_official("hey_jarvis"), Path(jarvis["features"]), heldout).frr_cell()
+    out.append(result("official_own_word_detection_rate", 1 - own.frr, "fraction", model="hey_jarvis",
+                      positives_of="hey jarvis", clips=own.clips))
+
+    # 5. spread over seeds, and repeatability
+    frrs, fas = [], []
+    for s in smoke:
+        b = store_breakdown(Path(s["model_dir"]), Path(s["features"]), s["heldout_families"])
+        frrs.append(b.frr_cell().frr)
+        fas.append(b.worst_fa().fa_per_hour)
+    out.append(result("smoke_seed_spread_test_frr", spread(frrs)["median"], "fraction", seeds=list(SMOKE_SEEDS),
+                      values=frrs, **spread(frrs)))
+    out.append(result("smoke_seed_spread_worst_condition_fa_per_hour", spread(fas)["median"], "FA/h",
+                      seeds=list(SMOKE_SEEDS), values=fas, **spread(fas)))
+    a = _tflite_sha(Path(smoke[0]["model_dir"]))
+    b2 = _tflite_sha(Path(smoke_again["model_dir"]))
+    out.append(result("same_seed_bit_identical", float(a == b2), "bool", first_sha256=a, second_sha256=b2))
+    return out
+
+
+def _tflite_sha(model_dir: Path) -> str:
+    return hashlib.sha256(next(Path(model_dir).glob("*.tflite")).read_bytes()).hexdigest()
