@@ -20,7 +20,7 @@ from tests.factories import speechlike
 SR = 16_000
 TINY_DATA = ["data_prep.positives.piper_clips=1", "data_prep.positives.espeak_clips=10",
              "data_prep.adversarial.piper_clips=0", "data_prep.adversarial.espeak_clips=3",
-             "data_prep.speech.piper_clips=0", "data_prep.speech.espeak_clips=6",
+             "data_prep.speech.piper_clips=0", "data_prep.speech.espeak_clips=15",
              "data_prep.ambient.synthetic_duration_s=30", "data_prep.ambient.file_duration_s=5",
              "data_prep.rirs.count=3", "data_prep.min_usable_positives=5",
              "data_prep.conditions.duration_s=10", "data_prep.conditions.kinds=[clean_speech]"]
@@ -173,7 +173,8 @@ def test_store_metadata_matches_the_arrays(store, dataset):
     assert md["config_sha256"] == cfg.sha256()
     assert md["input_sha256"]["dataset_manifest"] == sha256_file(dataset.manifest)
     expected_sets = {f"train/epoch-{e:03d}" for e in range(aug.epochs)} | {
-        "validation/epoch-000", "test/epoch-000", "validation/ambient", "test/ambient"}
+        "validation/epoch-000", "test/epoch-000", "validation/ambient", "test/ambient"} | {
+        f"{split}/condition-{c.value}" for split in ("validation", "test") for c in aug.eval_conditions}
     assert set(md["sets"]) == expected_sets
     records = dataset.read_manifest()
     for layout, meta in ((shard, md), (gathered_layout, gathered)):
@@ -193,6 +194,8 @@ def test_store_metadata_matches_the_arrays(store, dataset):
             tail = 0 if split is Split.TRAIN else int(round(aug.eval_tail_s * SR))
             assert np.all(np.diff(offsets) == n_frames(int(aug.clip_duration_s * SR) + tail)), key
             assert np.all(np.diff(offsets) == (per_clip if split is Split.TRAIN else meta["eval_frames_per_clip"]))
+            if "/condition-" in key:  # the split's positives only (checked in the conditions tests below)
+                continue
             speech = [r for r in records if r.split is split and r.label in stage.SPEECH_LABELS]
             assert sorted(c["path"] for c in clips if c["path"]) == sorted(r.path for r in speech)
             assert [c["item"] for c in clips] == list(range(len(clips)))  # global item order

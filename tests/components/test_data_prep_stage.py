@@ -117,7 +117,9 @@ def test_too_few_positives_fails_with_explanation(user_audio, tmp_path):
 
 
 HELD_OUT = TINY + ["data_prep.splits.heldout_families=[espeak:klatt]", "data_prep.splits.heldout_text_fraction=0.3",
-                   "data_prep.conditions.duration_s=20", "data_prep.conditions.non_english.espeak_clips=8",
+                   "data_prep.conditions.duration_s=20",
+                   "data_prep.conditions.kinds=[clean_speech, telephone_speech, far_field_speech, fast_slow_speech, "
+                   "speech_over_music, non_english_speech]", "data_prep.conditions.non_english.espeak_clips=8",
                    "data_prep.conditions.non_english.languages=[de, fr]", "data_prep.speech.espeak_clips=24",
                    "data_prep.generated_sentences=40", "data_prep.positives.espeak_clips=30"]
 
@@ -157,6 +159,7 @@ def test_condition_streams_exist_for_validation_and_test_only(heldout_dataset):
     cfg, layout, md = heldout_dataset
     streams = [r for r in layout.read_manifest() if r.source == "condition_stream"]
     kinds = {k.value for k in cfg.data_prep.conditions.kinds}
+    assert len(kinds) == 6
     for split in (Split.VALIDATION, Split.TEST):
         got = {r.condition for r in streams if r.split is split}
         assert got == kinds, split

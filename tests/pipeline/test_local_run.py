@@ -75,7 +75,7 @@ def test_pipeline_produces_an_esphome_model_that_passes_the_contract(smoke_run):
     assert table["worst_fa_per_hour"] <= cfg.target_false_accepts_per_hour
     assert {c["condition"] for c in table["fa"]} == {"noise", "music", "all"}  # smoke: a quiet room
     assert all(c["hours"] > 0 for c in table["fa"])
-    assert {c["condition"] for c in table["frr"]} == {"mixed", "clean", "noisy", "far_field", "band_limited", "all"}
+    assert {c["condition"] for c in table["frr"]} == {"mixed", "clean", "noisy", "far_field", "all"}
     assert {c["family"] for c in table["frr"]} >= {"espeak:formant", "all"}
     assert md["file_size_bytes"] <= cfg.device_budget.max_tflite_bytes
     assert md["tensor_arena_size"] <= cfg.device_budget.max_arena_bytes
