@@ -114,12 +114,11 @@ def _esphome_lines(run: LocalRun) -> list[str]:
             verdict = json.loads(blessing.read_text())
             b = verdict.get("behaviour", {})
             head = "BLESSED" if verdict.get("blessed") else "NOT BLESSED (" + "; ".join(verdict.get("reasons", [])) + ")"
-            lines.append(f"  verification: {head}")
+            lines.append(f"  verification: {head}; mixed test clips FRR {float(b.get('frr', float('nan'))):.1%} at "
+                         f"{float(b.get('fa_per_hour', float('nan'))):.2f} FA/h over "
+                         f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of noise/music/babble")
             if b.get("breakdown"):  # per voice family and per condition: what the gate judged
                 lines += _breakdown_lines(b["breakdown"])
-            lines.append(f"  mixed test clips: FRR {float(b.get('frr', float('nan'))):.1%} at "
-                         f"{float(b.get('fa_per_hour', float('nan'))):.2f} FA/h over "
-                         f"{float(b.get('ambient_hours', 0)) * 60:.1f} min of noise/music/babble ambient audio")
         lines.append(f"  verification report: {_rel(report.path)}")
     return lines
 

@@ -103,14 +103,7 @@ class EspeakSettings(Strict):
     rate_wpm_range: FloatRange = (120.0, 210.0)
     pitch_range: FloatRange = (20.0, 80.0)
 
-    @field_validator("languages")
-    @classmethod
-    def _installed_language(cls, v: list[str]) -> list[str]:
-        known = _espeak_names("lang")
-        missing = [x for x in v if known and x.lower() not in known]
-        if missing:
-            raise ValueError(f"espeak-ng has no language {missing}; e.g. {', '.join(sorted(k for k in known if k.startswith('en')))}")
-        return v
+    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
 
     @field_validator("variants")
     @classmethod
@@ -120,6 +113,14 @@ class EspeakSettings(Strict):
         if missing:
             raise ValueError(f"espeak-ng has no voice variant {missing}; installed: {', '.join(sorted(known))}")
         return v
+
+
+def _installed_languages(v: list[str]) -> list[str]:
+    known = _espeak_names("lang")
+    missing = [x for x in v if known and x.lower() not in known]
+    if missing:
+        raise ValueError(f"espeak-ng has no language {missing}; installed: {', '.join(sorted(known))}")
+    return v
 
 
 @lru_cache(maxsize=2)
@@ -197,14 +198,7 @@ class NonEnglish(Strict):
     espeak_clips: Annotated[int, Field(ge=0)] = 120
     languages: Annotated[list[str], Field(min_length=1)] = ["de", "fr", "es", "it", "nl", "pl"]
 
-    @field_validator("languages")
-    @classmethod
-    def _installed_language(cls, v: list[str]) -> list[str]:
-        known = _espeak_names("lang")
-        missing = [x for x in v if known and x.lower() not in known]
-        if missing:
-            raise ValueError(f"espeak-ng has no language {missing}")
-        return v
+    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
 
 
 class EvalConditions(Strict):

@@ -94,6 +94,7 @@ def fast_config(sources: list[str]):
             "min_usable_positives": 1,
             "ambient": {"synthetic_duration_s": 0},
             "rirs": {"count": 0},
+            "conditions": {"duration_s": 0, "non_english": {"espeak_clips": 0}},  # no speech to build them from
             "workers": 1,
             "sources": {"positives": sources},
         },
