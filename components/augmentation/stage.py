@@ -129,6 +129,7 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
     workers = aug.workers or None
     sets: dict[str, Any] = {}
     schedule: dict[str, list[float]] = {}
+    skipped: dict[str, dict[str, str]] = {}
 
     with FeatureExtractor(workers) as fx:
         for split in Split:
@@ -165,6 +166,12 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 positives = [Item(i, Label.POSITIVE, r) for i, r in
                              enumerate(_split_records(records, Label.POSITIVE, split))]
                 for k, condition in enumerate(aug.eval_conditions):
+                    missing = _cannot_realise(condition, bank.count, backgrounds)
+                    if missing:  # a "far-field" set without rooms would be mislabelled: leave it out, say so
+                        skipped.setdefault(split.value, {})[condition.value] = missing
+                        print(f"augmentation: {split.value} {condition.value} positives skipped: {missing}",
+                              file=sys.stderr)
+                        continue
                     writer = FeatureSetWriter(out.condition_dir(split, condition.value))
                     batches = list(_batches(positives, aug.batch_size, shard_index, aug.shards))
                     for b, batch in progress(batches, desc=f"{split.value} {condition.value}", unit="batch",
@@ -195,7 +202,7 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 "feature_channels": 40, "feature_dtype": "uint16",
                 "feature_scale": 0.0390625, "snr_schedule": {"shape": aug.snr.shape.value, "epochs": schedule},
                 "sets": sets, "wall_s": round(time.monotonic() - t0, 2),
-                "hard_negatives": len(hard_negatives),
+                "hard_negatives": len(hard_negatives), "skipped_conditions": skipped,
                 **Lineage(config.sha256(), code_version(), inputs).as_metadata()}
     (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
@@ -209,6 +216,15 @@ def condition_ops(base: AugmentOps, condition: PositiveCondition) -> AugmentOps:
                                     "colored_noise_probability": base.colored_noise_probability},
           PositiveCondition.FAR_FIELD: {"rir_probability": 1.0, "background_probability": 1.0}}.get(condition, {})
     return base.model_copy(update={**off, **on})
+
+
+def _cannot_realise(condition: PositiveCondition, n_rirs: int, backgrounds: list) -> str:
+    """Why a split cannot give this condition ("" when it can)."""
+    if condition is PositiveCondition.FAR_FIELD and n_rirs == 0:
+        return "the split has no room impulse responses (data_prep.rirs.count)"
+    if condition in (PositiveCondition.NOISY, PositiveCondition.FAR_FIELD) and not backgrounds:
+        return "the split has no background audio to mix in (data_prep.ambient)"
+    return ""
 
 
 def condition_snr(eval_range: tuple[float, float], condition: PositiveCondition) -> tuple[float, float]:

@@ -26,7 +26,7 @@ TINY_DATA = ["data_prep.positives.piper_clips=1", "data_prep.positives.espeak_cl
              "data_prep.conditions.duration_s=10", "data_prep.conditions.kinds=[clean_speech]"]
 # Small batches so that the train split spans several of them (and both shards get some).
 TINY_AUG = ["augmentation.epochs=3", "augmentation.batch_size=4", "augmentation.workers=1",
-            "augmentation.device=cpu"]
+            "augmentation.device=cpu", "augmentation.eval_conditions=[clean, noisy, far_field, band_limited]"]
 
 
 def config(*extra: str):
@@ -379,10 +379,14 @@ def test_dataset_without_any_rirs_or_background(dataset, tmp_path):
     assert not any(k.endswith("/ambient") for k in md["sets"])
     for key, info in md["sets"].items():
         assert "background" not in info["counts"]
-        split, name = key.split("/")
-        for c in FeatureStoreLayout(tmp_path / "out").open(Split(split), int(name[-3:])).clip_info():
+        out = FeatureStoreLayout(tmp_path / "out")
+        for c in out.open_dir(out.set_dir_named(Split(key.split("/")[0]), key.split("/")[1])).clip_info():
             assert c["rir"] == -1
     assert json.loads((tmp_path / "out" / "metadata.json").read_text())["sets"] == md["sets"]
+    # without rooms or background a far-field or noisy set would be mislabelled: left out, and said so
+    for split in ("validation", "test"):
+        assert set(md["skipped_conditions"][split]) == {"far_field", "noisy"}
+        assert f"{split}/condition-clean" in md["sets"] and f"{split}/condition-far_field" not in md["sets"]
 
 
 # --------------------------------------------------------------------------------------------------
