@@ -124,7 +124,7 @@ def _esphome_lines(run: LocalRun) -> list[str]:
 
 
 def _breakdown_lines(t: dict) -> list[str]:
-    """Three lines: the worst cells, FA/h per condition, FRR per family (the full tables are in the report)."""
+    """Two lines: the worst cells with FRR per family, then FA/h per condition (the full tables are in the report)."""
     def num(v, fmt=".2f"):
         return "n/a" if v is None else format(v, fmt)
 
@@ -136,10 +136,10 @@ def _breakdown_lines(t: dict) -> list[str]:
     fa = "    FA/h (95% upper): " + ", ".join(f"{c['condition']} {num(c['fa_per_hour'], '.1f')} "
                                             f"({num(c['upper_95_per_hour'], '.0f')})"
                                             for c in t["fa"] if c["condition"] != "all")
-    frr = "    FRR per family: " + ", ".join(f"{c['family']}{'*' if c['family'] in t.get('heldout_families', []) else ''}"
+    frr = "; FRR per family: " + ", ".join(f"{c['family']}{'*' if c['family'] in t.get('heldout_families', []) else ''}"
                                           f" {num(c['frr'], '.0%')}" for c in t["frr"]
                                           if c["condition"] == "all" and c["family"] != "all")
-    return [worst, fa, frr]
+    return [worst + frr, fa]
 
 
 def _cascade_lines(run: LocalRun) -> list[str]:
