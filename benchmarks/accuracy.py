@@ -67,6 +67,9 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
     if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
         done = json.loads(marker.read_text())
         log(f"[bench] accuracy: {name}: reusing the run in {home} (same config and source)")
+        if "manifest" not in done:  # kept by an earlier version of this file, which kept the folder
+            done["manifest"] = str(next(p for p in sorted(Path(done["model_dir"]).glob("*.json"))
+                                        if "micro" in json.loads(p.read_text())))
         return done
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -74,9 +77,10 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
     log(f"[bench] accuracy: {name}: {preset} through kfp.local ({' '.join(overrides)})")
     run = run_local(config, preset, home / "runs", run_id="run")
     blessing = json.loads((run.outputs["verification"].path.parent / "blessing").read_text())
+    model_dir = run.outputs["esphome_model"].path
     done = {"key": key, "name": name, "preset": preset, "overrides": overrides, "wake_word": config.wake_word,
-            "wall_s": run.wall_s,
-            "model_dir": str(run.outputs["esphome_model"].path), "features": str(run.outputs["features"].path),
+            "wall_s": run.wall_s, "manifest": str(model_dir / run.outputs["esphome_model"].metadata["manifest"]),
+            "features": str(run.outputs["features"].path),
             "heldout_families": list(config.data_prep.splits.heldout_families),
             "target_fa_per_hour": config.target_false_accepts_per_hour,
             "blessed": bool(blessing.get("blessed")), "reasons": blessing.get("reasons", []),
@@ -164,7 +168,7 @@ def run() -> list[dict]:
 
     # 1. hey jarvis: wakeline vs the official model, same test audio, each at its own cutoff
     heldout = jarvis["heldout_families"]
-    ours = store_breakdown(Path(jarvis["model_dir"]), Path(jarvis["features"]), heldout)
+    ours = store_breakdown(Path(jarvis["manifest"]), Path(jarvis["features"]), heldout)
     official = store_breakdown(_official("hey_jarvis"), Path(jarvis["features"]), heldout)
     out += side_by_side(ours, official, "official ESPHome hey_jarvis v2 (cutoff 0.97)", heldout)
     out.append(result("default_blessed", float(jarvis["blessed"]), "bool", reasons=jarvis["reasons"],
@@ -172,7 +176,7 @@ def run() -> list[dict]:
 
     # 2. real speech, no wake word: FA/h of both
     speech_dir = data / "real-speech-dev"
-    ours_rs = folder_report(Path(jarvis["model_dir"]), ambient=[speech_dir]).breakdown.fa_cell()
+    ours_rs = folder_report(Path(jarvis["manifest"]), ambient=[speech_dir]).breakdown.fa_cell()
     off_rs = folder_report(_official("hey_jarvis"), ambient=[speech_dir]).breakdown.fa_cell()
     out.append(result("real_speech_dev_fa_per_hour", ours_rs.fa_per_hour, "FA/h",
                       baseline="official ESPHome hey_jarvis v2 (cutoff 0.97)", baseline_value=off_rs.fa_per_hour,
@@ -182,10 +186,10 @@ def run() -> list[dict]:
 
     # 3. real people saying "hey chatterbox", beside the model's synthetic test FRR
     cb_dir = data / "real-wakeword-dev" / "hey_chatterbox"
-    real = folder_report(Path(chatter["model_dir"]), positives=[cb_dir])
+    real = folder_report(Path(chatter["manifest"]), positives=[cb_dir])
     cell = real.breakdown.frr_cell()
-    synth = store_breakdown(Path(chatter["model_dir"]), Path(chatter["features"]), chatter["heldout_families"])
-    cb_rs = folder_report(Path(chatter["model_dir"]), ambient=[speech_dir]).breakdown.fa_cell()
+    synth = store_breakdown(Path(chatter["manifest"]), Path(chatter["features"]), chatter["heldout_families"])
+    cb_rs = folder_report(Path(chatter["manifest"]), ambient=[speech_dir]).breakdown.fa_cell()
     out.append(result("real_wakeword_dev_frr", cell.frr, "fraction", clips=cell.clips, misses=cell.misses,
                       baseline=None, synthetic_test_frr=synth.frr_cell().frr,
                       synthetic_heldout_frr=None if synth.worst_heldout() is None else synth.worst_heldout().frr,
@@ -216,18 +220,18 @@ def run() -> list[dict]:
     # 5. spread over seeds, and repeatability
     frrs, fas = [], []
     for s in smoke:
-        b = store_breakdown(Path(s["model_dir"]), Path(s["features"]), s["heldout_families"])
+        b = store_breakdown(Path(s["manifest"]), Path(s["features"]), s["heldout_families"])
         frrs.append(b.frr_cell().frr)
         fas.append(b.worst_fa().fa_per_hour)
     out.append(result("smoke_seed_spread_test_frr", spread(frrs)["median"], "fraction", seeds=list(SMOKE_SEEDS),
                       values=frrs, **spread(frrs)))
     out.append(result("smoke_seed_spread_worst_condition_fa_per_hour", spread(fas)["median"], "FA/h",
                       seeds=list(SMOKE_SEEDS), values=fas, **spread(fas)))
-    a = _tflite_sha(Path(smoke[0]["model_dir"]))
-    b2 = _tflite_sha(Path(smoke_again["model_dir"]))
+    a = _tflite_sha(Path(smoke[0]["manifest"]))
+    b2 = _tflite_sha(Path(smoke_again["manifest"]))
     out.append(result("same_seed_bit_identical", float(a == b2), "bool", first_sha256=a, second_sha256=b2))
     return out
 
 
-def _tflite_sha(model_dir: Path) -> str:
-    return hashlib.sha256(next(Path(model_dir).glob("*.tflite")).read_bytes()).hexdigest()
+def _tflite_sha(manifest: Path) -> str:
+    return hashlib.sha256(next(Path(manifest).parent.glob("*.tflite")).read_bytes()).hexdigest()

@@ -264,13 +264,13 @@ class Model:
 def load_model(path: Path, cutoff: float | None = None) -> Model:
     """The model from a manifest .json, a .tflite with its manifest beside it, or a folder holding one
     manifest. Raises `EvaluationInputError` for anything missing or not usable on the device."""
-    from components.esphome_verification.stage import find_pair
+    from components.esphome_verification.stage import find_pair, manifests_in
 
     path = Path(path)
     if not path.exists():
         raise EvaluationInputError(f"{path}: no such model manifest or folder")
     if path.is_dir():
-        manifests = sorted(path.glob("*.json"))
+        manifests = manifests_in(path)  # other JSON beside it (parity, cascade, lineage) is not a manifest
         if len(manifests) > 1:
             raise EvaluationInputError(f"{path}: {len(manifests)} manifests ({', '.join(m.name for m in manifests)}); "
                                        "name the one to evaluate")

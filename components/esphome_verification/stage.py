@@ -63,12 +63,26 @@ def _nan(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+def manifests_in(folder: Path) -> list[Path]:
+    """The micro_wake_word manifests in a folder (JSON objects with a `micro` section), sorted: a published
+    folder or a quantization output also holds other JSON files (cascade.json, lineage.json, parity.json)."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("micro"), dict):
+            out.append(p)
+    return out
+
+
 def find_pair(path: Path) -> tuple[Path, Path]:
-    """(model.tflite, manifest.json) from a manifest path or a directory holding one manifest."""
+    """(model.tflite, manifest.json) from a manifest path or a directory holding a manifest."""
     path = Path(path)
-    manifest = path if path.suffix == ".json" else next(iter(sorted(path.glob("*.json"))), None)
+    manifest = path if path.suffix == ".json" else next(iter(manifests_in(path)), None)
     if manifest is None:
-        raise FileNotFoundError(f"{path}: no manifest (.json) found")
+        raise FileNotFoundError(f"{path}: no manifest (.json with a `micro` section) found")
     try:
         model = manifest.parent / json.loads(manifest.read_text()).get("model", "")
     except ValueError:

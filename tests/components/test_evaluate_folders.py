@@ -225,6 +225,13 @@ def test_the_model_is_found_and_checked(tmp_path):
         load_model(MODELS / "v2")
     with pytest.raises(EvaluationInputError, match="no such model"):
         load_model(tmp_path / "missing.json")
+    published = tmp_path / "published"  # a published folder: the manifest beside other JSON files
+    published.mkdir()
+    for name in ("hey_jarvis.json", "hey_jarvis.tflite"):
+        (published / name).write_bytes((MODELS / "v2" / name).read_bytes())
+    for name in ("cascade.json", "lineage.json", "parity.json"):
+        (published / name).write_text(json.dumps({"not": "a manifest"}))
+    assert load_model(published).manifest == published / "hey_jarvis.json"
     (tmp_path / "x.json").write_text(json.dumps({"model": "x.tflite", "micro": {"probability_cutoff": 0.5}}))
     with pytest.raises(EvaluationInputError, match="x.tflite does not exist"):
         load_model(tmp_path / "x.json")
