@@ -179,3 +179,21 @@ def test_device_budget_refuses_a_model_that_does_not_fit(okay_nabu_audio, tmp_pa
     assert not small.blessed
     assert small.reasons == ["model size 60,264 B exceeds device_budget.max_tflite_bytes 48,000 B",
                              "tensor_arena_size 26,080 B exceeds device_budget.max_arena_bytes 24,000 B"]
+
+
+def test_find_pair_takes_the_manifest_not_other_json_beside_it(tmp_path):
+    """A quantization output holds parity.json and a published folder cascade.json and lineage.json: a wake
+    word sorting after them ("zebra" > "parity") must still be found by its `micro` section, not by name."""
+    from components.esphome_verification.stage import find_pair, manifests_in
+
+    doc = json.loads((FIXTURES / "v2" / "hey_jarvis.json").read_text())
+    (tmp_path / "zebra.json").write_text(json.dumps({**doc, "model": "zebra.tflite"}))
+    shutil.copy(FIXTURES / "v2" / "hey_jarvis.tflite", tmp_path / "zebra.tflite")
+    for name in ("cascade.json", "lineage.json", "parity.json"):
+        (tmp_path / name).write_text(json.dumps({"float_stream_vs_keras_max_abs": 0.0}))
+    (tmp_path / "broken.json").write_text("{not json")
+    assert manifests_in(tmp_path) == [tmp_path / "zebra.json"]
+    assert find_pair(tmp_path) == (tmp_path / "zebra.tflite", tmp_path / "zebra.json")
+    (tmp_path / "zebra.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        find_pair(tmp_path)
