@@ -124,21 +124,22 @@ class Breakdown:
             "cutoff": self.cutoff,
             "heldout_families": list(self.heldout_families),
             "frr": [{"family": c.family, "condition": c.condition, "clips": c.clips, "misses": c.misses,
-                     "frr": _finite(c.frr)} for c in self.frr],
+                     "frr": finite_or_none(c.frr)} for c in self.frr],
             "fa": [{"condition": c.condition, "hours": round(c.hours, 5), "false_accepts": c.false_accepts,
-                    "fa_per_hour": _finite(c.fa_per_hour), "upper_95_per_hour": _finite(c.upper_per_hour)}
+                    "fa_per_hour": finite_or_none(c.fa_per_hour), "upper_95_per_hour": finite_or_none(c.upper_per_hour)}
                    for c in self.fa],
             "worst_fa_condition": None if worst_fa is None else worst_fa.condition,
-            "worst_fa_per_hour": None if worst_fa is None else _finite(worst_fa.fa_per_hour),
+            "worst_fa_per_hour": None if worst_fa is None else finite_or_none(worst_fa.fa_per_hour),
             "worst_frr_cell": None if worst_frr is None else {"family": worst_frr.family,
                                                               "condition": worst_frr.condition,
-                                                              "frr": _finite(worst_frr.frr)},
+                                                              "frr": finite_or_none(worst_frr.frr)},
             "worst_heldout_family": None if worst_ho is None else worst_ho.family,
-            "worst_heldout_frr": None if worst_ho is None else _finite(worst_ho.frr),
+            "worst_heldout_frr": None if worst_ho is None else finite_or_none(worst_ho.frr),
         }
 
 
-def _finite(x: float) -> float | None:
+def finite_or_none(x: float) -> float | None:
+    """JSON- and KFP-safe: None for NaN and infinities (nothing measured), the value rounded otherwise."""
     return None if x is None or not math.isfinite(x) else round(float(x), 5)
 
 

@@ -37,17 +37,15 @@ class Verdict:
         out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours") if k in b})
         t = b.get("breakdown")
         if t:
-            for c in t["fa"]:
-                out[f"fa_per_hour_{c['condition']}"] = _nan(c["fa_per_hour"])
-                out[f"fa_per_hour_upper95_{c['condition']}"] = _nan(c["upper_95_per_hour"])
-            for c in t["frr"]:
-                if c["condition"] == ALL:
-                    out[f"frr_family_{c['family'].replace(':', '_')}"] = _nan(c["frr"])
-                elif c["family"] == ALL:
-                    out[f"frr_condition_{c['condition']}"] = _nan(c["frr"])
-            out["worst_condition_fa_per_hour"] = _nan(t["worst_fa_per_hour"])
-            out["heldout_family_frr"] = _nan(t["worst_heldout_frr"])
-        # KFP's metrics cannot carry NaN: a cell with nothing measured is left out (the report names it)
+            cells = {f"fa_per_hour_{c['condition']}": c["fa_per_hour"] for c in t["fa"]}
+            cells.update({f"fa_per_hour_upper95_{c['condition']}": c["upper_95_per_hour"] for c in t["fa"]})
+            cells.update({f"frr_family_{c['family'].replace(':', '_')}": c["frr"] for c in t["frr"]
+                          if c["condition"] == ALL})
+            cells.update({f"frr_condition_{c['condition']}": c["frr"] for c in t["frr"]
+                          if c["family"] == ALL and c["condition"] != ALL})
+            cells.update(worst_condition_fa_per_hour=t["worst_fa_per_hour"], heldout_family_frr=t["worst_heldout_frr"])
+            # KFP's metrics cannot carry NaN: a cell with nothing measured (None) is left out; the report names it
+            out.update({k: float(v) for k, v in cells.items() if v is not None})
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
     def roc_curve(self) -> tuple[list[float], list[float], list[float]]:
@@ -57,10 +55,6 @@ class Verdict:
     def as_dict(self) -> dict[str, Any]:
         return {"blessed": self.blessed, "generation": self.generation, "reasons": self.reasons,
                 "checks": [c.as_dict() for c in self.checks], "behaviour": self.behaviour}
-
-
-def _nan(v) -> float:
-    return float("nan") if v is None else float(v)
 
 
 def manifests_in(folder: Path) -> list[Path]:

@@ -17,7 +17,7 @@ from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, 
 from components.common.batches import stream_windows
 from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FLOAT_SCALE
-from components.common.evaluation import _finite, breakdown, choose_cutoff, store_streams
+from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
 from components.common.metrics import DEVICE
 from components.esphome_verification.tflm import minimum_arena
 from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
@@ -163,7 +163,7 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     return {"tflite": tflite_path.name, "manifest": f"{name}.json", "file_size_bytes": tflite_path.stat().st_size,
             "tensor_arena_min_bytes": arena_min, "tensor_arena_size": arena, "arena_margin_bytes": ARENA_MARGIN_BYTES,
             "probability_cutoff": doc["micro"]["probability_cutoff"],
-            "validation_at_cutoff": {"frr": _finite(chosen.frr), "worst_condition_fa_per_hour": _finite(chosen.fa_per_hour),
+            "validation_at_cutoff": {"frr": finite_or_none(chosen.frr), "worst_condition_fa_per_hour": finite_or_none(chosen.fa_per_hour),
                                      "breakdown": at_cutoff.as_dict()},
             "parity": parity, "wall_s": round(time.monotonic() - t0, 1),
             **Lineage(config.sha256(), code_version(),
