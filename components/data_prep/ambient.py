@@ -67,6 +67,18 @@ def music_like(n: int, rng: np.random.Generator) -> np.ndarray:
     return _normalise(x, -20.0)
 
 
+def hum(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Near-silence: 50 or 60 Hz mains hum with random harmonics over a faint pink floor (fridges, chargers)."""
+    t = np.arange(n) / SR
+    base = float(rng.choice([50.0, 60.0]))
+    x = sum(rng.uniform(0, 1) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 8))
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    freqs[0] = freqs[1]
+    floor = np.fft.irfft(spec / np.sqrt(freqs), n)
+    return _normalise(x, -20.0) + _normalise(floor, -20.0 - rng.uniform(6, 20))
+
+
 def babble(n: int, speech: Sequence[np.ndarray], talkers: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Overlapping talkers: clips placed at random times so that 2-6 voices speak at once on average."""
     x = np.zeros(n)
@@ -92,6 +104,7 @@ def ambient_file(duration_s: float, primary: AmbientKind, cfg: Ambient, speech: 
         AmbientKind.NOISE: lambda: coloured_noise(n, rng),
         AmbientKind.MUSIC: lambda: music_like(n, rng),
         AmbientKind.BABBLE: lambda: babble(n, speech, cfg.babble_talkers_range, rng),
+        AmbientKind.HUM: lambda: hum(n, rng),
     }
     x = makers[primary]()
     for kind in cfg.kinds:

@@ -204,6 +204,9 @@ _SLOTS = {
              "study", "cellar"),
     "food": ("pancakes", "curry", "salad", "noodles", "soup", "roast potatoes", "fish", "rice", "sandwiches",
              "chocolate cake", "porridge", "tacos"),
+    "digits": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "one two three",
+               "four five six", "seven eight nine", "nine one one", "two zero two six", "five five five eight",
+               "six three nine", "eight four", "zero seven one", "three three"),
     "verb": ("call", "visit", "meet", "help", "email", "text", "pick up", "wait for", "drive", "thank"),
 }
 _TEMPLATES = (
@@ -229,6 +232,21 @@ _TEMPLATES = (
     "Why is {thing} on the floor of the {room}?",
     "I'll {verb} you when I get to {place}.",
     "There were {number} people waiting at {place}.",
+    "Hey {name}, have you got a minute?",
+    "Hi {name}, how was {place}?",
+    "Okay, so {name} is bringing {food}.",
+    "Yes, {name}, the code is {digits}.",
+    "My number is {digits}, call me {time}.",
+    "No, I said {digits}, not {number}.",
+    "What's the weather like at {place} {time}?",
+    "Set a timer for {number} minutes.",
+    "Play something relaxing in the {room}.",
+    "And then {name} told me the whole story about {place}.",
+    "Honestly, I think {food} is better than {thing}.",
+    "Turn the volume down, {name} is asleep.",
+    "Right, where did I put {thing}?",
+    "The score was {number} to {digits}.",
+    "Good evening, here are the headlines {time}.",
 )
 
 
@@ -304,4 +322,13 @@ NON_ENGLISH_SENTENCES = {
            "Viste as minhas chaves?", "O jantar fica pronto em dez minutos."),
     "sv": ("Kan du stänga fönstret?", "Tåget går halv åtta.", "Vi behöver mjölk och bröd.",
            "I morgon regnar det hela dagen.", "Har du sett mina nycklar?", "Maten är klar om tio minuter."),
+    "tr": ("Pencereyi kapatır mısın?", "Tren yedi buçukta kalkıyor.", "Süt ve ekmek almamız lazım.",
+           "Yarın bütün gün yağmur yağacak.", "Anahtarlarımı gördün mü?", "Yemek on dakikaya hazır."),
+    "id": ("Bisa tolong tutup jendelanya?", "Keretanya berangkat jam setengah delapan.",
+           "Kita perlu susu dan roti.", "Besok hujan sepanjang hari.", "Kamu lihat kunciku?",
+           "Makan malam siap sepuluh menit lagi."),
+    "fi": ("Voisitko sulkea ikkunan?", "Juna lähtee puoli kahdeksalta.", "Tarvitsemme maitoa ja leipää.",
+           "Huomenna sataa koko päivän.", "Oletko nähnyt avaimiani?", "Ruoka on valmista kymmenen minuutin päästä."),
+    "ru": ("Закрой, пожалуйста, окно.", "Поезд отходит в половине восьмого.", "Нам нужны молоко и хлеб.",
+           "Завтра весь день будет дождь.", "Ты не видел мои ключи?", "Ужин будет готов через десять минут."),
 }

@@ -77,11 +77,17 @@ def _check_positives(clips: list[ingest.Clip], n_user_files: int, quarantine: li
 
 
 def _check_languages(config: WakelineConfig) -> None:
-    ne = config.data_prep.conditions.non_english
-    missing = [x for x in ne.languages if x not in phrases.NON_ENGLISH_SENTENCES]
-    if missing:
-        raise DataPrepError(f"data_prep.conditions.non_english.languages: no sentences for {missing}; "
-                            f"choose from {sorted(phrases.NON_ENGLISH_SENTENCES)}")
+    dp = config.data_prep
+    for key, langs in (("conditions.non_english", dp.conditions.non_english.languages),
+                       ("other_languages", dp.other_languages.languages)):
+        missing = [x for x in langs if x not in phrases.NON_ENGLISH_SENTENCES]
+        if missing:
+            raise DataPrepError(f"data_prep.{key}.languages: no sentences for {missing}; "
+                                f"choose from {sorted(phrases.NON_ENGLISH_SENTENCES)}")
+    both = sorted(set(dp.other_languages.languages) & set(dp.conditions.non_english.languages))
+    if both and dp.other_languages.espeak_clips:
+        raise DataPrepError(f"data_prep.other_languages.languages: {both} are also the evaluation's unheard "
+                            f"languages (data_prep.conditions.non_english.languages); train on others")
 
 
 def _check_heldout(config: WakelineConfig, families: dict[str, str], positives: Counter) -> None:
@@ -128,9 +134,9 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
         negs, _ = _ingest_user(dp.sources.negatives, Label.NEGATIVE, config, Path(cache), quarantine, inputs)
         user_bg, _ = _ingest_user(dp.sources.background, Label.BACKGROUND, config, Path(cache), quarantine, inputs)
 
+    _check_languages(config)
     texts = synth.label_texts(config)
     jobs = synth.plan(config, texts)
-    _check_languages(config)
     user = [dataclasses.replace(c, family=synth.family_of(c.voice)) for c in user]
     negs = [dataclasses.replace(c, family=synth.family_of(c.voice)) for c in negs]
     # Splits are decided on the plan, before synthesis, so that test speech can say texts training never says.
@@ -144,8 +150,10 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
                                        eval_only_families=(synth.NON_ENGLISH_FAMILY,))
     heldout_texts = phrases.heldout_texts(texts[Label.NEGATIVE], dp.splits.heldout_text_fraction, config.seed)
     jobs = synth.hold_out_texts(jobs, voice_split, heldout_texts, config.seed)
-    synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet)
+    cache = synth.cache_for(config)
+    synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet, cache)
     quarantine += rejected
+    spread = _speaker_spread(jobs, synthetic, config.seed)
     clips = _dedupe(user + negs + synthetic, quarantine)
     _check_positives(clips, n_pos_files, quarantine, config)
 
@@ -215,8 +223,32 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     manifest_sha = write_jsonl(layout.manifest, records)
     quarantine_sha = write_jsonl(layout.quarantine, quarantine)
     metadata = summarize(records, quarantine, config, manifest_sha, quarantine_sha, inputs, time.monotonic() - t0)
+    metadata["speaker_spread"] = spread
+    metadata["synthesis_cache"] = {"dir": str(cache.root) if cache.root else None, "hits": cache.hits,
+                                   "misses": cache.misses}
     layout.summary.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
+
+
+def _speaker_spread(jobs: list[synth.Job], clips: list[ingest.Clip], seed: int, n: int = 120) -> dict[str, Any]:
+    """Pitch and formant percentiles of a seeded sample of synthetic positives (after speaker perturbation) and
+    the target speaker classes drawn: how wide the speakers range, measured rather than assumed."""
+    import numpy as np
+
+    from components.data_prep import perturb
+
+    positives = [c for c in clips if c.label is Label.POSITIVE and c.source != "user"]
+    by_origin = {j.origin: j for j in jobs}
+    if not positives:
+        return {}
+    pick = sorted(np.random.default_rng([seed, 77]).permutation(len(positives))[:n])
+    sample = [positives[i] for i in pick]
+    after = perturb.spread([(c.samples.astype(np.float32) / 32768.0, SAMPLE_RATE_HZ) for c in sample])
+    targets = Counter(by_origin[c.origin].speaker.target.value if by_origin[c.origin].speaker else "unchanged"
+                      for c in positives if c.origin in by_origin)
+    per_engine = Counter(c.source for c in positives)
+    return {"after_perturbation": after, "positives_by_target_speaker": dict(sorted(targets.items())),
+            "positives_by_engine": dict(sorted(per_engine.items()))}
 
 
 def _write_extra(layout: DatasetLayout, label: Label, split: Split, samples, voice: str, source: str,
@@ -237,6 +269,7 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
     hours: dict[str, dict[str, float]] = defaultdict(lambda: {s.value: 0.0 for s in Split})
     voices: dict[str, set[str]] = defaultdict(set)
+    engine_voices: dict[str, set[str]] = defaultdict(set)
     families: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
     conds: dict[str, dict[str, float]] = defaultdict(lambda: {s.value: 0.0 for s in Split})
     for r in records:
@@ -248,6 +281,7 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
         hours[r.label.value][r.split.value] += r.duration_s / 3600
         if r.label in (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE):
             voices[r.split.value].add(r.voice)
+            engine_voices[r.source].add(r.voice)
     lineage = Lineage(config.sha256(), code_version(), inputs,
                       {"manifest.jsonl": manifest_sha, "quarantine.jsonl": quarantine_sha})
     return {
@@ -256,6 +290,7 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
         "counts": dict(counts),
         "hours": {k: {s: round(v, 5) for s, v in d.items()} for k, d in hours.items()},
         "voices_per_split": {s: len(v) for s, v in sorted(voices.items())},
+        "voices_per_engine": {e: len(v) for e, v in sorted(engine_voices.items())},
         "positives_per_family": dict(sorted(families.items())),
         "heldout_families": list(config.data_prep.splits.heldout_families),
         "condition_hours": {k: {s: round(v, 5) for s, v in d.items()} for k, d in sorted(conds.items())},

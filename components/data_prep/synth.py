@@ -1,22 +1,28 @@
 """Plan and run offline speech synthesis: wake-word renditions, confusable phrases and general speech."""
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing as mp
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from components.common.artifacts import Label, QuarantineRecord
+from components.common.artifacts import SAMPLE_RATE_HZ, Label, QuarantineRecord
 from components.common.config import ClipCounts, WakelineConfig
-from components.data_prep import espeak, phrases, piper_tts
+from components.data_prep import espeak, neural_tts, perturb, phrases, piper_tts
 from components.data_prep.ingest import Clip, Quarantined, condition
+from components.data_prep.synth_cache import SynthCache, key as cache_key
 
 ProgressFn = Callable[..., Iterator]
 
 
 KLATT_VARIANTS = frozenset({"klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"})
 BREATHY_VARIANTS = frozenset({"whisper", "whisperf", "croak"})
-NON_ENGLISH_FAMILY = "espeak:non_english"
+NON_ENGLISH_FAMILY = "espeak:non_english"  # the evaluation's languages: validation and test only
+OTHER_LANGUAGE_FAMILY = "espeak:other_language"  # other languages in training negatives
+ENGINES = ("piper", "espeak", "kokoro", "hibari")  # a label's clips are planned in this order
 
 
 def family_of(voice: str) -> str:
@@ -26,6 +32,10 @@ def family_of(voice: str) -> str:
     if engine == "piper":
         parts = name.split("-")
         return f"piper:{parts[1] if len(parts) > 2 else name}"
+    if engine == "kokoro":
+        return "kokoro:blend" if name.startswith("blend-") else voice
+    if engine == "hibari":
+        return voice
     if engine == "espeak":
         lang, _, variant = name.partition("+")
         if not lang.lower().startswith("en"):
@@ -40,20 +50,27 @@ def family_of(voice: str) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    engine: str  # "piper" | "espeak"
+    engine: str  # one of ENGINES
     label: Label
     text: str
     voice: str
-    params: tuple[tuple[str, float], ...]
+    params: tuple[tuple[str, float | str], ...]
     index: int
+    speaker: perturb.Speaker | None = None  # speaker perturbation applied after synthesis
+    group: str = ""  # the family, when the voice alone does not tell it (training languages)
 
     @property
     def family(self) -> str:
-        return family_of(self.voice)
+        return self.group or family_of(self.voice)
+
+    @property
+    def recipe(self) -> str:
+        """What the synthesised audio depends on (the perturbation is applied afterwards, not cached)."""
+        return f"{self.voice}|{self.text}|" + ",".join(f"{k}={v}" for k, v in self.params)
 
     @property
     def origin(self) -> str:
-        settings = ",".join(f"{k}={v}" for k, v in self.params)
+        settings = ",".join(f"{k}={v}" for k, v in self.params + (self.speaker.as_params() if self.speaker else ()))
         return f"tts:{self.voice}[{settings}]#{self.index}:{self.text}"
 
 
@@ -73,44 +90,64 @@ def label_texts(config: WakelineConfig) -> dict[Label, list[str]]:
 
 
 def plan(config: WakelineConfig, texts: dict[Label, list[str]]) -> list[Job]:
-    """Every synthesis job, fully determined by the config: texts, voices and prosody settings."""
+    """Every synthesis job, fully determined by the config: texts, voices, prosody and target speakers."""
     dp = config.data_prep
-    p, e = dp.tts.piper, dp.tts.espeak
+    p, e, k, h = dp.tts.piper, dp.tts.espeak, dp.tts.kokoro, dp.tts.hibari
     voices = [f"{lang}+{var}" for lang in e.languages for var in e.variants]
     voices = [voices[i] for i in _rng(config.seed, 1).permutation(len(voices))]
+    kokoro_voices = neural_tts.kokoro_voices(k.blends)
     counts: dict[Label, ClipCounts] = {Label.POSITIVE: dp.positives, Label.ADVERSARIAL_NEGATIVE: dp.adversarial,
                                        Label.NEGATIVE: dp.speech}
+
+    def espeak_params(rng: np.random.Generator) -> tuple:
+        return (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
+                ("seed", int(rng.integers(2 ** 31))))
+
+    def speaker(stream: int, i: int):
+        return perturb.draw_speaker(dp.perturbation, _rng(config.seed, 40, stream, i))
+
     jobs: list[Job] = []
     for stream, (label, count) in enumerate(counts.items(), start=10):
         rng = _rng(config.seed, stream)
         pool = texts[label]
         if not pool:
             continue
-        n = count.piper_clips + count.espeak_clips
+        n = count.total
         if label is Label.POSITIVE:
             chosen = phrases.rendition_texts(pool, n, rng)
         else:
             chosen = [pool[i] for i in rng.permutation(max(n, len(pool)))[:n] % len(pool)]
+        bounds = np.cumsum([count.piper_clips, count.espeak_clips, count.kokoro_clips, count.hibari_clips])
         for i, text in enumerate(chosen):
-            if i < count.piper_clips:
+            engine = ENGINES[int(np.searchsorted(bounds, i, side="right"))]
+            if engine == "piper":
                 params = (("length_scale", round(float(rng.uniform(*p.length_scale_range)), 3)),
                           ("noise_scale", round(float(rng.uniform(*p.noise_scale_range)), 3)),
                           ("noise_w_scale", round(float(rng.uniform(*p.noise_w_scale_range)), 3)))
-                jobs.append(Job("piper", label, text, piper_tts.VOICE_ID, params, i))
+                voice = piper_tts.VOICE_ID
+            elif engine == "espeak":
+                params = espeak_params(rng)
+                voice = f"espeak:{voices[(i + stream) % len(voices)]}"
             else:
-                params = (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
-                          ("seed", int(rng.integers(2 ** 31))))
-                jobs.append(Job("espeak", label, text, f"espeak:{voices[(i + stream) % len(voices)]}", params, i))
-    ne = dp.conditions.non_english
-    rng = _rng(config.seed, 20)
-    for i in range(ne.espeak_clips):
-        lang = ne.languages[i % len(ne.languages)]
-        pool = phrases.NON_ENGLISH_SENTENCES[lang]
-        params = (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
-                  ("seed", int(rng.integers(2 ** 31))))
-        variant = e.variants[int(rng.integers(len(e.variants)))]
-        jobs.append(Job("espeak", Label.NEGATIVE, pool[int(rng.integers(len(pool)))], f"espeak:{lang}+{variant}",
-                        params, 100_000 + i))
+                cfg = k if engine == "kokoro" else h
+                params = (("speed", round(float(rng.uniform(*cfg.speed_range)), 3)),
+                          ("accent", cfg.accents[int(rng.integers(len(cfg.accents)))].value))
+                if engine == "hibari":
+                    params += (("seed", int(rng.integers(2 ** 31))),)
+                voice = (f"kokoro:{kokoro_voices[(i + stream) % len(kokoro_voices)]}" if engine == "kokoro"
+                         else f"hibari:{neural_tts.HIBARI_VOICE}")
+            jobs.append(Job(engine, label, text, voice, params, i, speaker(stream, i)))
+    for stream, langs, clips, base, group in (
+            (20, dp.conditions.non_english.languages, dp.conditions.non_english.espeak_clips, 100_000, ""),
+            (21, dp.other_languages.languages, dp.other_languages.espeak_clips, 200_000, OTHER_LANGUAGE_FAMILY)):
+        rng = _rng(config.seed, stream)
+        for i in range(clips):
+            lang = langs[i % len(langs)]
+            pool = phrases.NON_ENGLISH_SENTENCES[lang]
+            params = espeak_params(rng)
+            variant = e.variants[int(rng.integers(len(e.variants)))]
+            jobs.append(Job("espeak", Label.NEGATIVE, pool[int(rng.integers(len(pool)))], f"espeak:{lang}+{variant}",
+                            params, base + i, speaker(stream, i), group))
     return jobs
 
 
@@ -121,40 +158,101 @@ def hold_out_texts(jobs: list[Job], voice_split: dict, heldout: set[str], seed: 
 
     if not heldout:
         return jobs
-    english = {j.text for j in jobs if j.label is Label.NEGATIVE and j.family != NON_ENGLISH_FAMILY}
+    english = {j.text for j in jobs if j.label is Label.NEGATIVE
+               and j.family not in (NON_ENGLISH_FAMILY, OTHER_LANGUAGE_FAMILY)}
     pools = {True: sorted(english & heldout) or sorted(heldout), False: sorted(english - heldout)}
     rng = _rng(seed, 30)
     out = []
     for j in jobs:
-        if j.label is Label.NEGATIVE and j.family != NON_ENGLISH_FAMILY:
+        if j.label is Label.NEGATIVE and j.family not in (NON_ENGLISH_FAMILY, OTHER_LANGUAGE_FAMILY):
             side = voice_split.get(j.voice) is Split.TEST
             if (j.text in heldout) != side and pools[side]:
-                j = Job(j.engine, j.label, pools[side][int(rng.integers(len(pools[side])))], j.voice, j.params,
-                        j.index)
+                j = dataclasses.replace(j, text=pools[side][int(rng.integers(len(pools[side])))])
         out.append(j)
     return out
 
 
-def run_jobs(jobs: list[Job], config: WakelineConfig, workers: int,
-             progress: ProgressFn) -> tuple[list[Clip], list[QuarantineRecord]]:
-    """Synthesise and condition every job; failures are quarantined like bad user files."""
+def _synthesise(jobs: list[Job], config: WakelineConfig, workers: int, progress: ProgressFn,
+                cache: SynthCache) -> list[tuple[np.ndarray, int]]:
+    """Raw audio for every job, in job order: from the cache where the recipe was synthesised before."""
+    out: list[tuple[np.ndarray, int] | None] = [None] * len(jobs)
+    for engine in ("espeak", "kokoro", "hibari"):
+        todo = []
+        for i, j in enumerate(jobs):
+            if j.engine == engine:
+                k = cache_key(engine, j.recipe)
+                out[i] = cache.get(k)
+                if out[i] is None:
+                    todo.append((i, j, k))
+        if engine == "espeak":
+            it = espeak.synthesize_many((espeak.EspeakJob(j.text, j.voice.removeprefix("espeak:"),
+                                                          **{n: int(v) for n, v in j.params}) for _, j, _ in todo),
+                                        workers)
+        else:
+            it = neural_tts.synthesize_many((neural_tts.NeuralJob(engine, j.text, j.voice.partition(":")[2],
+                                                                  **dict(j.params)) for _, j, _ in todo), workers)
+        for (i, _, k), result in zip(todo, progress(it, total=len(todo), desc=engine, unit="clip")):
+            cache.put(k, *result)
+            out[i] = result
+    # piper samples its noise inside onnxruntime from one seeded stream per session, so a clip depends on the
+    # clips before it: piper is synthesised (and cached) in one block per label, each from a fresh session.
+    for label in Label:
+        block = [(i, j) for i, j in enumerate(jobs) if j.engine == "piper" and j.label is label]
+        if not block:
+            continue
+        k = cache_key("piper", f"seed={config.seed}|" + "\n".join(j.recipe for _, j in block))
+        hit = cache.get_block(k, len(block))
+        if hit is None:
+            it = piper_tts.synthesize_many((piper_tts.PiperJob(j.text, **dict(j.params)) for _, j in block),
+                                           seed=config.seed)
+            hit = list(progress(it, total=len(block), desc=f"piper {label.value}", unit="clip"))
+            cache.put_block(k, hit)
+        for (i, _), result in zip(block, hit):
+            out[i] = result
+    return out
+
+
+def _perturb_one(item: tuple[np.ndarray, int, perturb.Speaker | None]) -> np.ndarray:
+    """Raw int16 audio at its rate -> float32 at 16 kHz, spoken by the target speaker (if any)."""
+    from components.common import audio
+
+    samples, sr, speaker = item
+    x = audio.resample(samples.astype(np.float32) / 32768.0, sr) if len(samples) else np.zeros(0, np.float32)
+    return perturb.apply(x, SAMPLE_RATE_HZ, speaker) if speaker is not None and len(x) else x
+
+
+def _perturb_all(jobs: list[Job], raw: list[tuple[np.ndarray, int]], workers: int,
+                 progress: ProgressFn) -> list[np.ndarray]:
+    items = [(samples, sr, j.speaker) for j, (samples, sr) in zip(jobs, raw)]
+    if not any(j.speaker for j in jobs):
+        return [_perturb_one(it) for it in items]
+    with mp.get_context("spawn").Pool(max(1, workers)) as pool:
+        return list(progress(pool.imap(_perturb_one, items, chunksize=16), total=len(items),
+                             desc="speaker perturbation", unit="clip"))
+
+
+def cache_for(config: WakelineConfig) -> SynthCache:
+    from components.data_prep.synth_cache import default_dir
+
     dp = config.data_prep
-    espeak_jobs = [j for j in jobs if j.engine == "espeak"]
-    piper_jobs = [j for j in jobs if j.engine == "piper"]
-    # Both engines keep their job order, so the clip list is reproducible whatever the worker count.
-    results = []
-    e_iter = espeak.synthesize_many(
-        (espeak.EspeakJob(j.text, j.voice.removeprefix("espeak:"), **{k: int(v) for k, v in j.params})
-         for j in espeak_jobs), workers)
-    results += zip(espeak_jobs, progress(e_iter, total=len(espeak_jobs), desc="espeak-ng", unit="clip"))
-    p_iter = piper_tts.synthesize_many(
-        (piper_tts.PiperJob(j.text, **dict(j.params)) for j in piper_jobs), seed=config.seed)
-    results += zip(piper_jobs, progress(p_iter, total=len(piper_jobs), desc="piper", unit="clip"))
+    if not dp.synthesis_cache:
+        return SynthCache(None)
+    return SynthCache(Path(dp.cache_dir).expanduser() if dp.cache_dir else default_dir())
+
+
+def run_jobs(jobs: list[Job], config: WakelineConfig, workers: int, progress: ProgressFn,
+             cache: SynthCache | None = None) -> tuple[list[Clip], list[QuarantineRecord]]:
+    """Synthesise (or fetch), perturb and condition every job; failures are quarantined like bad user files.
+    Every step keeps job order and draws nothing at run time, so the clips are the same whatever the worker
+    count or the cache's state."""
+    dp = config.data_prep
+    raw = _synthesise(jobs, config, workers, progress, cache or SynthCache(None))
+    voiced = _perturb_all(jobs, raw, workers, progress)
     clips, rejected = [], []
-    for job, (samples, sr) in results:
+    for job, x in zip(jobs, voiced):
         try:
-            data = samples.astype(np.float32)[:, None] / 32768.0
-            out = condition(data, sr, dp.quality, trim=True, min_duration_s=dp.quality.min_clip_duration_s)
+            out = condition(x[:, None], SAMPLE_RATE_HZ, dp.quality, trim=True,
+                            min_duration_s=dp.quality.min_clip_duration_s)
         except Quarantined as q:
             rejected.append(QuarantineRecord(job.origin, q.reason, q.detail, kind=job.label.value))
             continue
