@@ -1,0 +1,107 @@
+"""Ablation: what each part of the training data buys, measured on real people.
+
+Trains (through kfp.local, exactly as `make run`) the `default` preset for "hey chatterbox" with every part
+("all") and with one part taken out at a time, and measures each shipped model, at its own shipped cutoff, on
+what no part of training ever saw:
+
+  real_wakeword_frr      FRR on ../shared/data/real-wakeword-dev/hey_chatterbox (56 recordings of one person)
+  real_speech_fa_per_hour  FA/h on ../shared/data/real-speech-dev (real speech, 8 kHz, no wake word)
+  heldout_family_frr     synthetic test FRR of the worst held-out voice family
+  worst_condition_fa_per_hour   synthetic test FA/h of the worst condition
+  blessed                the pipeline's own gate
+
+Variants (`python -m benchmarks.ablation [NAME ...]`, default: all of them; runs are kept and reused under
+runs/bench/accuracy/ablation-<name>/ when config and source are unchanged):
+  all                 the default preset
+  no-perturbation     data_prep.perturbation.method=none (every clip as the engine spoke it)
+  no-channels         augmentation.ops.channel_probability=0 (no telephone/codec/AGC/clipping/microphone)
+  no-neural-voices    no Kokoro and no hibari clips (piper and espeak-ng make up the same totals)
+  old-negatives       speech negatives as before this recipe: piper + espeak only, 600 template sentences, no
+                      other languages, no hum
+Each variant costs a full default run (about 30 min on 2 cores).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.accuracy import folder_report, shared_data, store_breakdown, train
+from benchmarks.common import OUT_DIR, log, result
+
+WORD = "hey chatterbox"
+
+
+def _no_neural() -> list[str]:
+    from components.common.config import load_config
+
+    dp = load_config("default").data_prep
+    out = []
+    for name in ("positives", "adversarial", "speech"):
+        c = getattr(dp, name)
+        out += [f"data_prep.{name}.kokoro_clips=0", f"data_prep.{name}.hibari_clips=0",
+                f"data_prep.{name}.piper_clips={c.piper_clips + c.kokoro_clips}",
+                f"data_prep.{name}.espeak_clips={c.espeak_clips + c.hibari_clips}"]
+    return out + ['data_prep.splits.heldout_families=["espeak:klatt"]']
+
+
+VARIANTS = {
+    "all": lambda: [],
+    "no-perturbation": lambda: ["data_prep.perturbation.method=none"],
+    "no-channels": lambda: ["augmentation.ops.channel_probability=0"],
+    "no-neural-voices": _no_neural,
+    "old-negatives": lambda: ["data_prep.speech.kokoro_clips=0", "data_prep.speech.hibari_clips=0",
+                              "data_prep.speech.espeak_clips=2000", "data_prep.other_languages.espeak_clips=0",
+                              "data_prep.generated_sentences=600", "data_prep.ambient.kinds=[babble, noise, music]"],
+}
+
+
+def measure(name: str) -> dict:
+    """Train (or reuse) one variant and measure its shipped model."""
+    done = train(f"ablation-{name}", "default", VARIANTS[name](), wake_word=WORD)
+    data = shared_data()
+    model = Path(done["manifest"])
+    real = folder_report(model, positives=[data / "real-wakeword-dev" / "hey_chatterbox"]).breakdown.frr_cell()
+    speech = folder_report(model, ambient=[data / "real-speech-dev"]).breakdown.fa_cell()
+    synth = store_breakdown(model, Path(done["features"]), done["heldout_families"])
+    ho, wf = synth.worst_heldout(), synth.worst_fa()
+    return {"variant": name, "overrides": VARIANTS[name](), "real_wakeword_frr": real.frr,
+            "real_wakeword_detected": real.clips - real.misses, "real_wakeword_clips": real.clips,
+            "real_speech_fa_per_hour": speech.fa_per_hour, "real_speech_false_accepts": speech.false_accepts,
+            "real_speech_hours": speech.hours, "synthetic_test_frr": synth.frr_cell().frr,
+            "heldout_family": None if ho is None else ho.family, "heldout_family_frr": None if ho is None else ho.frr,
+            "worst_condition": wf.condition, "worst_condition_fa_per_hour": wf.fa_per_hour,
+            "cutoff": synth.cutoff, "blessed": done["blessed"], "wall_s": done["wall_s"]}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| variant | real FRR (detected/56) | real-speech FA/h (FAs) | held-out FRR | worst-condition FA/h | "
+            "cutoff | blessed |\n|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        ho = "–" if r["heldout_family_frr"] is None else f"{r['heldout_family_frr']:.1%} ({r['heldout_family']})"
+        lines.append(f"| {r['variant']} | {r['real_wakeword_frr']:.1%} ({r['real_wakeword_detected']}/"
+                     f"{r['real_wakeword_clips']}) | {r['real_speech_fa_per_hour']:.1f} ({r['real_speech_false_accepts']}) "
+                     f"| {ho} | {r['worst_condition_fa_per_hour']:.1f} ({r['worst_condition']}) | {r['cutoff']:.2f} | "
+                     f"{'yes' if r['blessed'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def run(names: list[str] | None = None) -> list[dict]:
+    rows = []
+    out = OUT_DIR / "ablation-progress.json"
+    for name in names or list(VARIANTS):
+        rows.append(measure(name))
+        log(f"[bench] ablation: {name}: {json.dumps(rows[-1])}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"benchmark": "ablation", "rows": rows}, indent=2) + "\n")
+    print(table(rows))
+    return [result(f"ablation_{r['variant']}_real_wakeword_frr", r["real_wakeword_frr"], "fraction", **r)
+            for r in rows]
+
+
+if __name__ == "__main__":
+    unknown = [n for n in sys.argv[1:] if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    run(sys.argv[1:] or None)
