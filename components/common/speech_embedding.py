@@ -24,6 +24,7 @@ artifact. Nothing here is imported on module import: TensorFlow and the models l
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -73,8 +74,10 @@ class SpeechEmbedding:
         import tensorflow as tf  # heavy: only when a front end is actually built
 
         d = Path(models_dir) if models_dir is not None else default_models_dir()
-        self._mel = tf.lite.Interpreter(model_path=str(d / "melspectrogram.tflite"), num_threads=num_threads)
-        self._emb = tf.lite.Interpreter(model_path=str(d / "embedding_model.tflite"), num_threads=num_threads)
+        with warnings.catch_warnings():  # tf.lite.Interpreter's "use ai_edge_litert" notice
+            warnings.simplefilter("ignore", UserWarning)
+            self._mel = tf.lite.Interpreter(model_path=str(d / "melspectrogram.tflite"), num_threads=num_threads)
+            self._emb = tf.lite.Interpreter(model_path=str(d / "embedding_model.tflite"), num_threads=num_threads)
         self._shapes: dict[int, tuple[int, ...]] = {}
 
     def _run(self, interp, x: np.ndarray, out_dim: int) -> np.ndarray:
@@ -96,15 +99,16 @@ class SpeechEmbedding:
         """`[frames, 32]` log-mel frames scaled as the embedding model expects (`x / 10 + 2`).
 
         Computed as the streaming detector does, on 1760-sample chunks (80 ms of new audio + 30 ms of
-        context) stepping 80 ms, 8 frames each: the model clamps each call's dB range relative to that
-        call's loudest frame (a top-dB floor), so one call over a whole clip would give different (and
-        length-dependent) values."""
+        context) stepping 80 ms, 8 frames each, one model call per chunk: the model floors its dB values
+        relative to the loudest value in the whole input tensor, so a call over a whole clip (or a batch
+        of chunks) gives different, length-dependent values."""
         x = to_int16_scale(audio)
         if len(x) < CHUNK_SAMPLES:
             return np.zeros((0, MEL_BINS), np.float32)
         chunks = np.lib.stride_tricks.sliding_window_view(x, CHUNK_SAMPLES)[::STEP_SAMPLES]
-        mels = self._run(self._mel, chunks, STEP_FRAMES * MEL_BINS).reshape(-1, MEL_BINS)
-        return mels / 10.0 + 2.0
+        # one chunk per call: the floor is taken over the whole input tensor, batch included
+        mels = np.concatenate([self._run(self._mel, c[None], STEP_FRAMES * MEL_BINS) for c in chunks])
+        return mels.reshape(-1, MEL_BINS) / 10.0 + 2.0
 
     @staticmethod
     def windows(mels: np.ndarray) -> np.ndarray:
@@ -137,7 +141,7 @@ class SpeechEmbedding:
         return np.concatenate([np.zeros(n - len(audio), audio.dtype), audio])
 
     def for_clip(self, audio: np.ndarray, n_last: int = 16) -> np.ndarray:
-        """`[n_last, 96]`: the last `n_last` embeddings (1.95 s of audio for 16) of a front-padded clip."""
+        """`[n_last, 96]`: the last `n_last` embeddings (2.03 s of audio for 16) of a front-padded clip."""
         return self.embed(self.pad_front(np.asarray(audio), n_last))[-n_last:]
 
     def for_clips(self, clips: Sequence[np.ndarray], n_last: int = 16) -> np.ndarray:

@@ -69,6 +69,7 @@ def median_pitch_hz(samples: np.ndarray, sr: int) -> float:
 
 def apply(samples: np.ndarray, sr: int, speaker: Speaker) -> np.ndarray:
     """The clip (float, any rate) spoken by `speaker`; the input is returned unchanged if it has no voicing."""
+    import parselmouth
     from parselmouth.praat import call, run
 
     source_f0 = median_pitch_hz(samples, sr)
@@ -77,8 +78,11 @@ def apply(samples: np.ndarray, sr: int, speaker: Speaker) -> np.ndarray:
     source = SpeakerClass.MAN if source_f0 < MALE_BELOW_HZ else SpeakerClass.WOMAN
     shift = VOCAL_TRACT_SCALE[speaker.target] / VOCAL_TRACT_SCALE[source] * speaker.formant_jitter
     run(f"random_initializeWithSeedUnsafelyButPredictably ({speaker.seed})\n")
-    out = call(_sound(samples, sr), "Change gender", PITCH_FLOOR_HZ, PITCH_CEILING_HZ, shift,
-               speaker.pitch_median_hz, speaker.pitch_range_factor, speaker.duration_factor)
+    try:
+        out = call(_sound(samples, sr), "Change gender", PITCH_FLOOR_HZ, PITCH_CEILING_HZ, shift,
+                   speaker.pitch_median_hz, speaker.pitch_range_factor, speaker.duration_factor)
+    except parselmouth.PraatError:  # too little voicing to resynthesise (measured: ~1 clip in 1,000)
+        return np.asarray(samples, np.float32)
     y = np.asarray(out.values[0], np.float32)
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     return y * (0.95 / peak) if peak > 0.999 else y
