@@ -17,7 +17,7 @@ runs/bench/accuracy/ablation-<name>/ when config and source are unchanged):
   no-channels         augmentation.ops.channel_probability=0 (no telephone/codec/AGC/clipping/microphone)
   no-neural-voices    no Kokoro and no hibari clips (piper and espeak-ng make up the same totals)
   old-negatives       speech negatives as before this recipe: piper + espeak only, 600 template sentences, no
-                      other languages, no hum
+                      other languages, no hum, no channel speech in the background streams
 Each variant costs a full default run (about 30 min on 2 cores).
 """
 from __future__ import annotations

@@ -47,6 +47,7 @@ class AmbientKind(str, enum.Enum):
     NOISE = "noise"
     MUSIC = "music"
     HUM = "hum"  # a quiet room: mains hum and its harmonics over a faint noise floor
+    CHANNEL_SPEECH = "channel_speech"  # talkers one after another, each through a drawn channel (radio, TV, calls)
 
 
 class SpeechCondition(str, enum.Enum):

@@ -95,6 +95,30 @@ def babble(n: int, speech: Sequence[np.ndarray], talkers: tuple[int, int], rng: 
     return _normalise(x, -20.0) * _slow_envelope(n, rng, depth_db=8.0)
 
 
+def channel_speech(n: int, speech: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Talkers one after another with short gaps, each utterance through a drawn channel (telephone, codec,
+    AGC, clipping, microphone) or none, at its own level: speech as it reaches a device from radios, TVs,
+    calls on speaker and people in the room. Long streams of it are what background mining scans."""
+    from components.common.channels import apply_channel, draw_channel
+    from components.common.config import Channel
+
+    x = np.zeros(n)
+    if not speech:
+        return x
+    channels = list(Channel)
+    pos = int(rng.integers(0, SR))
+    while pos < n:
+        clip = speech[int(rng.integers(len(speech)))].astype(np.float32) / 32768.0
+        channel = channels[int(rng.integers(len(channels)))]
+        settings = draw_channel(channel, rng)
+        if rng.random() < 0.7:
+            clip = apply_channel(clip, channel, settings)
+        m = min(len(clip), n - pos)
+        x[pos:pos + m] += clip[:m] * _db(rng.uniform(-10, 0))
+        pos += m + int(rng.uniform(0.1, 1.5) * SR)
+    return _normalise(x, -20.0)
+
+
 def ambient_file(duration_s: float, primary: AmbientKind, cfg: Ambient, speech: Sequence[np.ndarray],
                  seed: int) -> np.ndarray:
     """One ambient stream as int16: the primary kind at full level, the other kinds well below it."""
@@ -105,6 +129,7 @@ def ambient_file(duration_s: float, primary: AmbientKind, cfg: Ambient, speech: 
         AmbientKind.MUSIC: lambda: music_like(n, rng),
         AmbientKind.BABBLE: lambda: babble(n, speech, cfg.babble_talkers_range, rng),
         AmbientKind.HUM: lambda: hum(n, rng),
+        AmbientKind.CHANNEL_SPEECH: lambda: channel_speech(n, speech, rng),
     }
     x = makers[primary]()
     for kind in cfg.kinds:

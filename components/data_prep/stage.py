@@ -113,8 +113,9 @@ def _ambient_clips(config: WakelineConfig, speech_by_split: dict[Split, list], n
         split = names_to_split[name]
         primary = kinds[i % len(kinds)]
         speech = speech_by_split.get(split, [])
-        if primary is AmbientKind.BABBLE and not speech:
-            primary = next((k for k in kinds if k is not AmbientKind.BABBLE), AmbientKind.NOISE)
+        if primary in (AmbientKind.BABBLE, AmbientKind.CHANNEL_SPEECH) and not speech:
+            primary = next((k for k in kinds if k not in (AmbientKind.BABBLE, AmbientKind.CHANNEL_SPEECH)),
+                           AmbientKind.NOISE)
         samples = ambient.ambient_file(cfg.file_duration_s, primary, cfg, speech, seed=config.seed * 1_000_003 + i)
         yield name, split, primary, samples
 
