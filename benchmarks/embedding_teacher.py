@@ -3,7 +3,8 @@
 
   1. fit `EmbeddingHead` on the TRAIN split: positives vs negatives + adversarial negatives + 16-embedding
      windows cut from train background files; each train clip also gets seeded augmented copies (a segment
-     of a train background mixed in at 5-20 dB SNR, random gain, a random 0-0.3 s tail, sometimes a train RIR);
+     of a train background mixed in at 5-20 dB SNR, random gain, a random 0-0.3 s tail, sometimes a train RIR),
+     plus windows from streams of the train negatives played back to back (running speech);
   2. choose the cutoff on the VALIDATION background streams only: the lowest score at which false accepts
      (the head slid over the audio every 80 ms; a firing then a 1 s refractory period) are <= 0.5 per hour,
      else the highest;
@@ -155,6 +156,14 @@ class Embedder:
         self.clip_n += len(audio)
         return out
 
+    def audio(self, x: np.ndarray) -> np.ndarray:
+        """Embeddings of in-memory audio (not cached), timed as a stream."""
+        t = time.perf_counter()
+        e = self.front.embed(x)
+        self.stream_s += time.perf_counter() - t
+        self.stream_audio_s += len(x) / SR
+        return e
+
     def stream(self, path: Path, pad_s: float = 0.0) -> np.ndarray:
         """Embeddings of a whole file (optionally with `pad_s` of silence both sides), cached."""
         st = path.stat()
@@ -162,12 +171,7 @@ class Embedder:
         def make() -> np.ndarray:
             x = read16k(path)
             z = np.zeros(int(pad_s * SR), np.float32)
-            x = self.front.pad_front(np.concatenate([z, x, z]), N_LAST)
-            t = time.perf_counter()
-            e = self.front.embed(x)
-            self.stream_s += time.perf_counter() - t
-            self.stream_audio_s += len(x) / SR
-            return e
+            return self.audio(self.front.pad_front(np.concatenate([z, x, z]), N_LAST))
         return self._cached(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{pad_s}", make)
 
 
@@ -180,24 +184,38 @@ def pick(records: list[dict], split: str, labels: tuple[str, ...]) -> list[dict]
 
 
 def build_train(dataset: Path, records: list[dict], emb: Embedder, rng: np.random.Generator, pos_copies: int,
-                neg_copies: int, rir_prob: float, bg_stride: int) -> tuple[np.ndarray, np.ndarray]:
+                neg_copies: int, rir_prob: float, bg_stride: int, speech_streams: int) -> tuple[np.ndarray, np.ndarray]:
     """Head inputs and labels from the train split only (condition streams excluded everywhere)."""
     train = [r for r in records if r["split"] == "train" and r.get("source") != "condition_stream"]
     noise_recs = pick(train, "train", ("background",))
     noises = [read16k(dataset / r["path"]) for r in noise_recs]
     rirs = [read16k(dataset / r["path"]) for r in pick(train, "train", ("rir",))]
-    xs, ys = [], []
+    xs, ys, clips_of = [], [], {}
     for labels, y, copies in ((("positive",), 1.0, pos_copies), (NEGATIVE_LABELS, 0.0, neg_copies)):
-        clips = [read16k(dataset / r["path"]) for r in pick(train, "train", labels)]
+        clips = clips_of[y] = [read16k(dataset / r["path"]) for r in pick(train, "train", labels)]
         batch = clips + [augment(c, rng, noises, rirs, rir_prob) for _ in range(copies) for c in clips]
         xs.append(emb.clips(batch))
         ys.append(np.full(len(batch), y))
         log(f"[embedding_teacher] train {labels[0]}: {len(clips)} clips + {len(batch) - len(clips)} augmented")
     for r in noise_recs:
-        w = head_inputs(emb.stream(dataset / r["path"]), bg_stride)
-        xs.append(w)
-        ys.append(np.zeros(len(w)))
+        xs.append(head_inputs(emb.stream(dataset / r["path"]), bg_stride))
+    for _ in range(speech_streams):  # running speech: windows that straddle several negatives
+        xs.append(head_inputs(emb.audio(speech_stream(clips_of[0.0], rng, noises)), bg_stride))
+    ys.append(np.zeros(sum(len(x) for x in xs) - sum(len(y) for y in ys)))
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def speech_stream(clips: list[np.ndarray], rng: np.random.Generator, noises: list[np.ndarray]) -> np.ndarray:
+    """All negative clips in a random order, 0-0.4 s apart, over a train background at 5-20 dB SNR: the
+    continuous speech that the isolated training clips never show the head."""
+    parts = []
+    for i in rng.permutation(len(clips)):
+        parts += [clips[i], np.zeros(rng.integers(0, int(0.4 * SR)), np.float32)]
+    x = np.concatenate(parts)
+    if noises:
+        n = noises[rng.integers(len(noises))]
+        x = x + np.resize(n, len(x)) * (rms(x) / max(rms(n), 1e-9) * 10 ** (-rng.uniform(5, 20) / 20))
+    return np.clip(x, -1, 1).astype(np.float32)
 
 
 def clip_peaks(head, emb: Embedder, paths: list[Path]) -> np.ndarray:
@@ -207,7 +225,7 @@ def clip_peaks(head, emb: Embedder, paths: list[Path]) -> np.ndarray:
 
 # --- the benchmark ----------------------------------------------------------------------------------------
 def measure(dataset: Path, *, seed: int = 1234, pos_copies: int = 2, neg_copies: int = 1, rir_prob: float = 0.25,
-            bg_stride: int = 2, hidden: int = 64, epochs: int = 20, cache: Path | None = None,
+            bg_stride: int = 2, speech_streams: int = 2, hidden: int = 64, epochs: int = 20, cache: Path | None = None,
             save_head: Path | None = None) -> tuple[list[dict], dict]:
     from components.common.embedding_head import EmbeddingHead, HeadConfig
 
@@ -215,7 +233,7 @@ def measure(dataset: Path, *, seed: int = 1234, pos_copies: int = 2, neg_copies:
     rng = np.random.default_rng(seed)
     records = load_manifest(dataset)
     emb = Embedder(cache)
-    x, y = build_train(dataset, records, emb, rng, pos_copies, neg_copies, rir_prob, bg_stride)
+    x, y = build_train(dataset, records, emb, rng, pos_copies, neg_copies, rir_prob, bg_stride, speech_streams)
     log(f"[embedding_teacher] fitting on {len(y)} inputs ({int(y.sum())} positive)")
     t = time.perf_counter()
     head = EmbeddingHead(HeadConfig(hidden=hidden, epochs=epochs, seed=seed)).fit(x, y)
@@ -270,7 +288,9 @@ def measure(dataset: Path, *, seed: int = 1234, pos_copies: int = 2, neg_copies:
                audio_s=emb.stream_audio_s, note="audio seconds per second of extraction (uncached files only)"),
     ]
     extra = {"dataset": str(dataset), "train_inputs": int(len(y)), "train_positives": int(y.sum()),
-             "fit_s": fit_s, "head": {"hidden": hidden, "epochs": epochs, "seed": seed}, "tradeoff": curve,
+             "fit_s": fit_s, "head": {"hidden": hidden, "epochs": epochs, "seed": seed},
+             "train": {"pos_copies": pos_copies, "neg_copies": neg_copies, "rir_prob": rir_prob,
+                       "bg_stride": bg_stride, "speech_streams": speech_streams}, "tradeoff": curve,
              "measure_wall_s": time.perf_counter() - t0}
     return res, extra
 
@@ -308,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--neg-copies", type=int, default=1, help="augmented copies per train negative")
     ap.add_argument("--rir-prob", type=float, default=0.25)
     ap.add_argument("--bg-stride", type=int, default=2, help="train background windows every N x 80 ms")
+    ap.add_argument("--speech-streams", type=int, default=2,
+                    help="train streams of back-to-back negative clips (each: all of them, shuffled)")
     ap.add_argument("--hidden", type=int, default=64, help="hidden units (0: logistic regression)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--cache", type=Path, default=None, help="cache unaugmented embeddings here")
@@ -317,8 +339,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--dataset is required")
     start = time.perf_counter()
     res, extra = measure(a.dataset, seed=a.seed, pos_copies=a.pos_copies, neg_copies=a.neg_copies,
-                         rir_prob=a.rir_prob, bg_stride=a.bg_stride, hidden=a.hidden, epochs=a.epochs,
-                         cache=a.cache, save_head=a.save_head)
+                         rir_prob=a.rir_prob, bg_stride=a.bg_stride, speech_streams=a.speech_streams,
+                         hidden=a.hidden, epochs=a.epochs, cache=a.cache, save_head=a.save_head)
     path = write_report(report("embedding_teacher", res, wall_s=time.perf_counter() - start, **extra), a.out)
     print_table(res, extra)
     log(f"[embedding_teacher] wrote {path}")
