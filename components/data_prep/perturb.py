@@ -57,14 +57,29 @@ def _sound(samples: np.ndarray, sr: int):
     return parselmouth.Sound(np.asarray(samples, np.float64), sampling_frequency=float(sr))
 
 
-def median_pitch_hz(samples: np.ndarray, sr: int) -> float:
-    """Median F0 over voiced frames (NaN when nothing is voiced)."""
+def _voiced_f0(samples: np.ndarray, sr: int) -> np.ndarray:
     from parselmouth.praat import call
 
     pitch = call(_sound(samples, sr), "To Pitch", 0.0, PITCH_FLOOR_HZ, PITCH_CEILING_HZ)
     f0 = pitch.selected_array["frequency"]
-    f0 = f0[f0 > 0]
+    return f0[f0 > 0]
+
+
+def median_pitch_hz(samples: np.ndarray, sr: int) -> float:
+    """Median F0 over voiced frames (NaN when nothing is voiced)."""
+    f0 = _voiced_f0(samples, sr)
     return float(np.median(f0)) if f0.size else float("nan")
+
+
+MIN_PITCH_RATIO = 0.5  # the lowest new pitch stays at least half the new median
+
+
+def safe_range_factor(f0: np.ndarray, factor: float) -> float:
+    """Praat maps each pitch to new_median * (1 + (f0 / median - 1) * factor); with a wide contour (a creak, an
+    octave jump) and a large factor that goes to zero or below and Praat's resynthesis never returns (measured:
+    2 clips in 5,420). Cap the factor so that the lowest pitch stays above MIN_PITCH_RATIO of the median."""
+    low = float(np.min(f0) / np.median(f0))
+    return factor if low >= 1 else min(factor, (1 - MIN_PITCH_RATIO) / (1 - low))
 
 
 def apply(samples: np.ndarray, sr: int, speaker: Speaker) -> np.ndarray:
@@ -72,15 +87,17 @@ def apply(samples: np.ndarray, sr: int, speaker: Speaker) -> np.ndarray:
     import parselmouth
     from parselmouth.praat import call, run
 
-    source_f0 = median_pitch_hz(samples, sr)
-    if not np.isfinite(source_f0):
+    f0 = _voiced_f0(samples, sr)
+    if not f0.size:
         return np.asarray(samples, np.float32)
+    source_f0 = float(np.median(f0))
+    factor = safe_range_factor(f0, speaker.pitch_range_factor)
     source = SpeakerClass.MAN if source_f0 < MALE_BELOW_HZ else SpeakerClass.WOMAN
     shift = VOCAL_TRACT_SCALE[speaker.target] / VOCAL_TRACT_SCALE[source] * speaker.formant_jitter
     run(f"random_initializeWithSeedUnsafelyButPredictably ({speaker.seed})\n")
     try:
         out = call(_sound(samples, sr), "Change gender", PITCH_FLOOR_HZ, PITCH_CEILING_HZ, shift,
-                   speaker.pitch_median_hz, speaker.pitch_range_factor, speaker.duration_factor)
+                   speaker.pitch_median_hz, factor, speaker.duration_factor)
     except parselmouth.PraatError:  # too little voicing to resynthesise (measured: ~1 clip in 1,000)
         return np.asarray(samples, np.float32)
     y = np.asarray(out.values[0], np.float32)

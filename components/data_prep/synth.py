@@ -227,8 +227,23 @@ def _perturb_all(jobs: list[Job], raw: list[tuple[np.ndarray, int]], workers: in
     if not any(j.speaker for j in jobs):
         return [_perturb_one(it) for it in items]
     with mp.get_context("spawn").Pool(max(1, workers)) as pool:
-        return list(progress(pool.imap(_perturb_one, items, chunksize=16), total=len(items),
-                             desc="speaker perturbation", unit="clip"))
+        return list(progress(_watched(pool.imap(_perturb_one, items, chunksize=16), jobs),
+                             total=len(items), desc="speaker perturbation", unit="clip"))
+
+
+PERTURB_TIMEOUT_S = 300.0  # a chunk of 16 clips takes about 1 s
+
+
+def _watched(results, jobs: list[Job]) -> Iterator[np.ndarray]:
+    """Results in order; a clip that never comes back (a resynthesis stuck in Praat) fails the stage with its
+    name instead of hanging it."""
+    for i in range(len(jobs)):
+        try:
+            yield results.next(timeout=PERTURB_TIMEOUT_S)
+        except mp.TimeoutError:
+            raise RuntimeError(f"speaker perturbation: no result for {jobs[i].origin!r} (or the clips after it) "
+                               f"in {PERTURB_TIMEOUT_S:.0f} s; set data_prep.perturbation.method=none to train "
+                               f"without it, and report the clip") from None
 
 
 def cache_for(config: WakelineConfig) -> SynthCache:

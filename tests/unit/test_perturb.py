@@ -64,3 +64,12 @@ def test_draws_cover_the_classes_and_respect_probability_and_method():
 def test_class_weights_must_match_classes():
     with pytest.raises(ValueError, match="class_weights"):
         SpeakerPerturbation(classes=[SpeakerClass.MAN], class_weights=[0.5, 0.5])
+
+
+def test_a_wide_contour_never_drives_the_pitch_to_zero():
+    """A creak at a third of the median with a 1.6 range factor once hung Praat's resynthesis forever."""
+    f0 = np.array([60.0, 180.0, 185.0, 190.0, 200.0])
+    factor = perturb.safe_range_factor(f0, 1.6)
+    low = 1 + (60 / 185 - 1) * factor
+    assert factor < 1.6 and low >= perturb.MIN_PITCH_RATIO - 1e-9
+    assert perturb.safe_range_factor(np.array([170.0, 180.0, 190.0]), 1.2) == 1.2  # narrow contours untouched
