@@ -221,29 +221,35 @@ def _perturb_one(item: tuple[np.ndarray, int, perturb.Speaker | None]) -> np.nda
     return perturb.apply(x, SAMPLE_RATE_HZ, speaker) if speaker is not None and len(x) else x
 
 
+def _perturb_chunk(items: list) -> list[np.ndarray]:
+    return [_perturb_one(it) for it in items]
+
+
+PERTURB_CHUNK = 16
+PERTURB_TIMEOUT_S = 300.0  # a chunk of 16 clips takes about 1 s
+
+
 def _perturb_all(jobs: list[Job], raw: list[tuple[np.ndarray, int]], workers: int,
                  progress: ProgressFn) -> list[np.ndarray]:
     items = [(samples, sr, j.speaker) for j, (samples, sr) in zip(jobs, raw)]
     if not any(j.speaker for j in jobs):
         return [_perturb_one(it) for it in items]
+    chunks = [items[i:i + PERTURB_CHUNK] for i in range(0, len(items), PERTURB_CHUNK)]
     with mp.get_context("spawn").Pool(max(1, workers)) as pool:
-        return list(progress(_watched(pool.imap(_perturb_one, items, chunksize=16), jobs),
-                             total=len(items), desc="speaker perturbation", unit="clip"))
-
-
-PERTURB_TIMEOUT_S = 300.0  # a chunk of 16 clips takes about 1 s
+        return list(progress(_watched(pool.imap(_perturb_chunk, chunks), jobs), total=len(items),
+                             desc="speaker perturbation", unit="clip"))
 
 
 def _watched(results, jobs: list[Job]) -> Iterator[np.ndarray]:
-    """Results in order; a clip that never comes back (a resynthesis stuck in Praat) fails the stage with its
-    name instead of hanging it."""
-    for i in range(len(jobs)):
+    """Results in order; a chunk that never comes back (a resynthesis stuck in Praat) fails the stage with the
+    chunk's first clip named instead of hanging it."""
+    for start in range(0, len(jobs), PERTURB_CHUNK):
         try:
-            yield results.next(timeout=PERTURB_TIMEOUT_S)
+            yield from results.next(timeout=PERTURB_TIMEOUT_S)
         except mp.TimeoutError:
-            raise RuntimeError(f"speaker perturbation: no result for {jobs[i].origin!r} (or the clips after it) "
-                               f"in {PERTURB_TIMEOUT_S:.0f} s; set data_prep.perturbation.method=none to train "
-                               f"without it, and report the clip") from None
+            raise RuntimeError(f"speaker perturbation: no result for {jobs[start].origin!r} or the "
+                               f"{PERTURB_CHUNK - 1} clips after it in {PERTURB_TIMEOUT_S:.0f} s; set "
+                               f"data_prep.perturbation.method=none to train without it, and report the clip") from None
 
 
 def cache_for(config: WakelineConfig) -> SynthCache:

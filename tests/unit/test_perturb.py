@@ -73,3 +73,17 @@ def test_a_wide_contour_never_drives_the_pitch_to_zero():
     low = 1 + (60 / 185 - 1) * factor
     assert factor < 1.6 and low >= perturb.MIN_PITCH_RATIO - 1e-9
     assert perturb.safe_range_factor(np.array([170.0, 180.0, 190.0]), 1.2) == 1.2  # narrow contours untouched
+
+
+def test_a_stuck_perturbation_fails_with_the_clip_named(monkeypatch):
+    import multiprocessing as mp
+
+    from components.data_prep import synth
+
+    class Stuck:
+        def next(self, timeout=None):
+            raise mp.TimeoutError
+
+    job = synth.Job("espeak", synth.Label.POSITIVE, "hey", "espeak:en-us+m1", (), 7)
+    with pytest.raises(RuntimeError, match="hey.*perturbation.method=none"):
+        list(synth._watched(Stuck(), [job]))
