@@ -16,6 +16,7 @@ runs/bench/accuracy/ablation-<name>/ when config and source are unchanged):
   no-perturbation     data_prep.perturbation.method=none (every clip as the engine spoke it)
   no-channels         augmentation.ops.channel_probability=0 (no telephone/codec/AGC/clipping/microphone)
   no-neural-voices    no Kokoro and no hibari clips (piper and espeak-ng make up the same totals)
+  old-voices          the voices before this recipe: no Kokoro, no hibari, no perturbation
   old-negatives       speech negatives as before this recipe: piper + espeak only, 600 template sentences, no
                       other languages, no hum, no channel speech in the background streams
 Each variant costs a full default run (about 30 min on 2 cores).
@@ -50,6 +51,7 @@ VARIANTS = {
     "no-perturbation": lambda: ["data_prep.perturbation.method=none"],
     "no-channels": lambda: ["augmentation.ops.channel_probability=0"],
     "no-neural-voices": _no_neural,
+    "old-voices": lambda: [*_no_neural(), "data_prep.perturbation.method=none"],
     "old-negatives": lambda: ["data_prep.speech.kokoro_clips=0", "data_prep.speech.hibari_clips=0",
                               "data_prep.speech.espeak_clips=2000", "data_prep.other_languages.espeak_clips=0",
                               "data_prep.generated_sentences=600", "data_prep.ambient.kinds=[babble, noise, music]"],

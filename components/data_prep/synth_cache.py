@@ -73,15 +73,18 @@ class SynthCache:
         self.hits += 1
         return out
 
-    def put(self, k: str, audio: np.ndarray, sr: int) -> None:
+    def _write(self, k: str, **arrays: np.ndarray) -> None:
         if self.root is None:
             return
         p = self._path(k)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, audio=np.asarray(audio, np.int16), sr=np.int64(sr))
+            np.savez(f, **arrays)
         os.replace(tmp, p)
+
+    def put(self, k: str, audio: np.ndarray, sr: int) -> None:
+        self._write(k, audio=np.asarray(audio, np.int16), sr=np.int64(sr))
 
     def get_block(self, k: str, n: int) -> list[tuple[np.ndarray, int]] | None:
         """A block of `n` clips cached together (an engine whose clips depend on their predecessors)."""
@@ -97,14 +100,7 @@ class SynthCache:
         return [(audio[a:b], int(r)) for a, b, r in zip(bounds[:-1], bounds[1:], rates)]
 
     def put_block(self, k: str, clips: list[tuple[np.ndarray, int]]) -> None:
-        if self.root is None:
-            return
-        p = self._path(k)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, audio=np.concatenate([np.asarray(a, np.int16) for a, _ in clips]) if clips else
-                     np.zeros(0, np.int16), sr=np.int64(clips[0][1] if clips else 0),
-                     lengths=np.array([len(a) for a, _ in clips], np.int64),
-                     rates=np.array([r for _, r in clips], np.int64))
-        os.replace(tmp, p)
+        self._write(k, audio=np.concatenate([np.asarray(a, np.int16) for a, _ in clips]) if clips else
+                    np.zeros(0, np.int16), sr=np.int64(clips[0][1] if clips else 0),
+                    lengths=np.array([len(a) for a, _ in clips], np.int64),
+                    rates=np.array([r for _, r in clips], np.int64))
