@@ -500,3 +500,21 @@ def test_speech_condition_streams_are_measured_not_mixed(store, dataset):
     for split in Split:
         for c in layout.open(split, 0).clip_info():
             assert c["path"] not in streams
+
+
+def test_channels_reach_every_training_label_and_only_training(dataset, tmp_path):
+    """With channel_probability 1 every training clip, positive, negative or background window, goes through a
+    channel, drawn from all of them; validation and test clips never do; and the run is still deterministic."""
+    cfg = config("augmentation.ops.channel_probability=1.0", "augmentation.epochs=1")
+    md = stage.run(dataset.root, tmp_path / "a", cfg, show_progress=False)
+    layout = FeatureStoreLayout(tmp_path / "a")
+    train = layout.open(Split.TRAIN, 0).clip_info()
+    by_label = {}
+    for info in train:
+        by_label.setdefault(info["label"], set()).add(info.get("channel"))
+    assert set(by_label) >= {"positive", "negative", "adversarial_negative", "background"}
+    assert all(None not in used for used in by_label.values())
+    assert len(set().union(*by_label.values())) >= 4
+    assert all("channel" not in info for info in layout.open(Split.TEST, 0).clip_info())
+    again = stage.run(dataset.root, tmp_path / "b", cfg, show_progress=False)
+    assert _set_hashes(md) == _set_hashes(again)
