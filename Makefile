@@ -8,7 +8,7 @@ WAKE_WORD ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-accuracy compile lock clean
+.PHONY: help install run test test-fast bench bench-accuracy bench-ablation compile lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,11 +32,14 @@ test: install ## the whole test suite (GPU tests skip themselves without a GPU)
 test-fast: install ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: install ## benchmarks -> runs/bench/<benchmark>.json
+bench: install ## benchmarks -> runs/bench/<benchmark>.json (all but accuracy and ablation)
 	$(PY) -m benchmarks
 
 bench-accuracy: install ## wakeline vs the official model on held-out voices, conditions and real speech (~70 min)
 	$(PY) -m benchmarks accuracy
+
+bench-ablation: install ## what each part of the training data buys, on real recordings (~30 min per variant)
+	$(PY) -m benchmarks ablation
 
 compile: install ## compile the pipeline IR -> pipeline/compiled/wakeline.yaml
 	$(VENV)/bin/wakeline compile

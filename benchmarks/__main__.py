@@ -19,6 +19,8 @@ from pathlib import Path
 from benchmarks import common
 
 _HELPERS = {"common"}
+# Each of these trains `default` several times (an hour or more): run by name (make bench-accuracy / -ablation).
+LONG = ("accuracy", "ablation")
 
 
 def available() -> list[str]:
@@ -68,7 +70,8 @@ def print_table(reports: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     names = available()
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    ap.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {names})")
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"benchmarks to run (default: all of {names} but the long {', '.join(LONG)})")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     ap.add_argument("--out-dir", type=Path, default=common.OUT_DIR, help="where the JSON files go (%(default)s)")
     args = ap.parse_args(argv)
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; available: {', '.join(names)}")
     reports, failed = [], []
-    for name in args.names or names:
+    for name in args.names or [n for n in names if n not in LONG]:
         common.log(f"[bench] {name}: running")
         try:
             reports.append(run_one(name, args.out_dir))
