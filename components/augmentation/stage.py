@@ -247,15 +247,18 @@ def _channels(pcm: np.ndarray, ops_cfg: AugmentOps, rng: np.random.Generator) ->
         if not on[i]:
             used.append(None)
             continue
-        y = apply_channel(pcm[i].astype(np.float32) / 32768.0, channel, settings)
-        out[i] = np.clip(np.rint(y * 32767), -32768, 32767).astype(np.int16)
+        out[i] = _through(pcm[i], lambda x: apply_channel(x, channel, settings))
         used.append(channel.value)
     return out, used
 
 
+def _through(row: np.ndarray, fn) -> np.ndarray:
+    """One int16 row through a float channel function and back to int16."""
+    return np.clip(np.rint(fn(row.astype(np.float32) / 32768.0) * 32767), -32768, 32767).astype(np.int16)
+
+
 def _telephone_pcm(pcm: np.ndarray) -> np.ndarray:
-    rows = [telephone(row.astype(np.float32) / 32768.0) for row in pcm]
-    return np.clip(np.rint(np.stack(rows) * 32767), -32768, 32767).astype(np.int16)
+    return np.stack([_through(row, telephone) for row in pcm])
 
 
 def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchParams, aug: Augmentation,
