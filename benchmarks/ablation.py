@@ -13,6 +13,7 @@ what no part of training ever saw:
 Variants (`python -m benchmarks.ablation [NAME ...]`, default: all of them; runs are kept and reused under
 runs/bench/accuracy/ablation-<name>/ when config and source are unchanged):
   all                 the default preset
+  no-embedding-teacher  distillation.embedding_teacher.weight=0 (the student learns from the two MixedNets only)
   no-perturbation     data_prep.perturbation.method=none (every clip as the engine spoke it)
   no-channels         augmentation.ops.channel_probability=0 (no telephone/codec/AGC/clipping/microphone)
   no-neural-voices    no Kokoro and no hibari clips (piper and espeak-ng make up the same totals)
@@ -48,6 +49,7 @@ def _no_neural() -> list[str]:
 
 VARIANTS = {
     "all": lambda: [],
+    "no-embedding-teacher": lambda: ["distillation.embedding_teacher.weight=0"],
     "no-perturbation": lambda: ["data_prep.perturbation.method=none"],
     "no-channels": lambda: ["augmentation.ops.channel_probability=0"],
     "no-neural-voices": _no_neural,

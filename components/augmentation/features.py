@@ -1,4 +1,5 @@
-"""Frontend features in parallel worker processes (the frontend is C, single-threaded per clip)."""
+"""Frontend features in parallel worker processes (the frontend is C, single-threaded per clip), and, for the
+embedding teacher, the frozen speech embeddings of the same augmented audio."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -11,6 +12,13 @@ from components.common.frontend import features_uint16
 
 def _featurise(clips: list[np.ndarray]) -> list[np.ndarray]:
     return [features_uint16(c) for c in clips]
+
+
+def _featurise_and_embed(clips: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    from components.common import speech_embedding
+
+    embeddings = speech_embedding.default().for_clips(clips)  # one front end per worker, loaded once
+    return [(features_uint16(c), e.astype(np.float16)) for c, e in zip(clips, embeddings)]
 
 
 class FeatureExtractor:
@@ -29,12 +37,12 @@ class FeatureExtractor:
         self._pool.terminate() if exc[0] else self._pool.close()
         self._pool.join()
 
-    def submit(self, clips: list[np.ndarray]):
+    def submit(self, clips: list[np.ndarray], embed: bool = False):
         """About four chunks per worker: few enough to keep IPC cheap, enough that a worker slowed down
-        by a neighbour process does not hold up the rest."""
+        by a neighbour process does not hold up the rest. With `embed`, each result is (features, embedding)."""
         chunk = max(1, -(-len(clips) // (4 * self.workers)))
         chunks = [clips[i:i + chunk] for i in range(0, len(clips), chunk)]
-        return _Flattened(self._pool.map_async(_featurise, chunks))
+        return _Flattened(self._pool.map_async(_featurise_and_embed if embed else _featurise, chunks))
 
     def map(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         return self.submit(clips).get()
@@ -44,5 +52,5 @@ class _Flattened:
     def __init__(self, parts) -> None:
         self._parts = parts
 
-    def get(self) -> list[np.ndarray]:
+    def get(self) -> list:
         return [f for part in self._parts.get() for f in part]

@@ -127,6 +127,8 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
     n = int(round(aug.clip_duration_s * SR))
     rir_max = int(aug.ops.rir_max_duration_s * SR)
     workers = aug.workers or None
+    teacher = config.distillation.embedding_teacher
+    embed = teacher.weight > 0  # the embedding teacher learns from these clips
     sets: dict[str, Any] = {}
     schedule: dict[str, list[float]] = {}
     skipped: dict[str, dict[str, str]] = {}
@@ -158,7 +160,9 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                     channels = []
                     if split is Split.TRAIN and aug.ops.channel_probability > 0:
                         pcm, channels = _channels(pcm, aug.ops, rng)
-                    job = fx.submit(list(pcm))  # features of this batch run while the next one augments
+                    # features of this batch run while the next one augments
+                    job = fx.submit(list(pcm), embed=embed and (split is Split.VALIDATION or (
+                        split is Split.TRAIN and epoch < teacher.embedded_epochs)))
                     if pending:
                         _write(writer, *pending)
                     pending = (job, batch, params, aug, None, channels)
@@ -206,6 +210,7 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 "feature_scale": 0.0390625, "snr_schedule": {"shape": aug.snr.shape.value, "epochs": schedule},
                 "sets": sets, "wall_s": round(time.monotonic() - t0, 2),
                 "hard_negatives": len(hard_negatives), "skipped_conditions": skipped,
+                "speech_embeddings": embed,
                 **Lineage(config.sha256(), code_version(), inputs).as_metadata()}
     (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
@@ -264,7 +269,8 @@ def _telephone_pcm(pcm: np.ndarray) -> np.ndarray:
 def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchParams, aug: Augmentation,
            condition: str | None = None, channels: list | None = None) -> None:
     weights = aug.sample_weights
-    for i, (item, frames) in enumerate(zip(batch, job.get())):
+    for i, (item, result) in enumerate(zip(batch, job.get())):
+        frames, embedding = result if isinstance(result, tuple) else (result, None)
         snr = params.snr_db[i]
         info = {"item": item.index, "label": item.label.value,
                 "path": item.record.path if item.record else None,
@@ -277,7 +283,7 @@ def _write(writer: FeatureSetWriter, job, batch: list[Item], params: ops.BatchPa
             info["channel"] = channels[i]
         if item.root is not None:
             info["dataset"] = "hard_negatives"  # the path is relative to background_mining's Dataset
-        writer.add(frames, item.label, getattr(weights, item.label.value), info)
+        writer.add(frames, item.label, getattr(weights, item.label.value), info, embedding)
 
 
 
@@ -298,12 +304,13 @@ def gather(shard_dirs: list[Path], output_dir: Path) -> dict[str, Any]:
             if not s.set_dir_named(split, set_name).is_dir():
                 continue
             fs = s.open_dir(s.set_dir_named(split, set_name))
+            emb = fs.embeddings() if fs.has_embeddings else None
             for i, info in enumerate(fs.clip_info()):
-                entries.append((info["item"], i, fs, info))
+                entries.append((info["item"], i, fs, info, emb))
         entries.sort(key=lambda e: (e[0], e[1]))
         writer = FeatureSetWriter(out.set_dir_named(split, set_name))
-        for _, i, fs, info in entries:
-            writer.add(fs.clip(i), fs.label(i), float(fs.weights[i]), info)
+        for _, i, fs, info, emb in entries:
+            writer.add(fs.clip(i), fs.label(i), float(fs.weights[i]), info, None if emb is None else emb[i])
         merged_sets[key] = writer.close()
     metadata = {k: v for k, v in metas[0].items() if k not in ("shard_index", "sets", "wall_s")}
     metadata.update({"sets": merged_sets, "shards": len(metas),

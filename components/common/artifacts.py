@@ -201,12 +201,28 @@ class FeatureSet:
         with open(self.root / FeatureStoreLayout.CLIPS, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    @property
+    def has_embeddings(self) -> bool:
+        return (self.root / FeatureStoreLayout.EMBEDDINGS).is_file()
+
+    def embeddings(self):
+        """float16 `[n, 16, 96]` speech embeddings of each clip's last ~2 s (memory-mapped), when the set has them."""
+        import numpy as np
+
+        path = self.root / FeatureStoreLayout.EMBEDDINGS
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.root}: no {FeatureStoreLayout.EMBEDDINGS} (augmentation writes it only "
+                                    "when distillation.embedding_teacher.weight > 0)")
+        return np.load(path, mmap_mode="r")
+
 
 @dataclass(frozen=True)
 class FeatureStoreLayout:
     """A `FeatureStore` artifact directory as augmentation writes it.
 
-    <split>/epoch-<k>/  frames.u16 (raw uint16, 40 per frame), offsets.npy, labels.npy, weights.npy, clips.jsonl
+    <split>/epoch-<k>/  frames.u16 (raw uint16, 40 per frame), offsets.npy, labels.npy, weights.npy, clips.jsonl,
+                        and with the embedding teacher on (train epochs, validation epoch 0) embeddings.npy:
+                        float16 [n, 16, 96] speech embeddings of each clip's last ~2 s
     <split>/ambient/    the split's long-form background audio, unaugmented, one entry per file (FA/h eval);
                         clips.jsonl says each file's `condition`; `eval_only` ones (speech conditions) are left
                         out of `ambient()` (training's checkpoint choice) and included in `ambient_tagged()`
@@ -220,6 +236,7 @@ class FeatureStoreLayout:
     LABELS = "labels.npy"
     WEIGHTS = "weights.npy"
     CLIPS = "clips.jsonl"
+    EMBEDDINGS = "embeddings.npy"
     METADATA = "metadata.json"
     AMBIENT = "ambient"
     CONDITION_PREFIX = "condition-"
@@ -291,10 +308,16 @@ class FeatureSetWriter:
         self._offsets = [0]
         self._labels: list[int] = []
         self._weights: list[float] = []
+        self._embeddings: list[Any] = []
 
-    def add(self, frames, label: Label, weight: float, info: dict[str, Any]) -> None:
+    def add(self, frames, label: Label, weight: float, info: dict[str, Any], embedding=None) -> None:
+        """Append one clip; `embedding` (`[16, 96]`) is given for every clip of a set or for none."""
         import numpy as np
 
+        if (embedding is None) != (not self._embeddings) and self._labels:
+            raise ValueError(f"{self.dir}: speech embeddings must be given for every clip of a set or for none")
+        if embedding is not None:
+            self._embeddings.append(np.asarray(embedding, np.float16))
         frames = np.ascontiguousarray(frames, dtype=np.uint16)
         self._frames.write(frames.tobytes())
         self._offsets.append(self._offsets[-1] + len(frames))
@@ -310,6 +333,8 @@ class FeatureSetWriter:
         np.save(self.dir / FeatureStoreLayout.OFFSETS, np.asarray(self._offsets, np.int64))
         np.save(self.dir / FeatureStoreLayout.LABELS, np.asarray(self._labels, np.uint8))
         np.save(self.dir / FeatureStoreLayout.WEIGHTS, np.asarray(self._weights, np.float32))
+        if self._embeddings:
+            np.save(self.dir / FeatureStoreLayout.EMBEDDINGS, np.stack(self._embeddings))
         counts: dict[str, int] = {}
         for code in self._labels:
             name = list(Label)[code].value

@@ -18,6 +18,7 @@ class Batch:
     y: np.ndarray  # float32 [B]: 1 for positives
     weight: np.ndarray  # float32 [B]: per-clip weight x class weight
     epoch: int
+    clips: np.ndarray | None = None  # int64 [B]: each sample's clip index in the epoch's FeatureSet
 
 
 def window(frames: np.ndarray, input_frames: int, start: int | None = None) -> np.ndarray:
@@ -62,9 +63,10 @@ class TrainingBatches:
         x = np.empty((self.training.batch_size, self.input_frames, 40), np.float32)
         y = np.zeros(self.training.batch_size, np.float32)
         w = np.empty(self.training.batch_size, np.float32)
+        clips = np.empty(self.training.batch_size, np.int64)
         for i, g in enumerate(picks):
             label, idx, _ = groups[g]
-            clip = int(idx[rng.integers(idx.size)])
+            clip = clips[i] = int(idx[rng.integers(idx.size)])
             frames = fs.clip(clip)
             if label in (Label.POSITIVE, Label.HARD_NEGATIVE):
                 start = None  # the wake word (or the mined confusable) ends near the clip's end: keep the end
@@ -77,7 +79,7 @@ class TrainingBatches:
                                        else self.training.negative_class_weight)
         if self.training.spec_augment.value != "off":
             x = spec_augment(x, rng, self.spec_cfg)
-        return Batch(x, y, w, k)
+        return Batch(x, y, w, k, clips)
 
 
 def stream_windows(frames: np.ndarray, input_frames: int, stride: int) -> np.ndarray:

@@ -512,12 +512,28 @@ class AgreementWeighting(str, enum.Enum):
     AGREEMENT = "agreement"  # samples where the teachers agree count more in the soft loss
 
 
+class EmbeddingTeacher(Strict):
+    """A third teacher that has heard real speech: a small head on openWakeWord's frozen speech embeddings
+    (`components.common.speech_embedding`), fitted by distillation on the augmented training clips that
+    augmentation embeds. Its logit joins the two teachers' weighted mean with `weight`; 0 turns it off (and
+    augmentation then computes no embeddings)."""
+
+    weight: Annotated[float, Field(ge=0)] = 0.0
+    # training epochs whose clips are embedded, from the first (about 35 clips/s per core): a later epoch's clip
+    # takes the score of the same item in the last embedded epoch (the same source clip, augmented differently)
+    embedded_epochs: Annotated[int, Field(ge=1)] = 1
+    hidden_units: Annotated[int, Field(ge=0, le=1024)] = 64  # 0: logistic regression
+    epochs: Annotated[int, Field(ge=1, le=500)] = 30
+    l2: Annotated[float, Field(ge=0)] = 1e-4
+
+
 class Distillation(Strict):
-    """The ESPHome-sized student learns from the hard labels and the two teachers' softened outputs:
+    """The ESPHome-sized student learns from the hard labels and the teachers' softened outputs:
     loss = (1 - soft_target_weight) * BCE(label) + soft_target_weight * T^2 * BCE(teachers at T)."""
 
     student: ModelSpec = ModelSpec(name="student")
     teacher_weights: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (0.5, 0.5)
+    embedding_teacher: EmbeddingTeacher = EmbeddingTeacher()
     temperature: Annotated[float, Field(gt=0, le=20)] = 2.0
     soft_target_weight: Probability = 0.5
     agreement_weighting: AgreementWeighting = AgreementWeighting.NONE

@@ -8,10 +8,14 @@ The loss per sample is
 
 with `a` = soft_target_weight, `q_T` = sigmoid(weighted mean of the teachers' logits / T), `p_T` the
 student's probability at temperature T and `g` an optional teacher-agreement weight (1 - |p_a - p_b|).
+With `embedding_teacher.weight` > 0 a third logit joins the mean: the embedding teacher's
+(`components.distillation.embedding_teacher`, fitted here on the feature store's speech embeddings).
 """
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,9 @@ from components.common.artifacts import FeatureStoreLayout, sha256_file
 from components.common.batches import Batch, TrainingBatches
 from components.common.config import AgreementWeighting, Distillation, WakelineConfig
 from components.common.fit import MODEL_FILE, FitPlan, fit_and_save
+from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
+from components.distillation.embedding_teacher import FittedEmbeddingTeacher
 
 REPORT_FILE = "distillation.json"
 _EPS = 1e-6
@@ -33,10 +39,17 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def soft_targets(p_a: np.ndarray, p_b: np.ndarray, cfg: Distillation) -> tuple[np.ndarray, np.ndarray]:
-    """(soft targets at temperature T, per-sample agreement weight) from the teachers' probabilities."""
+def soft_targets(p_a: np.ndarray, p_b: np.ndarray, cfg: Distillation,
+                 p_embedding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(soft targets at temperature T, per-sample agreement weight) from the teachers' probabilities; the
+    embedding teacher's, when given, joins the weighted mean of logits (agreement stays the two teachers')."""
     w_a, w_b = cfg.teacher_weights
-    z = (w_a * logit(p_a) + w_b * logit(p_b)) / (w_a + w_b)
+    z = w_a * logit(p_a) + w_b * logit(p_b)
+    total = w_a + w_b
+    if p_embedding is not None:
+        w_e = cfg.embedding_teacher.weight
+        z, total = z + w_e * logit(p_embedding), total + w_e
+    z = z / total
     q = 1.0 / (1.0 + np.exp(-z / cfg.temperature))
     agree = (1.0 - np.abs(np.asarray(p_a, np.float64) - p_b) if cfg.agreement_weighting is AgreementWeighting.AGREEMENT
              else np.ones_like(q))
@@ -64,10 +77,12 @@ def distillation_loss(cfg: Distillation, label_smoothing: float):
 class DistillationBatches:
     """Training batches with the teachers' soft targets attached (the student's window in `x`)."""
 
-    def __init__(self, store: FeatureStoreLayout, config: WakelineConfig, teachers: list[Teacher], seed: int):
+    def __init__(self, store: FeatureStoreLayout, config: WakelineConfig, teachers: list[Teacher], seed: int,
+                 embedding_teacher: FittedEmbeddingTeacher | None = None):
         import tensorflow as tf
 
         self.cfg = config.distillation
+        self.embedding_teacher = embedding_teacher
         self.student_frames = self.cfg.student.input_frames
         self.teachers = teachers
         frames = max([self.student_frames] + [t.spec.input_frames for t in teachers])
@@ -82,7 +97,8 @@ class DistillationBatches:
     def batch(self, step: int, total_steps: int) -> Batch:
         b = self.source.batch(step, total_steps)
         if self.uses_teachers:
-            q, agree = soft_targets(*self.teacher_probabilities(b.x), self.cfg)
+            p_e = None if self.embedding_teacher is None else self.embedding_teacher.probabilities(b.epoch, b.clips)
+            q, agree = soft_targets(*self.teacher_probabilities(b.x), self.cfg, p_e)
         else:  # no soft term: the same batches, the teachers never consulted
             q, agree = b.y.copy(), np.zeros_like(b.y)
         y = np.stack([b.y, q, agree], axis=1).astype(np.float32)
@@ -98,8 +114,19 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
                               store.metadata(), cfg.max_teacher_val_frr)
     seed = config.seed + 100
     teacher_hashes = {f"{t.label}_model": sha256_file(t.path / MODEL_FILE) for t in teachers}
+    embedding_teacher = None
+    if cfg.embedding_teacher.weight > 0 and cfg.soft_target_weight > 0:
+        t0 = time.monotonic()
+        embedding_teacher = embedding_teacher_mod.fit(store, cfg.embedding_teacher, seed)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        teacher_hashes["embedding_teacher_head"] = sha256_file(embedding_teacher.save(output_dir))
+        embedding_teacher.report["wall_s"] = round(time.monotonic() - t0, 1)
+        val = embedding_teacher.report.get("validation", {})
+        print(f"distillation: embedding teacher fitted on {embedding_teacher.report['train_clips']} clips in "
+              f"{embedding_teacher.report['wall_s']} s; validation clip FRR {val.get('frr', float('nan')):.1%} at "
+              f"{embedding_teacher_mod.CUTOFF}", file=sys.stderr)
     plan = FitPlan(cfg.student, seed=seed, run_name=f"distillation/{cfg.student.name}",
-                   next_batch=DistillationBatches(store, config, teachers, seed).batch,
+                   next_batch=DistillationBatches(store, config, teachers, seed, embedding_teacher).batch,
                    loss_fn=distillation_loss(cfg, config.training.label_smoothing),
                    params={"distillation": cfg.model_dump(mode="json"), **teacher_hashes},
                    inputs=teacher_hashes)
@@ -111,6 +138,11 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
                                "val_fa_per_hour": metrics["val_fa_per_hour"]}
     report = {"models": side_by_side, "target_fa_per_hour": config.target_false_accepts_per_hour,
               "distillation": cfg.model_dump(mode="json")}
+    if embedding_teacher is not None:
+        report["embedding_teacher"] = embedding_teacher.report
+        val = embedding_teacher.report.get("validation", {})
+        if "frr" in val:
+            metrics["embedding_teacher_val_clip_frr"] = float(val["frr"])
     (Path(output_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
     for t in teachers:
         metrics[f"{t.label}_val_frr"] = float(t.validation["frr"])

@@ -518,3 +518,62 @@ def test_channels_reach_every_training_label_and_only_training(dataset, tmp_path
     assert all("channel" not in info for info in layout.open(Split.TEST, 0).clip_info())
     again = stage.run(dataset.root, tmp_path / "b", cfg, show_progress=False)
     assert _set_hashes(md) == _set_hashes(again)
+
+
+# --------------------------------------------------------------------------------------------------
+# the embedding teacher's speech embeddings
+
+
+def test_embedding_teacher_gets_embeddings_of_the_augmented_train_and_validation_clips(dataset, store, tmp_path):
+    """With distillation.embedding_teacher.weight > 0 every training and validation clip carries the speech
+    embedding of the very audio its features came from; the test split never does, the features are unchanged,
+    and gather keeps them aligned with the clips."""
+    cfg, plain, md, _, _ = store
+    on = config("distillation.embedding_teacher.weight=1.0", "distillation.embedding_teacher.embedded_epochs=2")
+    shard = FeatureStoreLayout(tmp_path / "shard")
+    md_on = stage.run(dataset.root, shard.root, on, show_progress=False)
+    assert md_on["speech_embeddings"] is True and md["speech_embeddings"] is False
+    for key in md["sets"]:  # same augmentation, same features: embeddings are an addition, not a change
+        assert md_on["sets"][key]["sha256"].get("frames.u16") == md["sets"][key]["sha256"].get("frames.u16")
+    assert shard.epochs(Split.TRAIN) == [0, 1, 2]
+    for epoch in (0, 1):
+        fs = shard.open(Split.TRAIN, epoch)
+        emb = fs.embeddings()
+        assert emb.shape == (len(fs), 16, 96) and emb.dtype == np.float16 and np.isfinite(emb).all()
+        assert not plain.open(Split.TRAIN, epoch).has_embeddings
+    assert not shard.open(Split.TRAIN, 2).has_embeddings  # beyond embedded_epochs
+    val = shard.open(Split.VALIDATION, 0)
+    assert val.has_embeddings and len(val.embeddings()) == len(val)
+    assert not shard.open(Split.TEST, 0).has_embeddings
+    # clips differ, so do their embeddings (far more than float16 rounding)
+    fs = shard.open(Split.TRAIN, 0)
+    emb = np.asarray(fs.embeddings(), np.float32)
+    assert np.abs(emb[0] - emb[1]).max() > 0.1
+    gathered = FeatureStoreLayout(tmp_path / "gathered")
+    stage.gather([shard.root], gathered.root)
+    np.testing.assert_array_equal(gathered.open(Split.TRAIN, 0).embeddings(), fs.embeddings())
+
+
+def test_the_worker_embeds_the_audio_it_featurises():
+    """The pool's worker function gives each clip's frontend features and its front end's embedding."""
+    from components.augmentation.features import _featurise_and_embed
+    from components.common import speech_embedding
+    from components.common.frontend import features_uint16
+
+    clips = [(speechlike(2.0, seed=k) * 32767).astype(np.int16) for k in range(3)]
+    out = _featurise_and_embed(clips)
+    expected = speech_embedding.default().for_clips(clips)
+    for (frames, emb), clip, want in zip(out, clips, expected):
+        np.testing.assert_array_equal(frames, features_uint16(clip))
+        np.testing.assert_array_equal(emb, want.astype(np.float16))
+
+
+def test_a_set_holds_embeddings_for_every_clip_or_none(tmp_path):
+    writer = FeatureSetWriter(tmp_path / "set")
+    writer.add(np.zeros((3, 40)), Label.NEGATIVE, 1.0, {"item": 0}, np.zeros((16, 96)))
+    with pytest.raises(ValueError, match="every clip of a set or for none"):
+        writer.add(np.zeros((3, 40)), Label.NEGATIVE, 1.0, {"item": 1})
+    writer = FeatureSetWriter(tmp_path / "other")
+    writer.add(np.zeros((3, 40)), Label.NEGATIVE, 1.0, {"item": 0})
+    with pytest.raises(ValueError, match="every clip of a set or for none"):
+        writer.add(np.zeros((3, 40)), Label.NEGATIVE, 1.0, {"item": 1}, np.zeros((16, 96)))

@@ -86,3 +86,31 @@ def test_a_mismatched_teacher_fails_before_any_training(trained, tmp_path):
     with pytest.raises(TeacherMismatch, match=r"teacher_b \(tcn-small\): features.step_ms is 20"):
         distil.run([root / "teacher_0", bad], root / "features", tmp_path / "student", cfg, show_progress=False)
     assert not (tmp_path / "ck").exists() and not (tmp_path / "student").exists()
+
+
+def test_embedding_teacher_is_fitted_saved_and_changes_the_student(trained, tmp_path):
+    """weight > 0: the head is fitted on the store's speech embeddings, saved beside the student, hashed into
+    its lineage and reported; its soft targets change training. Without embeddings in the store: a clear
+    error before any training."""
+    from components.distillation.embedding_teacher import HEAD_FILE, NoEmbeddings
+
+    cfg, root = trained
+    teachers = [root / "teacher_0", root / "teacher_1"]
+    on = _with(cfg, embedding_teacher=cfg.distillation.embedding_teacher.model_copy(
+        update={"weight": 1.0, "epochs": 5}))
+    with pytest.raises(NoEmbeddings, match="distillation.embedding_teacher.weight"):
+        distil.run(teachers, root / "features", tmp_path / "refused", on, show_progress=False)
+    assert not (tmp_path / "refused" / "model.keras").exists()
+    augment(root / "dataset", tmp_path / "features", on, show_progress=False)
+    md, metrics = distil.run(teachers, tmp_path / "features", tmp_path / "student", on, show_progress=False)
+    out = tmp_path / "student"
+    assert (out / HEAD_FILE).is_file() and "embedding_teacher_head" in md["input_sha256"]
+    report = json.loads((out / distil.REPORT_FILE).read_text())["embedding_teacher"]
+    assert report["train_clips"] > 0 and 0 <= report["validation"]["frr"] <= 1
+    assert metrics["embedding_teacher_val_clip_frr"] == report["validation"]["frr"]
+    md_plain, _ = distil.run(teachers, tmp_path / "features", tmp_path / "plain", cfg, show_progress=False)
+    import keras
+
+    w_on = keras.models.load_model(out / "model.keras").get_weights()
+    w_plain = keras.models.load_model(tmp_path / "plain" / "model.keras").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(w_on, w_plain))
