@@ -14,10 +14,13 @@ def _featurise(clips: list[np.ndarray]) -> list[np.ndarray]:
     return [features_uint16(c) for c in clips]
 
 
-def _featurise_and_embed(clips: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _featurise_and_embed(clips: list[np.ndarray], embed_samples: int | None = None
+                         ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Features of each whole clip; the embedding of its first `embed_samples` (all when None)."""
     from components.common import speech_embedding
 
-    embeddings = speech_embedding.default().for_clips(clips)  # one front end per worker, loaded once
+    # one front end per worker, loaded once
+    embeddings = speech_embedding.default().for_clips([c[:embed_samples] for c in clips])
     return [(features_uint16(c), e.astype(np.float16)) for c, e in zip(clips, embeddings)]
 
 
@@ -37,12 +40,15 @@ class FeatureExtractor:
         self._pool.terminate() if exc[0] else self._pool.close()
         self._pool.join()
 
-    def submit(self, clips: list[np.ndarray], embed: bool = False):
+    def submit(self, clips: list[np.ndarray], embed: bool = False, embed_samples: int | None = None):
         """About four chunks per worker: few enough to keep IPC cheap, enough that a worker slowed down
-        by a neighbour process does not hold up the rest. With `embed`, each result is (features, embedding)."""
+        by a neighbour process does not hold up the rest. With `embed`, each result is (features, embedding
+        of the clip's first `embed_samples`)."""
         chunk = max(1, -(-len(clips) // (4 * self.workers)))
         chunks = [clips[i:i + chunk] for i in range(0, len(clips), chunk)]
-        return _Flattened(self._pool.map_async(_featurise_and_embed if embed else _featurise, chunks))
+        if embed:
+            return _Flattened(self._pool.starmap_async(_featurise_and_embed, [(c, embed_samples) for c in chunks]))
+        return _Flattened(self._pool.map_async(_featurise, chunks))
 
     def map(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         return self.submit(clips).get()

@@ -161,8 +161,9 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                     if split is Split.TRAIN and aug.ops.channel_probability > 0:
                         pcm, channels = _channels(pcm, aug.ops, rng)
                     # features of this batch run while the next one augments
+                    # embeddings see the clip without the evaluation tail, as in training: the word near the end
                     job = fx.submit(list(pcm), embed=embed and (split is Split.VALIDATION or (
-                        split is Split.TRAIN and epoch < teacher.embedded_epochs)))
+                        split is Split.TRAIN and epoch < teacher.embedded_epochs)), embed_samples=n)
                     if pending:
                         _write(writer, *pending)
                     pending = (job, batch, params, aug, None, channels)

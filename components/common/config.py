@@ -522,6 +522,9 @@ class EmbeddingTeacher(Strict):
     # training epochs whose clips are embedded, from the first (about 35 clips/s per core): a later epoch's clip
     # takes the score of the same item in the last embedded epoch (the same source clip, augmented differently)
     embedded_epochs: Annotated[int, Field(ge=1)] = 1
+    # a head scoring the clips it was fitted on repeats their labels; each clip is scored by a head fitted on
+    # the other folds (out-of-fold), so its soft target says what the head learnt from other clips
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
     hidden_units: Annotated[int, Field(ge=0, le=1024)] = 64  # 0: logistic regression
     epochs: Annotated[int, Field(ge=1, le=500)] = 30
     l2: Annotated[float, Field(ge=0)] = 1e-4

@@ -2,8 +2,10 @@
 
 A small head (`components.common.embedding_head`) on openWakeWord's frozen speech embeddings, fitted on the
 embeddings augmentation stored for the augmented training clips of the first `embedded_epochs` epochs
-(positives vs everything else, classes balanced), checked on the validation clips' embeddings, then asked once
-for a probability per training clip. A clip of a later epoch takes the score of the same item (same index:
+(positives vs everything else, classes balanced), checked on the validation clips' embeddings. Each training
+clip's probability comes from a head fitted on the other `folds` - 1 folds of items (out-of-fold): a head asked
+about the clips it was fitted on only repeats their labels (measured: 100 % of train positives above 0.5 and
+0 % of negatives), which would teach the student nothing the hard labels do not. A clip of a later epoch takes the score of the same item (same index:
 every epoch holds the same items in the same order) in the last embedded epoch. The student never sees
 embeddings: it learns the head's judgement through the soft targets.
 
@@ -71,7 +73,7 @@ def validation_report(head: EmbeddingHead, fs: FeatureSet) -> dict[str, Any]:
 
 
 def fit(store: FeatureStoreLayout, cfg: EmbeddingTeacherConfig, seed: int) -> FittedEmbeddingTeacher:
-    """Fit the head on every training epoch's clips; score them; report validation figures."""
+    """Score every embedded training clip out-of-fold, fit the saved head on all of them, report both."""
     all_sets = [store.open(Split.TRAIN, k) for k in store.epochs(Split.TRAIN)]
     if not all_sets:
         raise ValueError(f"{store.root}: no training epochs in the feature store")
@@ -80,12 +82,27 @@ def fit(store: FeatureStoreLayout, cfg: EmbeddingTeacherConfig, seed: int) -> Fi
         raise ValueError(f"{store.root}: training epochs hold different numbers of clips "
                          f"({[len(fs) for fs in all_sets]}); the embedding teacher needs the same items in each")
     x = [_with_embeddings(fs) for fs in sets]
-    y = np.concatenate([fs.positives for fs in sets]).astype(np.float64)
-    head = EmbeddingHead(HeadConfig(hidden=cfg.hidden_units, epochs=cfg.epochs, l2=cfg.l2, seed=seed))
-    head.fit(np.concatenate(x), y)
-    probs = [head.predict_proba(e).astype(np.float32) for e in x]
-    report: dict[str, Any] = {"train_clips": int(len(y)), "train_positives": int(y.sum()),
-                              "hidden_units": cfg.hidden_units, "epochs": cfg.epochs, "weight": cfg.weight}
+    y = [fs.positives.astype(np.float64) for fs in sets]
+
+    def head_on(mask: np.ndarray, k: int) -> EmbeddingHead:
+        h = EmbeddingHead(HeadConfig(hidden=cfg.hidden_units, epochs=cfg.epochs, l2=cfg.l2, seed=seed + k))
+        return h.fit(np.concatenate([e[mask] for e in x]), np.concatenate([t[mask] for t in y]))
+
+    fold = np.random.default_rng([seed, 11]).permutation(len(all_sets[0])) % cfg.folds  # per item, all epochs
+    probs = [np.zeros(len(e), np.float32) for e in x]
+    for k in range(cfg.folds):
+        held = fold == k
+        h = head_on(~held, k + 1)
+        for e, p in zip(x, probs):
+            p[held] = h.predict_proba(e[held])
+    head = head_on(np.ones(len(fold), bool), 0)  # the saved head (and the validation figures) see every clip
+    pos = np.concatenate(y) > 0.5
+    oof = np.concatenate(probs)
+    report: dict[str, Any] = {"train_clips": int(len(pos)), "train_positives": int(pos.sum()),
+                              "hidden_units": cfg.hidden_units, "epochs": cfg.epochs, "weight": cfg.weight,
+                              "folds": cfg.folds,
+                              "out_of_fold": {"cutoff": CUTOFF, "frr": float(np.mean(oof[pos] < CUTOFF)),
+                                              "negatives_accepted": float(np.mean(oof[~pos] >= CUTOFF))}}
     if store.epochs(Split.VALIDATION):
         report["validation"] = validation_report(head, store.open(Split.VALIDATION, store.epochs(Split.VALIDATION)[0]))
     return FittedEmbeddingTeacher(head, probs, report)

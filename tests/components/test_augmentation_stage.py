@@ -566,6 +566,11 @@ def test_the_worker_embeds_the_audio_it_featurises():
     for (frames, emb), clip, want in zip(out, clips, expected):
         np.testing.assert_array_equal(frames, features_uint16(clip))
         np.testing.assert_array_equal(emb, want.astype(np.float16))
+    # an evaluation clip is embedded without its tail (the word ends near the window's end, as in training)
+    cut = _featurise_and_embed(clips, embed_samples=24_000)
+    for (frames, emb), clip in zip(cut, clips):
+        np.testing.assert_array_equal(frames, features_uint16(clip))  # features keep the whole clip
+        np.testing.assert_array_equal(emb, speech_embedding.default().for_clip(clip[:24_000]).astype(np.float16))
 
 
 def test_a_set_holds_embeddings_for_every_clip_or_none(tmp_path):

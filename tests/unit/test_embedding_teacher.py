@@ -43,8 +43,30 @@ def test_fit_learns_the_embeddings_and_scores_every_training_clip(tmp_path):
     path = fitted.save(tmp_path)
     from components.common.embedding_head import EmbeddingHead
 
-    np.testing.assert_allclose(EmbeddingHead.load(path).predict_proba(np.asarray(train.embeddings(), np.float32)),
-                               fitted.train_probabilities[1], rtol=1e-5)
+    emb = np.asarray(train.embeddings(), np.float32)
+    np.testing.assert_allclose(EmbeddingHead.load(path).predict_proba(emb), fitted.head.predict_proba(emb), rtol=1e-6)
+
+
+def test_training_clips_are_scored_out_of_fold():
+    """A clip's score comes from a head that never saw its item: a positive whose embedding looks like the
+    negatives (a label the other clips contradict) scores low, while the full head, which saw it, may fit it."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        store = _store(Path(d) / "s", epochs=1, n=400)
+        fs = store.open(Split.TRAIN, 0)
+        # relabel: item 0 is a positive whose embedding is a negative's
+        emb = np.asarray(fs.embeddings(), np.float32).copy()
+        emb[0] = emb[1]
+        w = FeatureSetWriter(Path(d) / "t" / "train" / "epoch-000")
+        for i in range(len(fs)):
+            w.add(np.zeros((5, 40)), fs.label(i), 1.0, {"item": i}, emb[i])
+        w.close()
+        fitted = embedding_teacher.fit(FeatureStoreLayout(Path(d) / "t"), EmbeddingTeacher(weight=1.0, epochs=20), 0)
+        assert fitted.probabilities(0, np.array([0]))[0] < 0.5
+        oof = fitted.report["out_of_fold"]
+        assert 0 < oof["frr"] < 0.05 and oof["negatives_accepted"] < 0.05
 
 
 def test_a_store_without_embeddings_is_refused_naming_the_key(tmp_path):
