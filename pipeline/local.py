@@ -8,7 +8,6 @@ import datetime as _dt
 import enum
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 from components.common.artifacts import code_version
 from components.common.config import WakelineConfig
 from components.common.images import Images
+from components.common.names import slug
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,7 @@ def check_docker(images: Images, environment: Mapping[str, str] | None = None) -
 
 def new_run_id(config: WakelineConfig, now: _dt.datetime | None = None) -> str:
     now = now or _dt.datetime.now()
-    slug = re.sub(r"[^a-z0-9]+", "-", config.wake_word.lower()).strip("-")
-    return f"{now:%Y%m%d-%H%M%S}-{slug}"
+    return f"{now:%Y%m%d-%H%M%S}-{slug(config.wake_word, '-')}"
 
 
 def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str | None = None,

@@ -45,7 +45,8 @@ from components.common.artifacts import code_version
 from components.common.cpus import available_cpus
 from components.judge.audio import AudioFormatError, PcmFormat, check_format, to_judge_input
 from components.judge.protocol import FrameLimits, ProtocolError, TruncatedFrame, read_event
-from components.judge.scoring import Judge, JudgeScore, load_judge, slug
+from components.common.names import slug
+from components.judge.scoring import Judge, JudgeScore, load_judge
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ class RegistryError(Exception):
 
 def model_name(wake_word: str, configured: str = "") -> str:
     """The registered model of a wake word: `configured`, else `wakeline-<slug>`."""
-    from components.publish.store import slug
+    from components.common.names import slug
 
-    return configured or f"wakeline-{slug(wake_word)}"
+    return configured or f"wakeline-{slug(wake_word, '-')}"
 
 
 @dataclass(frozen=True)

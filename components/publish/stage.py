@@ -21,8 +21,8 @@ from components.common.artifacts import code_version, sha256_file
 from components.common.config import Registration as RegistryMode
 from components.common.config import WakelineConfig
 from components.publish import lineage, registry
-from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, slug, stage_folder,
-                                      update_index, version_key)
+from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, stage_folder,
+                                      update_index, version_key, word_folder)
 
 UPSTREAM = ("config", "dataset", "hard_negatives", "features", "teacher_a", "teacher_b", "student", "tflite_model",
             "blessing", "report", "cascade")
@@ -160,7 +160,7 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
     verdict = json.loads(blessing_path.read_text())
     check_blessing(verdict, model)
     sha = sha256_file(model)
-    word = slug(config.wake_word)
+    word = word_folder(config.wake_word)
     key = version_key(config.wake_word, sha)
     store = open_store(resolve_store(config.publish.store), s3_client)
     location = store.location(key)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -30,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from components.common.artifacts import sha256_file
+from components.common.names import slug
 
 COMPLETE = "published.json"
 VERSIONS = "versions.jsonl"
@@ -42,16 +42,13 @@ class PublishError(Exception):
     pass
 
 
-def slug(text: str) -> str:
-    """`Hey Jarvis!` -> `hey-jarvis`: the wake word as a folder and model name."""
-    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    if not out:
-        raise PublishError(f"{text!r} has no letters or digits to name a folder after")
-    return out
+def word_folder(wake_word: str) -> str:
+    """`Hey Jarvis!` -> `hey-jarvis`: the wake word's folder in the store (components.common.names.slug)."""
+    return slug(wake_word, "-")
 
 
 def version_key(wake_word: str, tflite_sha256: str) -> str:
-    return f"{slug(wake_word)}/{tflite_sha256[:DIGEST_CHARS]}"
+    return f"{word_folder(wake_word)}/{tflite_sha256[:DIGEST_CHARS]}"
 
 
 class Store(Protocol):

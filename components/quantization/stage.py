@@ -19,6 +19,7 @@ from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FLOAT_SCALE
 from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
 from components.common.metrics import DEVICE
+from components.common.names import slug
 from components.esphome_verification.tflm import minimum_arena
 from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
 
@@ -130,7 +131,7 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
         feats = raw.astype(np.float32) * np.float32(FLOAT_SCALE)
         samples += [feats[i:i + spec.stride] for i in range(0, len(feats) - spec.stride + 1, spec.stride)]
     samples = samples[:CALIBRATION_SAMPLES * 2]
-    name = config.wake_word.lower().replace(" ", "_")
+    name = slug(config.wake_word)  # hey_jarvis.tflite, the ESPHome convention
     tflite_path = convert_int8(module, representative(samples, spec.stride), out / f"{name}.tflite")
 
     # 3. TFLite-Micro vs float streaming on the same held-out clips (LSB = 1/256)
