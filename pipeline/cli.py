@@ -166,15 +166,28 @@ def cmd_runs(args) -> int:
 def cmd_verify(args) -> int:
     from components.esphome_verification.stage import run
 
+    if args.contract_only and (args.audio or args.features):
+        print("wakeline verify: --contract-only measures nothing; drop --audio/--features, or drop --contract-only",
+              file=sys.stderr)
+        return 2
     out = args.output or Path("runs") / "verify" / Path(args.model).stem
     verdict = run(Path(args.model), args.features, out, target_fa_per_hour=args.target_fa_per_hour,
                   max_frr=args.max_frr, audio_dir=args.audio)
     width = max(len(c.name) for c in verdict.checks)
     for c in verdict.checks:
         print(f"  {'pass' if c.passed else 'FAIL'}  {c.name:<{width}}  {c.found if not c.passed else ''}")
-    if verdict.behaviour.get("frr") is not None:
-        b = verdict.behaviour
-        print(f"  behaviour: FRR {b['frr']:.1%}, {b['fa_per_hour']:.2f} FA/h at cutoff {b['cutoff']}")
+    b = verdict.behaviour
+    if "frr" in b:
+        frr = "not measured" if b["frr"] is None else f"{b['frr']:.1%}"
+        fa = "not measured" if b["fa_per_hour"] is None else f"{b['fa_per_hour']:.2f}"
+        print(f"  behaviour: FRR {frr} on {b['positives']} positives, FA/h {fa} over {b['ambient_hours'] * 60:.1f} "
+              f"min of ambient audio, at cutoff {b['cutoff']}")
+    if args.contract_only:
+        print(f"{verdict.generation} manifest: contract {'OK' if verdict.contract_passed else 'FAILED'} "
+              f"(behaviour not measured: not a blessing)  (report: {out / 'report.html'})")
+        for reason in [] if verdict.contract_passed else verdict.reasons:
+            print(f"  - {reason}")
+        return 0 if verdict.contract_passed else 1
     print(f"{verdict.generation} manifest: {'BLESSED' if verdict.blessed else 'NOT BLESSED'}  (report: {out / 'report.html'})")
     for reason in verdict.reasons:
         print(f"  - {reason}")
@@ -407,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--audio", type=Path, help="a folder of audio: files under positive*/ are wake words, the "
                      "rest ambient; measures FRR and FA/h on the device path")
     ver.add_argument("--output", type=Path, help="where verdict.json and report.html go")
+    ver.add_argument("--contract-only", action="store_true", help="check the ESPHome contract and the device "
+                     "budget only: exit 0 when they pass (no blessing: nothing is measured)")
     ver.add_argument("--target-fa-per-hour", type=float, default=0.5)
     ver.add_argument("--max-frr", type=float, default=0.5)
     ver.set_defaults(func=cmd_verify)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from components.common.artifacts import code_version
 from components.common.config import WakelineConfig
 from components.common.images import Images
 from components.common.names import slug
+from components.common.jsonio import dumps
 
 
 @dataclass(frozen=True)
@@ -193,5 +193,5 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
         (links / name).symlink_to(Path(artifact.path))
         outputs[name] = OutputArtifact(Path(artifact.path), dict(artifact.metadata))
     result = LocalRun(run_id, run_dir, preset, wall, outputs)
-    (run_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    (run_dir / "summary.json").write_text(dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result

@@ -16,6 +16,7 @@ from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, Ope
                                        better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
 from components.common.progress import progress
+from components.common.jsonio import dumps
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Trainer:
         np.savez(self.workdir / "optimizer.npz", *[np.asarray(v) for v in self.optimizer.variables])
         state = {"step": step, "result": _result_json(result)}
         tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
+        tmp.write_text(dumps(state))
         tmp.replace(self._state_file)  # atomic: a kill mid-save leaves the previous state
 
     def load_state(self) -> tuple[int, TrainResult]:

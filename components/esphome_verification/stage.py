@@ -14,9 +14,10 @@ import numpy as np
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
 from components.common.metrics import (DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        clip_detected, evaluate)
-from components.common.evaluation import ALL, Breakdown, breakdown, format_text, store_streams
+from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown, format_text, store_streams
 from components.esphome_verification.contract import Check, verify_contract
 from components.quantization.stage import TflmStreamer
+from components.common.jsonio import dumps
 
 FA_BUDGETS = (0.1, 0.5, 1.0, 2.0)
 
@@ -29,12 +30,14 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     behaviour: dict[str, Any] = field(default_factory=dict)
     roc: list[tuple[float, float, float]] = field(default_factory=list)  # (cutoff, FPR on negative clips, TPR)
+    contract_passed: bool = False  # every contract check and the device budget; not a blessing on its own
 
     def scalars(self) -> dict[str, float]:
         """What the KFP UI shows as scalar metrics."""
         b = self.behaviour
         out = {"blessed": float(self.blessed), "checks_failed": float(sum(not c.passed for c in self.checks))}
-        out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours") if k in b})
+        out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours")
+                    if b.get(k) is not None})
         t = b.get("breakdown")
         if t:
             cells = {f"fa_per_hour_{c['condition']}": c["fa_per_hour"] for c in t["fa"]}
@@ -53,7 +56,8 @@ class Verdict:
         return [r[1] for r in self.roc], [r[2] for r in self.roc], [r[0] for r in self.roc]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"blessed": self.blessed, "generation": self.generation, "reasons": self.reasons,
+        return {"blessed": self.blessed, "contract_passed": self.contract_passed, "generation": self.generation,
+                "reasons": self.reasons,
                 "checks": [c.as_dict() for c in self.checks], "behaviour": self.behaviour}
 
 
@@ -114,33 +118,70 @@ class EvalAudio:
         return cls(positives, [], ambient)
 
 
+@dataclass
+class Scored:
+    """The device's uint8 output streams for each positive clip, negative clip and ambient recording."""
+
+    positives: list[np.ndarray]
+    negatives: list[np.ndarray]
+    ambient: list[np.ndarray]
+
+
+def score(model: Path, audio: EvalAudio, manifest: dict[str, Any]) -> Scored:
+    """Run every clip and recording through TFLite-Micro with the manifest's arena, as the device would."""
+    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+    return Scored([tflm(raw) for raw in audio.positives], [tflm(raw) for raw in audio.negatives],
+                  [tflm(raw) for raw in audio.ambient])
+
+
 def behaviour(model: Path, audio: EvalAudio, manifest: dict[str, Any],
               settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """FRR and FA/h on the device's path (integer feature mapping, stride, uint8 window, refractory)."""
-    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
-    pos = [tflm(raw) for raw in audio.positives]
-    neg = [tflm(raw) for raw in audio.negatives]
-    ambient = [tflm(raw) for raw in audio.ambient]
+    return behaviour_of(score(model, audio, manifest), manifest, settings)
+
+
+def behaviour_of(scored: Scored, manifest: dict[str, Any],
+                 settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
+    """The summary figures of scored streams at the manifest's cutoff; FRR and FA/h are None (not NaN) when
+    there were no positives or no ambient audio to measure them on."""
+    pos, neg, ambient = scored.positives, scored.negatives, scored.ambient
     points = evaluate(StreamScores(pos, ambient, quantized=True), settings)
     cutoff = float(manifest["micro"]["probability_cutoff"])
     at = min(points, key=lambda p: abs(p.cutoff - cutoff))
     hours = sum(len(a) for a in ambient) * settings.inference_s / 3600
-    budgets = {str(b): (lambda p: None if p is None else {"cutoff": p.cutoff, "frr": p.frr})(at_fa_target(points, b))
+    budgets = {str(b): (lambda p: None if p is None else {"cutoff": p.cutoff, "frr": _finite(p.frr)})(at_fa_target(points, b))
                for b in FA_BUDGETS}
     peaks = {"positive": [int(p.max()) if len(p) else 0 for p in pos],
              "negative": [int(n.max()) if len(n) else 0 for n in neg + ambient]}
     roc = [(p.cutoff, float(np.mean([clip_detected(n, p.cutoff, settings, True) for n in neg])) if neg else 0.0,
-            1.0 - p.frr) for p in points]
+            1.0 - p.frr) for p in points if math.isfinite(p.frr)]
     peaks["roc"] = roc
-    return ({"cutoff": cutoff, "frr": at.frr, "fa_per_hour": at.fa_per_hour, "false_accepts": at.false_accepts,
-             "positives": len(pos), "ambient_hours": hours, "budgets": budgets}, points, peaks)
+    return ({"cutoff": cutoff, "frr": _finite(at.frr), "fa_per_hour": _finite(at.fa_per_hour),
+             "false_accepts": at.false_accepts, "positives": len(pos), "ambient_hours": hours, "budgets": budgets},
+            points, peaks)
+
+
+def _finite(x: float) -> float | None:
+    """None where nothing was measured (NaN, infinities): JSON has no NaN and a reader should not guess."""
+    return float(x) if math.isfinite(x) else None
+
+
+AUDIO_FAMILY = "recorded"  # an audio folder's positives: one family, one condition (no voices or channels known)
+AUDIO_CONDITION = "recorded"
+AMBIENT_CONDITION = "ambient"
+
+
+def audio_streams(scored: Scored) -> tuple[list[TaggedStream], list[TaggedStream]]:
+    """An audio folder's scored streams tagged for the breakdown, so it goes through the pipeline's gate."""
+    return ([TaggedStream(p, AUDIO_CONDITION, AUDIO_FAMILY) for p in scored.positives],
+            [TaggedStream(a, AMBIENT_CONDITION) for a in scored.ambient])
 
 
 def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | None,
                    max_arena_bytes: int | None) -> list[str]:
     """Why the model does not fit the configured device budget (empty when it fits)."""
     reasons = []
-    size = model.stat().st_size
+    size = model.stat().st_size if model.is_file() else 0  # a missing model fails the model_file check
     if max_tflite_bytes is not None and size > max_tflite_bytes:
         reasons.append(f"model size {size:,} B exceeds device_budget.max_tflite_bytes {max_tflite_bytes:,} B")
     arena = json.loads(manifest_path.read_text()).get("micro", {}).get("tensor_arena_size")
@@ -151,27 +192,38 @@ def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | Non
 
 def gate_reasons(b: Breakdown, target_fa_per_hour: float, max_frr: float) -> list[str]:
     """Why the per-family, per-condition results do not bless: the worst FA/h condition over the target, FRR
-    over all test positives over the limit, any held-out family over the limit, or nothing measured."""
+    over all test positives over the limit, any held-out family over the limit, or nothing measured (no
+    ambient audio, a condition with no hours, no positives, a figure that is not a finite number)."""
     reasons = []
     worst = b.worst_fa()
     if worst is None:
         reasons.append("no test ambient audio was measured: FA/h unknown")
+    elif not worst.hours > 0:
+        reasons.append(f"test condition {worst.condition!r} has no audio measured (0 hours): FA/h unknown")
+    elif not math.isfinite(worst.fa_per_hour):
+        reasons.append(f"FA/h on test condition {worst.condition!r} is not a number ({worst.fa_per_hour})")
     elif not worst.fa_per_hour <= target_fa_per_hour:
         reasons.append(f"FA/h {worst.fa_per_hour:.2f} on test condition {worst.condition!r} ({worst.false_accepts} in "
                        f"{worst.hours * 60:.1f} min) exceeds the target {target_fa_per_hour}")
     overall = b.frr_cell(ALL, ALL)
     if overall is None or not overall.clips:
         reasons.append("no test positives were measured: FRR unknown")
-    elif overall.frr > max_frr:
+    elif not overall.frr <= max_frr:
         reasons.append(f"FRR {overall.frr:.1%} over all {overall.clips} test positives exceeds the limit {max_frr:.0%}")
     for family in b.heldout_families:
         cell = b.frr_cell(family, ALL)
         if cell is None or not cell.clips:
             reasons.append(f"held-out family {family!r} has no test positives: its FRR is unknown")
-        elif cell.frr > max_frr:
+        elif not cell.frr <= max_frr:
             reasons.append(f"FRR {cell.frr:.1%} on held-out family {family!r} ({cell.clips} clips) exceeds the "
                            f"limit {max_frr:.0%}")
+    if not math.isfinite(b.cutoff):
+        reasons.append(f"the cutoff is not a number ({b.cutoff})")
     return reasons
+
+
+NOT_MEASURED = ("behaviour not measured: a blessing needs FRR and FA/h on the device path; give --audio DIR "
+                "(positive*/ sub-folders hold wake words, the rest is ambient) or --features DIR")
 
 
 def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_fa_per_hour: float,
@@ -186,32 +238,33 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     verdict = Verdict(False, generation, checks)
     verdict.reasons = [f"{c.name}: found {c.found}, expected {c.expected}" for c in checks if not c.passed]
     verdict.reasons += budget_reasons(model, manifest_path, max_tflite_bytes, max_arena_bytes)
+    verdict.contract_passed = not verdict.reasons
     points: list[OperatingPoint] = []
     peaks: dict = {}
-    audio = (EvalAudio.from_store(FeatureStoreLayout(Path(features_dir)), Split.TEST) if features_dir is not None
-             else EvalAudio.from_audio_dir(Path(audio_dir)) if audio_dir is not None else None)
-    if not verdict.reasons and audio is not None:
+    if not verdict.reasons and (features_dir is not None or audio_dir is not None):
         manifest = json.loads(manifest_path.read_text())
-        verdict.behaviour, points, peaks = behaviour(model, audio, manifest)
-        b = verdict.behaviour
         if features_dir is not None:
+            store = FeatureStoreLayout(Path(features_dir))
+            verdict.behaviour, points, peaks = behaviour(model, EvalAudio.from_store(store, Split.TEST), manifest)
             # the gate: per voice family and per condition, on the test split only
             tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
-            pos, amb = store_streams(FeatureStoreLayout(Path(features_dir)), Split.TEST, tflm)
-            table = breakdown(pos, amb, b["cutoff"], quantized=True, heldout_families=heldout_families)
-            b["breakdown"] = table.as_dict()
-            b["breakdown_text"] = format_text(table)
-            verdict.reasons += gate_reasons(table, target_fa_per_hour, max_frr)
+            pos, amb = store_streams(store, Split.TEST, tflm)
         else:
-            if b["fa_per_hour"] > target_fa_per_hour:
-                verdict.reasons.append(f"FA/h {b['fa_per_hour']:.2f} on test ambient audio exceeds the target "
-                                       f"{target_fa_per_hour}")
-            if b["frr"] > max_frr:
-                verdict.reasons.append(f"FRR {b['frr']:.1%} on test clips exceeds the limit {max_frr:.0%}")
+            scored = score(model, EvalAudio.from_audio_dir(Path(audio_dir)), manifest)
+            verdict.behaviour, points, peaks = behaviour_of(scored, manifest)
+            pos, amb = audio_streams(scored)
+            heldout_families = ()  # an audio folder has no voice families
+        b = verdict.behaviour
+        table = breakdown(pos, amb, b["cutoff"], quantized=True, heldout_families=heldout_families)
+        b["breakdown"] = table.as_dict()
+        b["breakdown_text"] = format_text(table)
+        verdict.reasons += gate_reasons(table, target_fa_per_hour, max_frr)
+    elif not verdict.reasons:
+        verdict.reasons.append(NOT_MEASURED)
     verdict.blessed = not verdict.reasons
     verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
     verdict.roc = peaks.get("roc", [])
-    (out / "verdict.json").write_text(json.dumps(verdict.as_dict(), indent=2, default=str))
+    (out / "verdict.json").write_text(dumps(verdict.as_dict(), indent=2, default=str))
     (out / "report.html").write_text(report_html(verdict, model, points, peaks))
     return verdict
 
@@ -322,8 +375,8 @@ def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], pea
     facts = model_facts(model, verdict.checks)
     plot = (f"<img alt='FRR vs FA/h and score histograms' src='data:image/png;base64,"
             f"{_plot_png_base64(points, peaks)}'/>" if points else "<p>No behaviour run.</p>")
-    summary = (f"<p>At cutoff {b['cutoff']}: FRR {b['frr']:.1%} on {b['positives']} test clips, "
-               f"{b['fa_per_hour']:.2f} FA/h over {b['ambient_hours'] * 60:.1f} min of test ambient audio.</p>"
+    summary = (f"<p>At cutoff {b['cutoff']}: FRR {_num(b['frr'], '.1%')} on {b['positives']} test clips, "
+               f"{_num(b['fa_per_hour'])} FA/h over {b['ambient_hours'] * 60:.1f} min of test ambient audio.</p>"
                if "frr" in b else "")
     verdict_line = "BLESSED" if verdict.blessed else "NOT BLESSED: " + "; ".join(verdict.reasons)
     table = breakdown_html(b["breakdown"]) if b.get("breakdown") else ""

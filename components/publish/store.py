@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from components.common.artifacts import sha256_file
 from components.common.names import slug
+from components.common.jsonio import dumps
 
 COMPLETE = "published.json"
 VERSIONS = "versions.jsonl"
@@ -255,9 +256,9 @@ def stage_folder(folder: Path, files: dict[str, Path], lineage: dict[str, Any], 
         dst = folder / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    (folder / LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str) + "\n")
+    (folder / LINEAGE).write_text(dumps(lineage, indent=2, sort_keys=True, default=str) + "\n")
     hashes = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    (folder / COMPLETE).write_text(json.dumps({**record, "files": hashes}, indent=2, sort_keys=True) + "\n")
+    (folder / COMPLETE).write_text(dumps({**record, "files": hashes}, indent=2, sort_keys=True) + "\n")
     return hashes
 
 
@@ -289,7 +290,7 @@ def update_index(store: Store, word_slug: str, entry: dict[str, Any]) -> bool:
     if added:
         versions.append(entry)
         store.write_text(f"{word_slug}/{VERSIONS}",
-                         "".join(json.dumps(v, sort_keys=True) + "\n" for v in versions))
+                         "".join(dumps(v, sort_keys=True) + "\n" for v in versions))
     listed = next(v for v in versions if v.get("sha256") == entry["sha256"])
-    store.write_text(f"{word_slug}/{LATEST}", json.dumps(listed, indent=2, sort_keys=True) + "\n")
+    store.write_text(f"{word_slug}/{LATEST}", dumps(listed, indent=2, sort_keys=True) + "\n")
     return added

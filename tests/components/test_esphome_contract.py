@@ -94,14 +94,23 @@ def test_tflm_probe_and_minimum_arena():
 
 
 @pytest.mark.parametrize("name", WAKE_WORDS)
-def test_wakeline_verify_blesses_the_official_models(name, tmp_path, capsys):
+def test_wakeline_verify_contract_only_passes_the_official_models(name, tmp_path, capsys):
     from pipeline.cli import main
 
-    assert main(["verify", str(FIXTURES / "v2" / f"{name}.json"), "--output", str(tmp_path)]) == 0
-    assert "v2 manifest: BLESSED" in capsys.readouterr().out
+    assert main(["verify", str(FIXTURES / "v2" / f"{name}.json"), "--contract-only", "--output", str(tmp_path)]) == 0
+    assert "v2 manifest: contract OK (behaviour not measured: not a blessing)" in capsys.readouterr().out
     report = (tmp_path / "report.html").read_text()
-    assert "BLESSED" in report and "op_whitelist" in report
-    assert json.loads((tmp_path / "verdict.json").read_text())["blessed"] is True
+    assert "op_whitelist" in report
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["contract_passed"] is True and verdict["blessed"] is False
+
+
+def test_wakeline_verify_without_audio_measures_nothing_so_does_not_bless(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["verify", str(FIXTURES / "v2" / "okay_nabu.json"), "--output", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "v2 manifest: NOT BLESSED" in out and "behaviour not measured" in out
 
 
 def test_wakeline_verify_gives_v1_a_clear_verdict(tmp_path, capsys):

@@ -13,7 +13,9 @@ from components.common.config import ConfigError, load_config
 from components.publish.stage import BLESSING, CASCADE, REPORT, Upstream, run
 from components.publish.store import DIGEST_CHARS, PublishError
 from pipeline.cli import main
+from components.common.jsonio import loads_strict
 from tests.chain_factory import FIXTURES, build_run, verify_fixture
+from tests.strict_json import strict_files
 
 # MLflow 3.17's SQLAlchemy store uses a loader strategy SQLAlchemy 2.1 deprecates: third-party noise.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -68,6 +70,9 @@ def test_publish_to_a_directory_is_content_addressed_and_idempotent(tmp_path):
     versions = (tmp_path / "store" / "hey-jarvis" / "versions.jsonl").read_text().splitlines()
     assert len(versions) == 1 and json.loads(versions[0])["folder"] == sha[:DIGEST_CHARS]
     assert json.loads((tmp_path / "store" / "hey-jarvis" / "latest.json").read_text())["sha256"] == sha
+    parsed = strict_files(tmp_path / "store")  # strict JSON: no bare NaN anywhere in what is published
+    assert folder / "published.json" in parsed and folder / BLESSING in parsed
+    assert loads_strict((tmp_path / "record-1").read_text()) == first
 
     before = _mtimes(folder)
     again = run(jarvis, tmp_path / "record-2", config, {"pipeline_run": "run-2"})
