@@ -8,6 +8,16 @@ from pathlib import Path
 import yaml
 
 from components.common.config import ConfigError, load_config, preset_names
+from components.common.errors import InputError
+from components.common.jsonio import dumps
+
+EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """exit codes:
+  0    success (verify: BLESSED; judge check: detected)
+  1    the gate failed: NOT BLESSED (verify), contract failed (verify --contract-only), not detected (judge check)
+  2    usage or input error: a missing or wrong file, folder, value or config; the message says what to fix
+  3    internal error: one line, and the path of a log file holding the traceback
+  130  interrupted (Ctrl-C)"""
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +55,7 @@ def cmd_run(args) -> int:
                    if getattr(args, name) is not None]
     if runner is not Runner.DOCKER and docker_only:
         print(f"wakeline: {', '.join(docker_only)}: only for --runner docker", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     docker = None
     if runner is Runner.DOCKER:
         images = Images.for_version(args.version or code_version(), args.registry or DEFAULT_REGISTRY)
@@ -169,8 +179,12 @@ def cmd_verify(args) -> int:
     if args.contract_only and (args.audio or args.features):
         print("wakeline verify: --contract-only measures nothing; drop --audio/--features, or drop --contract-only",
               file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     out = args.output or Path("runs") / "verify" / Path(args.model).stem
+    if out.exists() and not out.is_dir():
+        print(f"wakeline verify: --output {out}: a file, not a folder (verdict.json and report.html go in it)",
+              file=sys.stderr)
+        return EXIT_INPUT
     verdict = run(Path(args.model), args.features, out, target_fa_per_hour=args.target_fa_per_hour,
                   max_frr=args.max_frr, audio_dir=args.audio)
     width = max(len(c.name) for c in verdict.checks)
@@ -187,36 +201,34 @@ def cmd_verify(args) -> int:
               f"(behaviour not measured: not a blessing)  (report: {out / 'report.html'})")
         for reason in [] if verdict.contract_passed else verdict.reasons:
             print(f"  - {reason}")
-        return 0 if verdict.contract_passed else 1
+        return EXIT_OK if verdict.contract_passed else EXIT_GATE
     print(f"{verdict.generation} manifest: {'BLESSED' if verdict.blessed else 'NOT BLESSED'}  (report: {out / 'report.html'})")
     for reason in verdict.reasons:
         print(f"  - {reason}")
-    return 0 if verdict.blessed else 1
+    return EXIT_OK if verdict.blessed else EXIT_GATE
 
 
 def cmd_evaluate(args) -> int:
     """Report FRR and FA/h of a published model on the user's own folders; it reports, it does not bless."""
-    import json
-
     from components.esphome_verification.folders import EvaluationInputError, evaluate_folders, format_report
 
     if not (args.positives or args.ambient):
         print("wakeline: evaluate needs at least one --positives DIR or --ambient DIR", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     try:
         report = evaluate_folders(Path(args.model), args.positives, args.ambient, args.cutoff,
                                   progress=lambda msg: print(f"wakeline: {msg}", file=sys.stderr))
     except EvaluationInputError as e:
         print(f"wakeline: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     print(format_report(report))
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
+            args.json.write_text(dumps(report.as_dict(), indent=2) + "\n")
         except OSError as e:
             print(f"wakeline: --json {args.json}: cannot write: {e.strerror or e}", file=sys.stderr)
-            return 2
+            return EXIT_INPUT
         print(f"\nreport: {args.json}")
     return 0
 
@@ -240,18 +252,16 @@ def cmd_judge_serve(args) -> int:
         judge = load_judge(args.model, cutoff=args.cutoff, name=args.name)
     except (JudgeModelError, ValueError) as e:
         print(f"wakeline judge: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     try:
         serve(judge, settings)
     except OSError as e:
         print(f"wakeline judge: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     return 0
 
 
 def cmd_judge_check(args) -> int:
-    import json
-
     from components.common.audio import AudioReadError
     from components.judge.client import JudgeClient, JudgeError, read_clip
 
@@ -259,9 +269,9 @@ def cmd_judge_check(args) -> int:
         verdict = JudgeClient(args.server, timeout_s=args.timeout_s).check(read_clip(args.clip), args.names or None)
     except (AudioReadError, JudgeError, OSError, ValueError) as e:
         print(f"wakeline judge: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     if args.json:
-        print(json.dumps({"detected": verdict.detected, "score": verdict.score, "cutoff": verdict.cutoff,
+        print(dumps({"detected": verdict.detected, "score": verdict.score, "cutoff": verdict.cutoff,
                           "name": verdict.name, "timestamp_ms": verdict.timestamp, "context": verdict.context}))
     else:
         score = "n/a" if verdict.score is None else f"{verdict.score:.4f}"
@@ -269,7 +279,7 @@ def cmd_judge_check(args) -> int:
         where = f" at {verdict.timestamp} ms" if verdict.timestamp is not None else ""
         print(f"{'detected' if verdict.detected else 'not detected'}: {verdict.name or args.clip}{where}, "
               f"score {score}{cutoff}")
-    return 0 if verdict.detected else 1
+    return EXIT_OK if verdict.detected else EXIT_GATE
 
 
 def _judge_parser(sub) -> None:
@@ -306,21 +316,19 @@ def cmd_promote(args) -> int:
 
     if not (args.name or args.wake_word):
         print("wakeline promote: name the model: --wake-word WORD or --name REGISTERED_MODEL", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     name = args.name or model_name(args.wake_word)
     try:
         done = promote(name, args.version, args.alias)
     except RegistryError as e:
         print(f"wakeline promote: {e}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     print(done.describe())
     print(f"  mining.previous_model=models:/{name}@{done.alias} now loads v{done.new_version}  ({done.tracking_uri})")
     return 0
 
 
 def cmd_lineage(args) -> int:
-    import json
-
     from components.publish.lineage import render
     from pipeline.lineage import LineageError, load_chain
 
@@ -328,8 +336,8 @@ def cmd_lineage(args) -> int:
         chain = load_chain(args.target, args.kfp_host)
     except LineageError as e:
         print(f"wakeline lineage: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(chain.to_dict(), indent=2, sort_keys=True) if args.json else render(chain))
+        return EXIT_INPUT
+    print(dumps(chain.to_dict(), indent=2, sort_keys=True) if args.json else render(chain))
     return 0
 
 
@@ -361,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.local import DockerGpus, Runner
     from components.common.images import DEFAULT_REGISTRY
 
-    parser = argparse.ArgumentParser(prog="wakeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wakeline", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline locally (kfp.local: this venv, or the images with Docker)")
@@ -414,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=10, help="how many, newest first (default: %(default)s)")
     runs.set_defaults(func=cmd_runs)
 
-    ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract")
+    ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract and the "
+                         "pipeline's gate", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ver.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
     ver.add_argument("--features", type=Path, help="a FeatureStore folder: also measure FRR and FA/h on its test split")
     ver.add_argument("--audio", type=Path, help="a folder of audio: files under positive*/ are wake words, the "
@@ -460,19 +470,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.cluster import ClusterError
-    from pipeline.local import DockerUnavailable
+def _log_traceback(argv: list[str]) -> Path | None:
+    """Write the current exception's traceback to a new file under WAKELINE_LOG_DIR (default runs/logs, else
+    the temp folder); its path, or None when nowhere is writable."""
+    import datetime as dt
+    import os
+    import tempfile
+    import traceback
 
-    args = build_parser().parse_args(argv)
+    text = f"wakeline {' '.join(argv)}\n\n{traceback.format_exc()}"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (Path(os.environ.get("WAKELINE_LOG_DIR") or Path("runs") / "logs"), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"wakeline-error-{stamp}-", suffix=".log", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return Path(name).resolve()
+        except OSError:
+            continue
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code says how it ended (EXIT_CODES). Ordinary mistakes print what to fix,
+    anything else prints one line and the log file holding its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("wakeline: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ConfigError as e:
         print(f"wakeline: invalid config\n{e}", file=sys.stderr)
-        return 2
-    except (DockerUnavailable, ClusterError) as e:
+        return EXIT_INPUT
+    except InputError as e:
         print(f"wakeline: {e}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
+    except Exception as e:  # noqa: BLE001 - the last resort: one line here, the traceback in a file
+        log = _log_traceback(argv)
+        where = f"the traceback is in {log}" if log else "no log file could be written"
+        print(f"wakeline: internal error ({type(e).__name__}: {str(e)[:200]}); {where}. Please report it.",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from components.common.errors import InputError
 from components.common.config import WakelineConfig, merge_layer, validate
 from components.common.names import slug
 from components.publish.registry import PRODUCTION, model_name
@@ -23,7 +24,7 @@ DEFAULT_EXPERIMENT = "wakeline"
 MAX_CONCURRENT_SCHEDULED_RUNS = 1
 
 
-class ClusterError(RuntimeError):
+class ClusterError(InputError, RuntimeError):
     """A cluster request that cannot be made: unreachable API, bad schedule, missing pipeline version."""
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from components.common.errors import InputError
 from components.common.artifacts import code_version
 from components.common.config import WakelineConfig
 from components.common.images import Images
@@ -67,7 +68,11 @@ class DockerGpus(str, enum.Enum):
     ALL = "all"
 
 
-class DockerUnavailable(RuntimeError):
+class RunDirExists(InputError, FileExistsError):
+    """--run-id names a run directory that already holds a run."""
+
+
+class DockerUnavailable(InputError, RuntimeError):
     """The docker runner cannot start: no `docker` package, no daemon, or an image that cannot be had."""
 
 
@@ -174,7 +179,7 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     run_id = run_id or new_run_id(config)
     run_dir = (Path(runs_dir) / run_id).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"run directory {run_dir} already exists; choose another --run-id")
+        raise RunDirExists(f"run directory {run_dir} already exists; choose another --run-id")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 

@@ -8,13 +8,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from components.common.errors import InputError
 from components.common.artifacts import SAMPLE_RATE_HZ
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 FRAME_SAMPLES = SAMPLE_RATE_HZ // 100  # 10 ms analysis frames for silence detection
 
 
-class AudioReadError(Exception):
+class AudioReadError(InputError):
     """The file could not be decoded as audio."""
 
 

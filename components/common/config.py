@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
+from components.common.errors import InputError
 from components.common.xp import Device
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,7 +24,7 @@ PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
 
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config that cannot be used; the message names every offending key."""
 
 
@@ -982,7 +983,17 @@ def load_preset(name: str) -> dict[str, Any]:
 
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (give a YAML file of overrides, or drop --config)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file (give a YAML file)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (give a YAML file, UTF-8)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

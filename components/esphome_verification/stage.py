@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from components.common.errors import InputError
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
 from components.common.metrics import (DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        clip_detected, evaluate)
@@ -75,17 +76,91 @@ def manifests_in(folder: Path) -> list[Path]:
     return out
 
 
-def find_pair(path: Path) -> tuple[Path, Path]:
-    """(model.tflite, manifest.json) from a manifest path or a directory holding a manifest."""
-    path = Path(path)
-    manifest = path if path.suffix == ".json" else next(iter(manifests_in(path)), None)
-    if manifest is None:
-        raise FileNotFoundError(f"{path}: no manifest (.json with a `micro` section) found")
+class VerifyInputError(InputError, ValueError):
+    """A verification input (model, audio folder, feature store) that is missing or not what it should be."""
+
+
+class ModelInputError(VerifyInputError):
+    """The path given as a model is not one: missing, the wrong kind of file, or several models to choose from."""
+
+
+def _manifest_doc(path: Path) -> dict[str, Any]:
     try:
-        model = manifest.parent / json.loads(manifest.read_text()).get("model", "")
-    except ValueError:
-        model = manifest.with_suffix(".tflite")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelInputError(f"{path}: not a readable JSON manifest ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("micro"), dict):
+        raise ModelInputError(f"{path}: not a micro_wake_word manifest (no `micro` section)")
+    return doc
+
+
+def find_pair(path: Path) -> tuple[Path, Path]:
+    """(model.tflite, manifest.json) from a manifest, its .tflite, or a folder holding exactly one manifest.
+    Raises ModelInputError saying what was found instead and what to give."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelInputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        manifests = manifests_in(path)
+        if len(manifests) > 1:
+            raise ModelInputError(f"{path} holds {len(manifests)} models ({', '.join(m.name for m in manifests)}); "
+                                  f"choose one by its manifest, e.g. {manifests[0]}")
+        if not manifests:
+            tflites = sorted(p.name for p in path.glob("*.tflite"))
+            if (path / "model.keras").is_file():
+                raise ModelInputError(f"{path}: a Keras model folder (a teacher or the student), not an ESPHome "
+                                      "model; give a .tflite with its .json manifest (a run's esphome_model output "
+                                      "or a published folder)")
+            if tflites:
+                raise ModelInputError(f"{path}: {', '.join(tflites)} without a manifest (.json with a `micro` "
+                                      "section) beside it; ESPHome needs both")
+            raise ModelInputError(f"{path}: no micro_wake_word model in this folder (no .json manifest with a "
+                                  "`micro` section)")
+        manifest = manifests[0]
+    elif path.suffix.lower() == ".tflite":
+        beside = [m for m in manifests_in(path.parent)
+                  if (m.parent / str(_manifest_doc(m).get("model", ""))).resolve() == path.resolve()]
+        if not beside:
+            raise ModelInputError(f"{path}: no manifest beside it names it (expected {path.with_suffix('.json').name}"
+                                  ", a .json with a `micro` section); ESPHome needs both")
+        manifest = beside[0]
+    elif path.suffix.lower() == ".json":
+        manifest = path
+    else:
+        raise ModelInputError(f"{path}: not a model; give a manifest .json, its .tflite, or the folder holding them")
+    doc = _manifest_doc(manifest)
+    named = doc.get("model")
+    if not isinstance(named, str) or not named.strip():
+        raise ModelInputError(f"{manifest}: names no model file (its `model` key is {named!r})")
+    model = manifest.parent / named
+    if not model.is_file():
+        raise ModelInputError(f"{manifest}: its model file {named} is missing (expected {model})")
     return model, manifest
+
+
+def audio_files(root: Path) -> list[Path]:
+    """The wav/flac/ogg files under an audio folder, sorted; VerifyInputError when it is not a folder."""
+    from components.common.audio import AUDIO_EXTENSIONS
+
+    root = Path(root)
+    if not root.exists():
+        raise VerifyInputError(f"--audio {root}: no such folder")
+    if not root.is_dir():
+        raise VerifyInputError(f"--audio {root}: not a folder (give a folder: positive*/ sub-folders hold wake "
+                               "words, everything else is ambient audio)")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def check_feature_store(path: Path) -> FeatureStoreLayout:
+    """A feature store with a test split, or VerifyInputError saying what the folder is not."""
+    path = Path(path)
+    if not path.is_dir():
+        raise VerifyInputError(f"--features {path}: no such folder")
+    store = FeatureStoreLayout(path)
+    if not (path / FeatureStoreLayout.METADATA).is_file() or not (store.set_dir(Split.TEST, 0) / store.OFFSETS).is_file():
+        raise VerifyInputError(f"--features {path}: not a feature store with a test split (no {store.METADATA} and "
+                               "test/epoch-000/); give a run's features folder, e.g. runs/<run-id>/outputs/features")
+    return store
 
 
 @dataclass
@@ -105,13 +180,20 @@ class EvalAudio:
 
     @classmethod
     def from_audio_dir(cls, root: Path) -> "EvalAudio":
-        """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient."""
-        from components.common.audio import AUDIO_EXTENSIONS, read_audio, resample, to_int16, to_mono
+        """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient.
+        Raises VerifyInputError for a folder that is not one and for a file that does not decode."""
+        from components.common.audio import AudioReadError, read_audio, resample, to_int16, to_mono
         from components.common.frontend import features_uint16
 
         positives, ambient = [], []
-        for path in sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
-            data, sr = read_audio(path)
+        for path in audio_files(root):
+            try:
+                data, sr = read_audio(path)
+            except AudioReadError as e:
+                raise VerifyInputError(f"{path}: not readable audio ({e}); convert it to wav/flac/ogg or move it "
+                                       "out of the folder") from None
+            if not len(data):
+                raise VerifyInputError(f"{path}: no audio samples; remove it from the folder")
             feats = features_uint16(to_int16(resample(to_mono(data), sr)))
             is_pos = any(part.lower().startswith("positive") for part in path.relative_to(root).parts[:-1])
             (positives if is_pos else ambient).append(feats)
@@ -232,8 +314,12 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
     t0 = time.monotonic()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model, manifest_path = find_pair(model_dir)
+    if features_dir is not None and audio_dir is not None:
+        raise VerifyInputError("give --features or --audio, not both: the gate measures on one test set")
+    store = check_feature_store(features_dir) if features_dir is not None else None
+    files = audio_files(audio_dir) if audio_dir is not None else []  # a bad folder is refused before any work
+    out.mkdir(parents=True, exist_ok=True)
     checks, generation = verify_contract(model, manifest_path)
     verdict = Verdict(False, generation, checks)
     verdict.reasons = [f"{c.name}: found {c.found}, expected {c.expected}" for c in checks if not c.passed]
@@ -243,13 +329,14 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     peaks: dict = {}
     if not verdict.reasons and (features_dir is not None or audio_dir is not None):
         manifest = json.loads(manifest_path.read_text())
-        if features_dir is not None:
-            store = FeatureStoreLayout(Path(features_dir))
+        if store is not None:
             verdict.behaviour, points, peaks = behaviour(model, EvalAudio.from_store(store, Split.TEST), manifest)
             # the gate: per voice family and per condition, on the test split only
             tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
             pos, amb = store_streams(store, Split.TEST, tflm)
         else:
+            if not files:
+                verdict.reasons.append(f"{audio_dir}: no wav/flac/ogg files, so nothing was measured")
             scored = score(model, EvalAudio.from_audio_dir(Path(audio_dir)), manifest)
             verdict.behaviour, points, peaks = behaviour_of(scored, manifest)
             pos, amb = audio_streams(scored)

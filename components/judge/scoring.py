@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from components.common.errors import InputError
 from components.common.audio import to_int16
 from components.common.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
@@ -33,7 +34,7 @@ SAMPLE_RATE_HZ = 16_000
 UINT8_SCALE = 256  # the INT8 model's output scale is 1/256
 
 
-class JudgeModelError(ValueError):
+class JudgeModelError(InputError, ValueError):
     """The path is not a model the judge can serve, or it lacks what the judge needs (e.g. a cutoff)."""
 
 

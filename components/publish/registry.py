@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from components.common.errors import InputError
 from components.common import tracking
 
 CANDIDATE = "candidate"
@@ -23,7 +24,7 @@ PRODUCTION = "production"
 ARTIFACT_PATH = "model"
 
 
-class RegistryError(Exception):
+class RegistryError(InputError):
     pass
 
 

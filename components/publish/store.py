@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from components.common.errors import InputError
 from components.common.artifacts import sha256_file
 from components.common.names import slug
 from components.common.jsonio import dumps
@@ -39,7 +40,7 @@ LINEAGE = "lineage.json"
 DIGEST_CHARS = 16
 
 
-class PublishError(Exception):
+class PublishError(InputError):
     pass
 
 

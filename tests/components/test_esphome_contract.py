@@ -193,7 +193,7 @@ def test_device_budget_refuses_a_model_that_does_not_fit(okay_nabu_audio, tmp_pa
 def test_find_pair_takes_the_manifest_not_other_json_beside_it(tmp_path):
     """A quantization output holds parity.json and a published folder cascade.json and lineage.json: a wake
     word sorting after them ("zebra" > "parity") must still be found by its `micro` section, not by name."""
-    from components.esphome_verification.stage import find_pair, manifests_in
+    from components.esphome_verification.stage import ModelInputError, find_pair, manifests_in
 
     doc = json.loads((FIXTURES / "v2" / "hey_jarvis.json").read_text())
     (tmp_path / "zebra.json").write_text(json.dumps({**doc, "model": "zebra.tflite"}))
@@ -204,5 +204,5 @@ def test_find_pair_takes_the_manifest_not_other_json_beside_it(tmp_path):
     assert manifests_in(tmp_path) == [tmp_path / "zebra.json"]
     assert find_pair(tmp_path) == (tmp_path / "zebra.tflite", tmp_path / "zebra.json")
     (tmp_path / "zebra.json").unlink()
-    with pytest.raises(FileNotFoundError, match="no manifest"):
+    with pytest.raises(ModelInputError, match="zebra.tflite without a manifest"):
         find_pair(tmp_path)

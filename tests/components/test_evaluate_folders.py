@@ -221,9 +221,9 @@ def test_the_model_is_found_and_checked(tmp_path):
     model = load_model(MODELS / "v2" / "hey_jarvis.tflite")  # the .tflite with its manifest beside it
     assert model.manifest == MANIFEST and model.cutoff == 0.97 and model.arena == 22860
     assert (model.settings.sliding_window, model.settings.stride_frames) == (5, 3)
-    with pytest.raises(EvaluationInputError, match="5 manifests .*name the one to evaluate"):
+    with pytest.raises(EvaluationInputError, match="holds 5 models .*choose one by its manifest"):
         load_model(MODELS / "v2")
-    with pytest.raises(EvaluationInputError, match="no such model"):
+    with pytest.raises(EvaluationInputError, match="missing.json: no such file or folder"):
         load_model(tmp_path / "missing.json")
     published = tmp_path / "published"  # a published folder: the manifest beside other JSON files
     published.mkdir()
@@ -233,7 +233,7 @@ def test_the_model_is_found_and_checked(tmp_path):
         (published / name).write_text(json.dumps({"not": "a manifest"}))
     assert load_model(published).manifest == published / "hey_jarvis.json"
     (tmp_path / "x.json").write_text(json.dumps({"model": "x.tflite", "micro": {"probability_cutoff": 0.5}}))
-    with pytest.raises(EvaluationInputError, match="x.tflite does not exist"):
+    with pytest.raises(EvaluationInputError, match="its model file x.tflite is missing"):
         load_model(tmp_path / "x.json")
     (tmp_path / "x.tflite").write_bytes(np.random.default_rng(0).bytes(2000))
     with pytest.raises(EvaluationInputError, match="does not load in TFLite-Micro"):
@@ -278,4 +278,4 @@ def test_cli_exits_2_with_one_line_on_bad_input(tmp_path, ambient, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("wakeline: reading")]
         assert err == [err[0]] and err[0].startswith(expected), err
     assert main(["evaluate", str(tmp_path / "nope.json"), "--ambient", str(ambient)]) == 2
-    assert capsys.readouterr().err.strip() == f"wakeline: {tmp_path / 'nope.json'}: no such model manifest or folder"
+    assert capsys.readouterr().err.strip() == f"wakeline: {tmp_path / 'nope.json'}: no such file or folder"

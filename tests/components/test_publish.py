@@ -290,9 +290,9 @@ def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monk
     assert main(["promote", "--wake-word", "hey jarvis", "--version", "1"]) == 0
     assert f"{NAME}@production: v2 -> v1" in capsys.readouterr().out
     assert client.get_model_version_by_alias(NAME, "production").version == "1"
-    assert main(["promote", "--wake-word", "hey jarvis", "--version", "7"]) == 1
+    assert main(["promote", "--wake-word", "hey jarvis", "--version", "7"]) == 2
     assert f"{NAME} has no version 7" in capsys.readouterr().err
-    assert main(["promote", "--wake-word", "hey nobody"]) == 1
+    assert main(["promote", "--wake-word", "hey nobody"]) == 2
     assert "no registered model 'wakeline-hey-nobody'" in capsys.readouterr().err
 
     local = resolve_previous_model(f"models:/{NAME}@production", tmp_path / "cache")
