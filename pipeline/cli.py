@@ -174,19 +174,28 @@ def cmd_runs(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from components.esphome_verification.stage import run
+    """The pipeline's gate on any model: thresholds, device budget and held-out families from the same config
+    (preset, --config, --set) the pipeline would use."""
+    from components.esphome_verification.stage import Gate, run
 
     if args.contract_only and (args.audio or args.features):
         print("wakeline verify: --contract-only measures nothing; drop --audio/--features, or drop --contract-only",
               file=sys.stderr)
         return EXIT_INPUT
+    shorthands = [f"{key}={value!r}" for key, value in (("target_false_accepts_per_hour", args.target_fa_per_hour),
+                                                         ("verification_max_frr", args.max_frr)) if value is not None]
+    config = load_config(args.preset, args.config, [*args.overrides, *shorthands], args.wake_word)
+    gate = Gate.from_config(config)
     out = args.output or Path("runs") / "verify" / Path(args.model).stem
     if out.exists() and not out.is_dir():
         print(f"wakeline verify: --output {out}: a file, not a folder (verdict.json and report.html go in it)",
               file=sys.stderr)
         return EXIT_INPUT
-    verdict = run(Path(args.model), args.features, out, target_fa_per_hour=args.target_fa_per_hour,
-                  max_frr=args.max_frr, audio_dir=args.audio)
+    verdict = run(Path(args.model), args.features, out, audio_dir=args.audio, **gate.kwargs())
+    print(f"  gate (preset {args.preset}): FA/h <= {gate.target_fa_per_hour:g} in every test condition, FRR <= "
+          f"{gate.max_frr:.0%}, model <= {gate.max_tflite_bytes:,} B, arena <= {gate.max_arena_bytes:,} B"
+          + (f", held-out families {', '.join(gate.heldout_families)}" if gate.heldout_families and args.features
+             else ""))
     width = max(len(c.name) for c in verdict.checks)
     for c in verdict.checks:
         print(f"  {'pass' if c.passed else 'FAIL'}  {c.name:<{width}}  {c.found if not c.passed else ''}")
@@ -425,15 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract and the "
                          "pipeline's gate", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ver.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
+    _config_args(ver)
+    ver.add_argument("model", help="a manifest .json, its .tflite, or a folder holding exactly one model")
     ver.add_argument("--features", type=Path, help="a FeatureStore folder: also measure FRR and FA/h on its test split")
     ver.add_argument("--audio", type=Path, help="a folder of audio: files under positive*/ are wake words, the "
                      "rest ambient; measures FRR and FA/h on the device path")
     ver.add_argument("--output", type=Path, help="where verdict.json and report.html go")
     ver.add_argument("--contract-only", action="store_true", help="check the ESPHome contract and the device "
                      "budget only: exit 0 when they pass (no blessing: nothing is measured)")
-    ver.add_argument("--target-fa-per-hour", type=float, default=0.5)
-    ver.add_argument("--max-frr", type=float, default=0.5)
+    ver.add_argument("--target-fa-per-hour", type=float, metavar="FA_PER_HOUR",
+                     help="shorthand for --set target_false_accepts_per_hour=... (default: the config's, as the "
+                          "pipeline's gate)")
+    ver.add_argument("--max-frr", type=float, metavar="FRR",
+                     help="shorthand for --set verification_max_frr=... (default: the config's, as the pipeline's gate)")
     ver.set_defaults(func=cmd_verify)
 
     ev = sub.add_parser("evaluate", help="run a published model on the device runtime over your own recordings: "

@@ -304,6 +304,30 @@ def gate_reasons(b: Breakdown, target_fa_per_hour: float, max_frr: float) -> lis
     return reasons
 
 
+@dataclass(frozen=True)
+class Gate:
+    """What a blessing requires, from the config: the pipeline's verification stage and `wakeline verify`
+    both take it from here, so the same model and audio get the same verdict from either."""
+
+    target_fa_per_hour: float
+    max_frr: float
+    max_tflite_bytes: int | None = None
+    max_arena_bytes: int | None = None
+    heldout_families: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config) -> "Gate":
+        budget = config.device_budget
+        return cls(config.target_false_accepts_per_hour, config.verification_max_frr, budget.max_tflite_bytes,
+                   budget.max_arena_bytes, tuple(config.data_prep.splits.heldout_families))
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `run`."""
+        return {"target_fa_per_hour": self.target_fa_per_hour, "max_frr": self.max_frr,
+                "max_tflite_bytes": self.max_tflite_bytes, "max_arena_bytes": self.max_arena_bytes,
+                "heldout_families": self.heldout_families}
+
+
 NOT_MEASURED = ("behaviour not measured: a blessing needs FRR and FA/h on the device path; give --audio DIR "
                 "(positive*/ sub-folders hold wake words, the rest is ambient) or --features DIR")
 
@@ -487,15 +511,11 @@ def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, ble
     from components.common.tracking import stage_run
 
     config = read_config_artifact(config_path)
-    budget = config.device_budget
-    heldout = tuple(config.data_prep.splits.heldout_families)
-    params = {"target_fa_per_hour": config.target_false_accepts_per_hour, "max_frr": config.verification_max_frr,
-              "max_tflite_bytes": budget.max_tflite_bytes, "max_arena_bytes": budget.max_arena_bytes}
+    gate = Gate.from_config(config)
+    params = {k: v for k, v in gate.kwargs().items() if k != "heldout_families"}
     with stage_run("esphome_verification", f"wakeline/{config.wake_word}", params,
                    tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
-        verdict = run(model_dir, features_dir, Path(tmp), target_fa_per_hour=config.target_false_accepts_per_hour,
-                      max_frr=config.verification_max_frr, max_tflite_bytes=budget.max_tflite_bytes,
-                      max_arena_bytes=budget.max_arena_bytes, heldout_families=heldout)
+        verdict = run(model_dir, features_dir, Path(tmp), **gate.kwargs())
         tracker.log_metrics(verdict.scalars())
         tracker.log_artifact(Path(tmp))
         blessing_path.parent.mkdir(parents=True, exist_ok=True)

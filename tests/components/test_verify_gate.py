@@ -91,3 +91,88 @@ def test_a_condition_with_zero_hours_fails_the_gate():
 ])
 def test_every_kind_of_nothing_measured_is_named(table, reason):
     assert reason in gate_reasons(table, 0.5, 0.3)
+
+
+# --- one gate: `wakeline verify` and the pipeline's verification stage ---------------------------------------
+
+
+def _captured_gates(monkeypatch, tmp_path, preset: str, extra: list[str]) -> tuple[dict, dict]:
+    """The keyword arguments `run` gets from the pipeline's stage and from `wakeline verify`, for one config."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from components.common import tracking
+    from components.common.config import load_config, write_config_artifact
+    from components.esphome_verification import stage
+    from pipeline.cli import main
+
+    seen: list[dict] = []
+
+    def fake_run(model, features, out, audio_dir=None, **kwargs):
+        seen.append(kwargs)
+        raise SystemExit(0)  # nothing to measure here: the thresholds are what is compared
+
+    @contextlib.contextmanager
+    def no_tracking(*_a, **_k):
+        yield SimpleNamespace(log_metrics=lambda *_: None, log_artifact=lambda *_: None)
+
+    monkeypatch.setattr(stage, "run", fake_run)
+    monkeypatch.setattr(tracking, "stage_run", no_tracking)
+    config = load_config(preset, overrides=extra)
+    write_config_artifact(config, tmp_path / "config", preset)
+    with pytest.raises(SystemExit):
+        stage.run_for_pipeline(tmp_path / "config", MODEL, tmp_path, tmp_path / "b", tmp_path / "r")
+    with pytest.raises(SystemExit):
+        main(["verify", str(MODEL), "--preset", preset, *[a for o in extra for a in ("--set", o)],
+              "--features", str(tmp_path)])
+    return seen[0], seen[1]
+
+
+@pytest.mark.parametrize("preset, extra", [("default", []), ("smoke", []),
+                                           ("default", ["device_budget.max_arena_bytes=24000",
+                                                        "verification_max_frr=0.1"])])
+def test_verify_applies_exactly_the_pipelines_gate(monkeypatch, tmp_path, preset, extra):
+    pipeline_gate, cli_gate = _captured_gates(monkeypatch, tmp_path, preset, extra)
+    assert cli_gate == pipeline_gate
+    assert cli_gate["max_tflite_bytes"] and cli_gate["max_arena_bytes"]  # the device budget is part of it
+    if preset == "default" and not extra:
+        assert (cli_gate["target_fa_per_hour"], cli_gate["max_frr"]) == (0.5, 0.3)  # not the old CLI's 0.5 FRR
+
+
+def test_the_device_budget_refuses_in_verify_too(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["verify", str(MODEL), "--contract-only", "--set", "device_budget.max_arena_bytes=24000",
+                 "--output", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "contract FAILED" in out and "tensor_arena_size 26,080 B exceeds device_budget.max_arena_bytes 24,000 B" in out
+
+
+def test_verify_uses_the_configs_frr_limit(tmp_path, capsys):
+    from pipeline.cli import main
+
+    _positives(tmp_path / "audio")
+    _ambient(tmp_path / "audio")
+    assert main(["verify", str(MODEL), "--audio", str(tmp_path / "audio"), "--output", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out  # speech-like tones are not "okay nabu": FRR 100 % against the config's 30 %
+    assert "FRR 100.0% over all 2 test positives exceeds the limit 30%" in out
+    assert main(["verify", str(MODEL), "--audio", str(tmp_path / "audio"), "--output", str(tmp_path / "o"),
+                 "--max-frr", "1.0"]) == 0
+    assert main(["verify", str(MODEL), "--contract-only", "--max-frr", "2"]) == 2  # validated as the config is
+    assert "verification_max_frr" in capsys.readouterr().err
+
+
+def test_a_folder_with_several_models_is_refused_naming_them_unless_one_is_chosen(tmp_path, capsys):
+    import shutil
+
+    from pipeline.cli import main
+
+    for name in ("hey_jarvis", "okay_nabu"):
+        for suffix in (".tflite", ".json"):
+            shutil.copy(FIXTURES / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    assert main(["verify", str(tmp_path), "--contract-only", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 models (hey_jarvis.json, okay_nabu.json)" in err and "choose one by its manifest" in err
+    assert main(["verify", str(tmp_path / "okay_nabu.json"), "--contract-only", "--output", str(tmp_path / "o")]) == 0
+    assert main(["verify", str(tmp_path / "hey_jarvis.tflite"), "--contract-only",
+                 "--output", str(tmp_path / "o")]) == 0
