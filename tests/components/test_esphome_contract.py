@@ -154,6 +154,7 @@ def okay_nabu_audio(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_device_path_detects_okay_nabu_with_the_official_model(okay_nabu_audio, tmp_path):
     """End to end on real parts: piper audio -> pymicro-features -> ESPHome's integer mapping -> TFLite-Micro ->
     uint8 window vs int(0.97*255). The official okay_nabu fires on every rendition and never on noise."""
@@ -165,6 +166,7 @@ def test_device_path_detects_okay_nabu_with_the_official_model(okay_nabu_audio, 
     assert verdict.behaviour["false_accepts"] == 0 and verdict.blessed
 
 
+@pytest.mark.slow
 def test_device_path_hey_jarvis_ignores_okay_nabu(okay_nabu_audio, tmp_path):
     from components.esphome_verification.stage import run
 
@@ -173,6 +175,7 @@ def test_device_path_hey_jarvis_ignores_okay_nabu(okay_nabu_audio, tmp_path):
     assert verdict.behaviour["frr"] == 1.0 and not verdict.blessed  # another wake word: never detected
 
 
+@pytest.mark.slow
 def test_device_budget_refuses_a_model_that_does_not_fit(okay_nabu_audio, tmp_path):
     """The official okay_nabu (60,264 B, arena 26,080) fits the default 64 KB / 32 KB budget, not a smaller one."""
     from components.common.config import DeviceBudget

@@ -105,6 +105,7 @@ def test_an_unusable_file_says_why(tmp_path, make, reason):
 # --- folders --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_folder_is_read_recursively_and_bad_files_are_listed_not_fatal(tmp_path, jarvis):
     pcm, sr = jarvis
     root = tmp_path / "living room"
@@ -151,6 +152,7 @@ def test_labels_are_folder_names_made_unique_by_their_parents():
 # --- the model on the device runtime --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_wake_word_is_detected_and_the_noise_hours_are_measured(positives, ambient):
     report = evaluate_folders(MANIFEST, [positives], [ambient])
     b = report.breakdown
@@ -166,6 +168,7 @@ def test_the_wake_word_is_detected_and_the_noise_hours_are_measured(positives, a
     assert [f.label for f in report.positives] == ["me"] and [f.label for f in report.ambient] == ["kitchen"]
 
 
+@pytest.mark.slow
 def test_false_accepts_are_counted_and_located_and_the_cutoff_can_be_overridden(tmp_path, jarvis):
     """The wake word said three times in a quiet room recording: three false accepts (ambient must not hold
     it), each found within a second after the word ends; at --cutoff 1.0 nothing fires and the word is missed."""
@@ -194,6 +197,7 @@ def test_false_accepts_are_counted_and_located_and_the_cutoff_can_be_overridden(
     assert strict.missed == {"me": [pos / "jarvis.wav"]}
 
 
+@pytest.mark.slow
 def test_folders_with_the_same_name_are_told_apart(tmp_path, positives):
     a = _write(tmp_path / "upstairs" / "kitchen" / "n.wav", _noise(5.0, 1)).parent
     b = _write(tmp_path / "downstairs" / "kitchen" / "n.wav", _noise(5.0, 2)).parent
@@ -202,6 +206,7 @@ def test_folders_with_the_same_name_are_told_apart(tmp_path, positives):
     assert report.breakdown.fa_cell().hours == pytest.approx(10 / 3600, abs=0.1 / 3600)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_refused_before_any_audio_is_read(tmp_path, positives, ambient):
     with pytest.raises(EvaluationInputError, match="at least one --positives DIR or --ambient DIR"):
         evaluate_folders(MANIFEST, [], [])
@@ -243,6 +248,7 @@ def test_the_model_is_found_and_checked(tmp_path):
 # --- the CLI --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_writes_json(tmp_path, positives, ambient, capsys):
     from pipeline.cli import main
 

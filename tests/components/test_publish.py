@@ -173,6 +173,7 @@ def _s3_env(monkeypatch, server) -> None:
     monkeypatch.setenv("AWS_REGION", server.region)
 
 
+@pytest.mark.slow
 def test_publish_to_s3_is_content_addressed_and_idempotent(seaweedfs_s3, monkeypatch, tmp_path, capsys):
     from pipeline.lineage import load_chain
 
@@ -214,6 +215,7 @@ def test_publish_to_s3_is_content_addressed_and_idempotent(seaweedfs_s3, monkeyp
     assert "dataset (data_prep)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_missing_bucket_fails_before_anything_is_written(seaweedfs_s3, monkeypatch, tmp_path):
     _s3_env(monkeypatch, seaweedfs_s3)
     config = _config("publish.store=s3://no-such-bucket-here/models", "publish.registry=off")
@@ -241,6 +243,7 @@ def test_mlflow_unreachable_publishes_to_the_store_and_says_why(tmp_path, monkey
         run(inputs, tmp_path / "record-2", _config(f"publish.store={tmp_path / 'store'}", "publish.registry=required"))
 
 
+@pytest.mark.slow
 def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monkeypatch, capsys):
     """Each new model is a new version with the alias `candidate`; the same model again reuses its version;
     `wakeline promote` moves `production`; mining's scorer loads models:/...@production; lineage reads it."""

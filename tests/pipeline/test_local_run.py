@@ -8,6 +8,8 @@ from components.common.config import load_config
 from pipeline.local import run_local
 from pipeline.summary import format_summary
 
+pytestmark = pytest.mark.slow  # runs the whole smoke pipeline
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):

@@ -17,6 +17,7 @@ def _batch(seed=0):
             tf.constant((rng.random(8) < 0.5).astype("float32")), tf.constant(np.ones(8, "float32")))
 
 
+@pytest.mark.slow
 def test_xla_compiles_the_step_into_fused_hlo_with_the_same_result(tmp_path):
     training = Training(steps=[10], learning_rates=[1e-3])
     eager = Trainer(build(SPEC), training, tmp_path / "a", xla=False, seed=0)
@@ -42,6 +43,7 @@ def test_learning_rate_phases():
     assert [lr_at(t, s) for s in (0, 9, 10, 14, 99)] == [1e-3, 1e-3, 1e-4, 1e-4, 1e-4]
 
 
+@pytest.mark.slow
 def test_mixed_precision_computes_in_float16_and_still_learns(tmp_path):
     from components.common.trainer import build_model
 
@@ -66,6 +68,7 @@ def _op_count(trainer, op_type, x, y, w):
     return count
 
 
+@pytest.mark.slow
 def test_gradient_recomputation_reruns_the_forward_pass_with_identical_gradients(tmp_path):
     plain = Trainer(build(SPEC), Training(), tmp_path / "a", xla=False, seed=0)
     recompute = Trainer(build(SPEC), Training(recompute_gradients=True), tmp_path / "b", xla=False, seed=0)
@@ -107,6 +110,7 @@ print(json.dumps({"replicas": mirrored.replicas, "losses": losses, "max_weight_d
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_splits_batches_and_matches_one_device(tmp_path):
     import json
     import os
