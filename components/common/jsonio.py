@@ -49,6 +49,24 @@ def dumps(obj: Any, *, on_non_finite: str = "null", **kwargs: Any) -> str:
     return json.dumps(clean, allow_nan=False, **kwargs)
 
 
+def finite(obj: Any) -> Any:
+    """`obj` as strict JSON will carry it: what KFP writes for an artifact's metadata (kfp.local and the
+    executor write it with Python's json, which would emit NaN)."""
+    return json.loads(dumps(obj))
+
+
+def finite_scalars(scalars: dict[str, Any]) -> dict[str, float]:
+    """KFP Metrics take numbers only: the finite ones, as floats (a value that is not is left out; the stage's
+    own report says why it was not measured)."""
+    out = {}
+    for k, v in scalars.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(v)
+        elif isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
 def _refuse(token: str) -> Any:
     raise ValueError(f"not strict JSON: {token}")
 

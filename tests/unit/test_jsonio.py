@@ -66,3 +66,13 @@ def test_any_document_round_trips_through_a_strict_parser(doc):
             assert a == b
 
     same(doc, back, "")
+
+
+def test_kfp_metadata_is_made_strict_before_kfp_writes_it():
+    from components.common.jsonio import finite, finite_scalars
+
+    md = finite({"frr": float("nan"), "n": np.int64(2), "ok": 0.5})
+    assert md == {"frr": None, "n": 2, "ok": 0.5, NOTE_KEY: {"frr": "nan"}}
+    assert json.dumps(md, allow_nan=False)  # what kfp writes: no NaN left
+    assert finite_scalars({"a": 1, "b": float("inf"), "c": True, "d": None, "e": 0.25}) == {"a": 1.0, "c": 1.0,
+                                                                                             "e": 0.25}
