@@ -47,7 +47,7 @@ def _load_with_cluster_options(args) -> tuple:
 def cmd_run(args) -> int:
     from components.common.artifacts import code_version
     from components.common.images import DEFAULT_REGISTRY, Images
-    from pipeline.local import DockerGpus, DockerOptions, Runner, run_local
+    from pipeline.local import DockerGpus, DockerOptions, Runner, new_run_id, run_local
     from pipeline.summary import format_summary
 
     runner = Runner(args.runner)
@@ -63,7 +63,13 @@ def cmd_run(args) -> int:
     config, preset = _load(args)  # the whole config is validated before any stage starts
     print(f"wakeline: config OK (preset {preset}, wake word {config.wake_word!r}); running locally with kfp.local "
           f"({runner.value} runner)", file=sys.stderr)
-    result = run_local(config, preset, args.runs_dir, args.run_id, runner=runner, docker=docker)
+    run_id = args.run_id or new_run_id(config)
+    try:
+        result = run_local(config, preset, args.runs_dir, run_id, runner=runner, docker=docker)
+    except KeyboardInterrupt:
+        print(f"wakeline run: interrupted; {args.runs_dir / run_id} holds a partial run, which is not resumed: "
+              "start again (a new --run-id)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print("\n" + format_summary(result))
     return 0
 
@@ -521,12 +527,23 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"wakeline: {e}", file=sys.stderr)
         return EXIT_INPUT
+    except OSError as e:
+        if e.filename is None:  # a socket, a pipe, the system: not a path the user can fix
+            return _internal(argv, e)
+        what = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        print(f"wakeline: {what}: {e.strerror or e} (check the path and its permissions)", file=sys.stderr)
+        return EXIT_INPUT
     except Exception as e:  # noqa: BLE001 - the last resort: one line here, the traceback in a file
-        log = _log_traceback(argv)
-        where = f"the traceback is in {log}" if log else "no log file could be written"
-        print(f"wakeline: internal error ({type(e).__name__}: {str(e)[:200]}); {where}. Please report it.",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal(argv, e)
+
+
+def _internal(argv: list[str], e: BaseException) -> int:
+    """One line naming the error and the log file with its traceback (called inside the `except`)."""
+    log = _log_traceback(argv)
+    where = f"the traceback is in {log}" if log else "no log file could be written"
+    print(f"wakeline: internal error ({type(e).__name__}: {str(e)[:200]}); {where}. Please report it.",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

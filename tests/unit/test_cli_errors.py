@@ -213,3 +213,28 @@ def test_a_usage_error_is_exit_2(capsys):
     with pytest.raises(SystemExit) as done:
         main(["verify"])
     assert done.value.code == EXIT_INPUT and "the following arguments are required: model" in capsys.readouterr().err
+
+
+def test_a_path_the_system_refuses_is_an_input_error_naming_it(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    _fails(capsys, ["compile", "--preset", "smoke", "--output", str(tmp_path / "file" / "ir.yaml")], EXIT_INPUT,
+           str(tmp_path / "file"), "check the path and its permissions")
+
+
+def test_an_os_error_without_a_path_is_internal(capsys, monkeypatch):
+    def broken(_args):
+        raise ConnectionResetError("peer went away")
+
+    monkeypatch.setattr(cli, "cmd_presets", broken)
+    _fails(capsys, ["presets"], EXIT_INTERNAL, "internal error (ConnectionResetError: peer went away)")
+
+
+def test_an_interrupted_run_names_its_partial_run_folder(tmp_path, capsys, monkeypatch):
+    import pipeline.local
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.local, "run_local", interrupted)
+    _fails(capsys, ["run", "--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), "--run-id", "r1"],
+           EXIT_INTERRUPTED, f"{tmp_path / 'runs' / 'r1'} holds a partial run")
