@@ -29,8 +29,9 @@ def slug(text: str, sep: str = "_") -> str:
 
     Accents are dropped ("Olá" -> `ola`), punctuation and spaces become one separator. Whatever cannot be
     spelled in ASCII (a non-Latin script), a cut (too long) or a reserved device name adds a digest of the
-    whole text, so two such words do not collide and the same word always gives the same name:
-    "ok グーグル" -> `ok_<8 hex>`, "привет" -> `w_<8 hex>`. Raises ValueError on text with nothing in it.
+    word's letters and digits (case, spacing and punctuation aside), so two such words do not collide and the
+    same word always gives the same name: "ok グーグル" and "OK_グーグル!" -> `ok_<8 hex>`, "привет" ->
+    `w_<8 hex>`. Raises ValueError on text with nothing in it.
     """
     if sep not in SEPARATORS:
         raise ValueError(f"separator must be one of {SEPARATORS}, got {sep!r}")
@@ -47,5 +48,6 @@ def slug(text: str, sep: str = "_") -> str:
         lossy = True
     if not lossy and len(base) <= MAX_SLUG_CHARS:
         return base
+    words = " ".join(t for t in re.split(r"[\W_]+", canonical) if t)  # what is said, in any script
     head = base[:MAX_SLUG_CHARS - DIGEST_CHARS - 1].rstrip(sep)
-    return f"{head}{sep}{_digest(canonical)}"
+    return f"{head}{sep}{_digest(words or canonical)}"

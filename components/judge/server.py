@@ -112,8 +112,8 @@ class JudgeService:
         return JudgeHandler(self, reader, writer)
 
     def serves(self, names: list[str]) -> bool:
-        wanted = {slug(n) for n in names}
-        return self.judge.name in wanted or slug(self.judge.phrase) in wanted
+        wanted = {slug(n) for n in names if n.strip()}  # a blank name asks for no wake word in particular
+        return self.judge.name in wanted or (bool(self.judge.phrase.strip()) and slug(self.judge.phrase) in wanted)
 
     async def evaluate(self, pcm: bytes, fmt: PcmFormat) -> JudgeScore:
         """Convert the request's audio and score it, in the pool."""

@@ -54,6 +54,13 @@ def test_case_and_spacing_do_not_change_the_name(text):
 
 
 @fixed
+@given(st.lists(st.text(alphabet=st.characters(categories=["L", "Nd"]), min_size=1, max_size=8), min_size=1,
+                max_size=5), st.sampled_from([" ", "_", "-", ", ", "! "]))
+def test_separators_and_punctuation_between_words_do_not_change_the_name(parts, joiner):
+    assert slug(joiner.join(parts)) == slug(" ".join(parts))
+
+
+@fixed
 @given(ascii_words)
 def test_plain_ascii_words_keep_the_names_published_before(text):
     """The formulas used before: store folders, run and registered-model names (`-`); model files and judge
@@ -81,6 +88,7 @@ def test_what_ascii_cannot_spell_gets_a_digest_so_words_stay_apart():
     assert a.startswith("ok_") and b.startswith("ok_") and a != b
     assert re.fullmatch(r"w_[0-9a-f]{8}", slug("привет")) and slug("привет") != slug("здравствуй")
     assert slug("ПРИВЕТ") == slug("привет")  # case still does not matter
+    assert slug("ok_グーグル") == slug("OK グーグル!") == slug("ok-グーグル")  # nor separators and punctuation
 
 
 def test_long_words_are_cut_and_keep_their_tails_apart():
