@@ -157,7 +157,8 @@ def check_feature_store(path: Path) -> FeatureStoreLayout:
     if not path.is_dir():
         raise VerifyInputError(f"--features {path}: no such folder")
     store = FeatureStoreLayout(path)
-    if not (path / FeatureStoreLayout.METADATA).is_file() or not (store.set_dir(Split.TEST, 0) / store.OFFSETS).is_file():
+    test_set = store.set_dir(Split.TEST, 0) / store.OFFSETS
+    if not (path / FeatureStoreLayout.METADATA).is_file() or not test_set.is_file():
         raise VerifyInputError(f"--features {path}: not a feature store with a test split (no {store.METADATA} and "
                                "test/epoch-000/); give a run's features folder, e.g. runs/<run-id>/outputs/features")
     return store
@@ -231,8 +232,10 @@ def behaviour_of(scored: Scored, manifest: dict[str, Any],
     cutoff = float(manifest["micro"]["probability_cutoff"])
     at = min(points, key=lambda p: abs(p.cutoff - cutoff))
     hours = sum(len(a) for a in ambient) * settings.inference_s / 3600
-    budgets = {str(b): (lambda p: None if p is None else {"cutoff": p.cutoff, "frr": _finite(p.frr)})(at_fa_target(points, b))
-               for b in FA_BUDGETS}
+    budgets = {}
+    for budget in FA_BUDGETS:
+        op = at_fa_target(points, budget)
+        budgets[str(budget)] = None if op is None else {"cutoff": op.cutoff, "frr": _finite(op.frr)}
     peaks = {"positive": [int(p.max()) if len(p) else 0 for p in pos],
              "negative": [int(n.max()) if len(n) else 0 for n in neg + ambient]}
     roc = [(p.cutoff, float(np.mean([clip_detected(n, p.cutoff, settings, True) for n in neg])) if neg else 0.0,

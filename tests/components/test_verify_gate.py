@@ -145,7 +145,8 @@ def test_the_device_budget_refuses_in_verify_too(tmp_path, capsys):
     assert main(["verify", str(MODEL), "--contract-only", "--set", "device_budget.max_arena_bytes=24000",
                  "--output", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "contract FAILED" in out and "tensor_arena_size 26,080 B exceeds device_budget.max_arena_bytes 24,000 B" in out
+    assert "contract FAILED" in out
+    assert "tensor_arena_size 26,080 B exceeds device_budget.max_arena_bytes 24,000 B" in out
 
 
 def test_verify_uses_the_configs_frr_limit(tmp_path, capsys):
