@@ -183,11 +183,14 @@ class EvalAudio:
     def from_audio_dir(cls, root: Path) -> "EvalAudio":
         """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient.
         Raises VerifyInputError for a folder that is not one and for a file that does not decode."""
-        from components.common.audio import AudioReadError, read_audio, resample, to_int16, to_mono
+        from components.common.audio import AudioReadError, read_audio, resample, to_int16, to_mono, wav_is_truncated
         from components.common.frontend import features_uint16
 
         positives, ambient = [], []
         for path in audio_files(root):
+            if path.suffix.lower() == ".wav" and wav_is_truncated(path):
+                raise VerifyInputError(f"{path}: truncated (its WAV header declares more audio than the file holds); "
+                                       "copy it again or move it out of the folder")
             try:
                 data, sr = read_audio(path)
             except AudioReadError as e:
@@ -195,6 +198,9 @@ class EvalAudio:
                                        "out of the folder") from None
             if not len(data):
                 raise VerifyInputError(f"{path}: no audio samples; remove it from the folder")
+            if not np.isfinite(data).all():
+                raise VerifyInputError(f"{path}: holds NaN or infinite samples; re-export it or move it out of the "
+                                       "folder")
             feats = features_uint16(to_int16(resample(to_mono(data), sr)))
             is_pos = any(part.lower().startswith("positive") for part in path.relative_to(root).parts[:-1])
             (positives if is_pos else ambient).append(feats)

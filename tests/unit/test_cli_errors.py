@@ -238,3 +238,42 @@ def test_an_interrupted_run_names_its_partial_run_folder(tmp_path, capsys, monke
     monkeypatch.setattr(pipeline.local, "run_local", interrupted)
     _fails(capsys, ["run", "--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), "--run-id", "r1"],
            EXIT_INTERRUPTED, f"{tmp_path / 'runs' / 'r1'} holds a partial run")
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("nan", "holds NaN or infinite samples"),
+    ("truncated", "truncated (its WAV header declares more audio than the file holds)"),
+    ("text", "not readable audio"),
+    ("empty", "not readable audio"),
+])
+def test_verify_refuses_audio_it_cannot_measure(tmp_path, capsys, kind, expected):
+    import soundfile as sf
+
+    model = _model(tmp_path / "m")
+    audio = tmp_path / "audio"
+    write(audio / "positive" / "0.wav", np.full(16_000, 0.1, np.float32), subtype="PCM_16")
+    bad = audio / "bad.wav"
+    if kind == "nan":
+        sf.write(str(bad), np.where(np.arange(16_000) % 100 == 0, np.nan, 0.1).astype(np.float32), 16_000,
+                 subtype="FLOAT")
+    elif kind == "truncated":
+        write(bad, np.full(16_000, 0.1, np.float32), subtype="PCM_16")
+        bad.write_bytes(bad.read_bytes()[:8_000])
+    elif kind == "text":
+        bad.write_text("not audio")
+    else:
+        bad.write_bytes(b"")
+    _fails(capsys, ["verify", str(model), "--audio", str(audio)], EXIT_INPUT, "bad.wav", expected)
+
+
+@pytest.mark.parametrize("subtype, rate, channels", [("PCM_U8", 16_000, 1), ("PCM_24", 16_000, 1),
+                                                     ("PCM_16", 44_100, 2), ("FLOAT", 48_000, 1)])
+def test_verify_takes_any_rate_depth_and_channels(tmp_path, capsys, subtype, rate, channels):
+    model = _model(tmp_path / "m")
+    audio = tmp_path / "audio"
+    noise = np.random.default_rng(0).normal(0, 0.02, (rate * 3, channels)).astype(np.float32)
+    write(audio / "positive" / "0.wav", noise[: rate], sr=rate, subtype=subtype)
+    write(audio / "room.wav", noise, sr=rate, subtype=subtype)
+    assert main(["verify", str(model), "--audio", str(audio), "--max-frr", "1", "--target-fa-per-hour", "100",
+                 "--output", str(tmp_path / "o")]) == EXIT_OK, capsys.readouterr()
+    assert "BLESSED" in capsys.readouterr().out
