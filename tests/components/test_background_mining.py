@@ -118,7 +118,7 @@ def test_the_probe_finds_the_planted_phrases_and_nothing_in_silence_or_noise(pla
     assert md["hours_scanned"] == pytest.approx(hours, abs=1e-5)
     assert report["summary"]["top_k"] == int(np.ceil(240 * hours - 1e-9)) == md["top_k"]
     assert report["summary"]["windows_scored"] == sum(report["histogram"]["counts"]) > 0
-    assert report["probe"]["examples_s"] >= 0 and report["probe"]["train_s"] >= 0  # timed: benchmarks/mining.py
+    # how long the probe takes to train is a benchmark figure (probe_train_s, benchmarks/mining.py), not a test
     assert sum(report["hit_histogram"]["counts"]) == md["hits"] == len(report["hits"])
 
 
