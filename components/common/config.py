@@ -29,7 +29,9 @@ class ConfigError(InputError, ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: an infinite duration or weight is never meant, and JSON (the config artifact every
+    # stage reads) cannot carry it
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def _ordered(v: tuple[float, float]) -> tuple[float, float]:
