@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Every hypothesis test: the same examples on every run (seeded, like every other random source), and no
+# clock: no per-example deadline and no "too slow" health check, which fail on a busy machine.
+settings.register_profile("wakeline", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("wakeline")
 
 LOOPBACK = "127.0.0.1"
 S3_STARTUP_TIMEOUT_S = 60.0
