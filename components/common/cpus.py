@@ -55,3 +55,24 @@ def _affinity_cpus() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux (macOS): no affinity API
         return os.cpu_count() or 1
+
+
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags under which oneDNN runs float16 natively (AVX512-FP16 arithmetic, AMX float16 tiles) instead of
+# converting to float32 around each op
+NATIVE_FLOAT16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
+
+
+def native_float16_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """The native-float16 flags this CPU reports in /proc/cpuinfo (empty when none, or not Linux). Mixed-precision
+    training on such a CPU gave NaN losses from the first step (issue 19), so the trainer refuses it there."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return flags & NATIVE_FLOAT16_FLAGS

@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from components.common.batches import Batch
-from components.common.config import Toggle, Training
+from components.common.config import ConfigError, Toggle, Training
+from components.common.cpus import native_float16_flags
 from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
@@ -54,8 +55,31 @@ def use_xla(training: Training, gpu: bool) -> bool:
     return training.xla is Toggle.ON or (training.xla is Toggle.AUTO and gpu)
 
 
-def use_mixed_precision(training: Training, gpu: bool) -> bool:
-    return training.mixed_precision is Toggle.ON or (training.mixed_precision is Toggle.AUTO and gpu)
+def use_mixed_precision(training: Training, gpu: bool, cpu_float16: set[str] | None = None) -> bool:
+    """float16 compute: `auto` only on a GPU; `on` anywhere except a CPU with native float16 (`cpu_float16`,
+    read from /proc/cpuinfo when None), where oneDNN's float16 kernels gave NaN losses from the first step
+    (issue 19) and nothing here has shown them to train correctly."""
+    if training.mixed_precision is Toggle.OFF or (training.mixed_precision is Toggle.AUTO and not gpu):
+        return False
+    if not gpu:
+        flags = native_float16_flags() if cpu_float16 is None else cpu_float16
+        if flags:
+            raise ConfigError(f"training.mixed_precision: on is refused on this CPU ({', '.join(sorted(flags))}): "
+                              "its native float16 kernels train to NaN; set training.mixed_precision: auto or off "
+                              "(float32 on the CPU), or train on a GPU")
+    return True
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training stopped because a loss or gradient was NaN or infinite: every step after it would be garbage,
+    and a model trained on would be saved as if nothing had happened."""
+
+    def __init__(self, model: str, step: int, total: int, what: str, loss: float, saved_step: int) -> None:
+        self.step, self.what, self.loss = step, what, loss
+        saved = f"the last saved state is step {saved_step}" if saved_step else "nothing was saved yet"
+        super().__init__(f"training {model} stopped at step {step} of {total}: {what} (loss {loss}); {saved}. "
+                         "Lower training.learning_rates, check the features for NaN, or set "
+                         "training.mixed_precision: off")
 
 
 def build_model(builder: Callable, spec, mixed_precision: bool):
@@ -122,37 +146,51 @@ class Trainer:
             self.forward = lambda x: model(x, training=True)
 
         def replica_step(x, y, w, total):
+            """The loss and the count of non-finite gradient entries (0 under loss scaling, whose optimizer
+            skips a step with overflowed gradients and lowers the scale: overflow there is routine)."""
             with tf.GradientTape() as tape:
                 loss = self.loss_fn(y, self.forward(x), w, total)
                 scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
             grads = tape.gradient(scaled, model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+            bad = tf.constant(0.0) if self.mixed else tf.add_n(
+                [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads if g is not None])
+            return loss, bad
 
-        def step(x, y, w):
+        def checked_step(x, y, w):
             return replica_step(x, y, w, tf.reduce_sum(w))
 
         def distributed(x, y, w, total):
-            losses = self.strategy.run(replica_step, args=(x, y, w, total))
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+            losses, bad = self.strategy.run(replica_step, args=(x, y, w, total))
+            return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None),
+                    self.strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None))
 
-        self.train_step = tf.function(step, jit_compile=xla, reduce_retracing=True)
+        # train_step (the loss only: benchmarks and tests time and compare it) and the checked step fit uses
+        self.train_step = tf.function(lambda x, y, w: checked_step(x, y, w)[0], jit_compile=xla,
+                                      reduce_retracing=True)
+        self._checked_step = tf.function(checked_step, jit_compile=xla, reduce_retracing=True)
         self._distributed = tf.function(distributed, reduce_retracing=True)
         self.tb = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
 
     def step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
         """One optimizer step on a host batch, on one device or split across the strategy's replicas."""
+        return self.checked_step(x, y, w)[0]
+
+    def checked_step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, int]:
+        """One optimizer step: the loss and how many gradient entries were NaN or infinite."""
         import tensorflow as tf
 
         if self.replicas == 1:
-            return float(self.train_step(tf.constant(x), tf.constant(y), tf.constant(w)))
+            loss, bad = self._checked_step(tf.constant(x), tf.constant(y), tf.constant(w))
+            return float(loss), int(bad)
         n = self.replicas
 
         def shard(a):
             return self.strategy.experimental_distribute_values_from_function(
                 lambda ctx: tf.constant(a[ctx.replica_id_in_sync_group::n]))
 
-        return float(self._distributed(shard(x), shard(y), shard(w), tf.constant(np.float32(w.sum()))))
+        loss, bad = self._distributed(shard(x), shard(y), shard(w), tf.constant(np.float32(w.sum())))
+        return float(loss), int(bad)
 
     # --- resumable state -------------------------------------------------------------------------------
     @property
@@ -194,6 +232,7 @@ class Trainer:
         bar = progress(steps, total=total - start, desc=f"train {self.model.name}", unit="step",
                        disable=not show_progress)
         recent: list[float] = []
+        saved_step = start
         profiler = StepProfiler(self.training.profile_steps, profile_dir or self.workdir)
         for step in bar:
             if stop_after is not None and step - start >= stop_after:
@@ -203,8 +242,13 @@ class Trainer:
                 batch = next_batch(step, total)
                 t1 = time.perf_counter()
                 self.optimizer.learning_rate.assign(lr_at(self.training, step))
-                loss = self.step(batch.x, batch.y, batch.weight)
+                loss, bad = self.checked_step(batch.x, batch.y, batch.weight)
                 t2 = time.perf_counter()
+            if not np.isfinite(loss) or bad:
+                bar.close()
+                raise NonFiniteLoss(self.model.name, step + 1, total,
+                                    "the loss is not finite" if not np.isfinite(loss)
+                                    else f"{bad} gradient entries are not finite", loss, saved_step)
             recent.append(loss)
             result.losses.append(loss)
             result.steps_run += 1
@@ -229,6 +273,7 @@ class Trainer:
                     result.best = rec
                     self.model.save_weights(str(self.workdir / "best.weights.h5"))
                 self.save_state(done, result)
+                saved_step = done
         self.tb.flush()
         if result.best is not None:
             self.model.load_weights(str(self.workdir / "best.weights.h5"))
