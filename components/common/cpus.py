@@ -58,9 +58,10 @@ def _affinity_cpus() -> int:
 
 
 CPUINFO = Path("/proc/cpuinfo")
-# CPU flags under which oneDNN runs float16 natively (AVX512-FP16 arithmetic, AMX float16 tiles) instead of
-# converting to float32 around each op
-NATIVE_FLOAT16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
+# CPU flags under which TensorFlow hands float16 ops to oneDNN (tensorflow/core/util/util.cc,
+# IsDataTypeSupportedByOneDNNOnThisCPU(DT_HALF): AVX512-FP16 or AMX-FP16, or AVX-NE-CONVERT); without them
+# float16 ops take TensorFlow's Eigen kernels, the path mixed precision is tested on here
+NATIVE_FLOAT16_FLAGS = frozenset({"avx512_fp16", "amx_fp16", "avx_ne_convert"})
 
 
 def native_float16_flags(cpuinfo: Path = CPUINFO) -> set[str]:

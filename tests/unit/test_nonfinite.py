@@ -16,6 +16,7 @@ SPEC_ARGS = dict(name="tiny", input_frames=59, first_conv_filters=8, pointwise_f
     ("fpu sse avx2 fma f16c", set()),  # AVX2 only: float16 is converted to float32 around each op
     ("fpu avx2 avx512f avx512_fp16", {"avx512_fp16"}),
     ("fpu avx512f amx_tile amx_bf16 amx_fp16 avx512_fp16", {"amx_fp16", "avx512_fp16"}),
+    ("fpu avx2 avx_vnni avx_ne_convert", {"avx_ne_convert"}),  # AVX2 cores that oneDNN also takes float16 on
 ])
 def test_native_float16_flags_read_from_cpuinfo(tmp_path, flags, found):
     cpuinfo = tmp_path / "cpuinfo"
