@@ -65,7 +65,8 @@ def cmd_run(args) -> int:
           f"({runner.value} runner)", file=sys.stderr)
     run_id = args.run_id or new_run_id(config)
     try:
-        result = run_local(config, preset, args.runs_dir, run_id, runner=runner, docker=docker)
+        result = run_local(config, preset, args.runs_dir, run_id, runner=runner, docker=docker,
+                           verbose=args.verbose)
     except KeyboardInterrupt:
         print(f"wakeline run: interrupted; {args.runs_dir / run_id} holds a partial run, which is not resumed: "
               "start again (a new --run-id)", file=sys.stderr)
@@ -393,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs go (default: %(default)s)")
     run.add_argument("--run-id", help="name of the run directory (default: date-time-wake-word)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also print every task's output (always in <run>/logs/<task>.log)")
     run.add_argument("--runner", choices=[r.value for r in Runner], default=Runner.SUBPROCESS.value,
                      help="subprocess: every stage in this venv; docker: each stage in its image (cpu or gpu) "
                           "through kfp.local.DockerRunner, needs a Docker daemon (default: %(default)s)")

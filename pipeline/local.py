@@ -22,6 +22,9 @@ from components.common.names import slug
 from components.common.jsonio import dumps
 
 
+LOGS_DIR = "logs"  # under the run folder: one log file per task (pipeline/console.py)
+
+
 @dataclass(frozen=True)
 class OutputArtifact:
     path: Path
@@ -163,9 +166,13 @@ def new_run_id(config: WakelineConfig, now: _dt.datetime | None = None) -> str:
 
 
 def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str | None = None,
-              runner: Runner = Runner.SUBPROCESS, docker: DockerOptions | None = None) -> LocalRun:
+              runner: Runner = Runner.SUBPROCESS, docker: DockerOptions | None = None,
+              verbose: bool = False) -> LocalRun:
     """Run every stage through kfp.local and collect the outputs: in this environment (`Runner.SUBPROCESS`), or
-    each task in its image (`Runner.DOCKER`; `docker` names the images and GPUs, default: this version's)."""
+    each task in its image (`Runner.DOCKER`; `docker` names the images and GPUs, default: this version's).
+    The console gets one line per stage; each task's output goes to `<run>/logs/<task>.log` (`verbose` also
+    echoes it)."""
+    from pipeline.console import routed_stdout
     from kfp import local
 
     from pipeline.dag import create_pipeline
@@ -188,7 +195,8 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
     pipeline = create_pipeline(images, cluster=None)  # kfp.local ignores Kubernetes settings
     t0 = time.monotonic()
-    task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
+    with routed_stdout(run_dir / LOGS_DIR, echo=verbose):
+        task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
     wall = time.monotonic() - t0
 
     links = run_dir / "outputs"

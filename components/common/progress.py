@@ -7,10 +7,28 @@ from typing import Iterable, TypeVar
 T = TypeVar("T")
 
 
+class _Lines:
+    """Off a terminal, each tqdm refresh (written as '\\r' + state, no newline) becomes a line of its own, so a
+    log, or kfp.local reading a task's output line by line, gets each update when it happens."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        state = text.replace("\r", "").rstrip()
+        if state:
+            self.stream.write(state + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it",
              disable: bool = False) -> Iterable[T]:
     from tqdm.auto import tqdm
 
     interactive = sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr,
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
+                file=sys.stderr if interactive else _Lines(sys.stderr),
                 mininterval=0.2 if interactive else 10.0, dynamic_ncols=interactive, ascii=not interactive)
