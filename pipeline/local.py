@@ -20,6 +20,7 @@ from components.common.config import WakelineConfig
 from components.common.images import Images
 from components.common.names import slug
 from components.common.jsonio import dumps
+from components.common import atomic
 
 
 LOGS_DIR = "logs"  # under the run folder: one log file per task (pipeline/console.py)
@@ -206,5 +207,5 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
         (links / name).symlink_to(Path(artifact.path))
         outputs[name] = OutputArtifact(Path(artifact.path), dict(artifact.metadata))
     result = LocalRun(run_id, run_dir, preset, wall, outputs)
-    (run_dir / "summary.json").write_text(dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    atomic.write_text(run_dir / "summary.json", dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from components.common.jsonio import dumps
+from components.common import atomic
 
 SAMPLE_RATE_HZ = 16_000
 EVAL_ONLY_SOURCE = "condition_stream"  # manifest `source` of data_prep's speech-condition streams: evaluation only
@@ -138,7 +139,7 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> str:
     """Write records (objects with `to_json`) one per line; return the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
-    path.write_bytes(data)
+    atomic.write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

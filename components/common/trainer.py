@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from components.common import atomic
 from components.common.batches import Batch
 from components.common.config import ConfigError, Toggle, Training
 from components.common.cpus import native_float16_flags
@@ -198,19 +199,25 @@ class Trainer:
         return self.workdir / "state.json"
 
     def save_state(self, step: int, result: TrainResult) -> None:
-        self.model.save_weights(str(self.workdir / "last.weights.h5"))
-        np.savez(self.workdir / "optimizer.npz", *[np.asarray(v) for v in self.optimizer.variables])
-        state = {"step": step, "result": _result_json(result)}
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(dumps(state))
-        tmp.replace(self._state_file)  # atomic: a kill mid-save leaves the previous state
+        """Weights and optimizer under names of their step, then state.json naming them (atomically): a kill at
+        any point leaves the previous state.json with the files it names, never new weights under an old step."""
+        weights, optimizer = f"last-{step:07d}.weights.h5", f"optimizer-{step:07d}.npz"
+        with atomic.replaced(self.workdir / weights) as tmp:
+            self.model.save_weights(str(tmp))
+        with atomic.replaced(self.workdir / optimizer) as tmp:
+            np.savez(tmp, *[np.asarray(v) for v in self.optimizer.variables])
+        state = {"step": step, "weights": weights, "optimizer": optimizer, "result": _result_json(result)}
+        atomic.write_text(self._state_file, dumps(state))
+        for old in [*self.workdir.glob("last-*.weights.h5"), *self.workdir.glob("optimizer-*.npz")]:
+            if old.name not in (weights, optimizer):
+                old.unlink(missing_ok=True)
 
     def load_state(self) -> tuple[int, TrainResult]:
         if not self._state_file.is_file():
             return 0, TrainResult(best=None)
         state = json.loads(self._state_file.read_text())
-        self.model.load_weights(str(self.workdir / "last.weights.h5"))
-        saved = np.load(self.workdir / "optimizer.npz")
+        self.model.load_weights(str(self.workdir / state.get("weights", "last.weights.h5")))
+        saved = np.load(self.workdir / state.get("optimizer", "optimizer.npz"))
         for var, key in zip(self.optimizer.variables, sorted(saved.files, key=lambda k: int(k.split("_")[1]))):
             var.assign(saved[key])
         result = _result_from_json(state["result"])
@@ -271,7 +278,8 @@ class Trainer:
                 if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
                                      target_fa_per_hour):
                     result.best = rec
-                    self.model.save_weights(str(self.workdir / "best.weights.h5"))
+                    with atomic.replaced(self.workdir / "best.weights.h5") as tmp:
+                        self.model.save_weights(str(tmp))
                 self.save_state(done, result)
                 saved_step = done
         self.tb.flush()

@@ -24,6 +24,7 @@ from components.publish import lineage, registry
 from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, stage_folder,
                                       update_index, version_key, word_folder)
 from components.common.jsonio import dumps
+from components.common import atomic
 
 UPSTREAM = ("config", "dataset", "hard_negatives", "features", "teacher_a", "teacher_b", "student", "tflite_model",
             "blessing", "report", "cascade")
@@ -224,5 +225,5 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
            "mlflow_run_id": registration.run_id, "tracking_uri": registration.tracking_uri,
            "wall_s": round(time.monotonic() - t0, 2)}
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(dumps(out, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(record_path, dumps(out, indent=2, sort_keys=True) + "\n")
     return out

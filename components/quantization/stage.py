@@ -23,6 +23,7 @@ from components.common.names import slug
 from components.esphome_verification.tflm import minimum_arena
 from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
 from components.common.jsonio import dumps
+from components.common import atomic
 
 MINIMUM_ESPHOME_VERSION = "2024.7.0"
 ARENA_MARGIN_BYTES = 2048  # on top of the x86-64 minimum; ESPHome's 32-bit structs are smaller, not larger
@@ -157,7 +158,7 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     at_cutoff = breakdown(positives, ambient, chosen.cutoff, quantized=True)
     arena = int(arena_min + ARENA_MARGIN_BYTES)
     doc = manifest(config, tflite_path.name, chosen.cutoff, arena)
-    (out / f"{name}.json").write_text(dumps(doc, indent=2, on_non_finite="raise") + "\n")
+    atomic.write_text(out / f"{name}.json", dumps(doc, indent=2, on_non_finite="raise") + "\n")
     parity = {"float_stream_vs_keras_max_abs": float_diff, "tflm_vs_float_max_lsb": float(err.max()),
               "tflm_vs_float_mean_lsb": float(err.mean()), "tflm_vs_float_p99_lsb": float(np.percentile(err, 99)),
               "held_out_clips": len(held_out)}
