@@ -19,8 +19,12 @@ from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown
 from components.esphome_verification.contract import Check, verify_contract
 from components.quantization.stage import TflmStreamer
 from components.common.jsonio import dumps
+from components.common import atomic
 
 FA_BUDGETS = (0.1, 0.5, 1.0, 2.0)
+# The most samples (frames x channels) verify decodes from one recording: 2 h of 16 kHz mono, 460 MB as float32.
+# A longer file would be decoded whole (several times that in memory) and streamed through TFLite-Micro at once.
+MAX_RECORDING_SAMPLES = 2 * 3600 * 16_000
 
 
 @dataclass
@@ -183,7 +187,8 @@ class EvalAudio:
     def from_audio_dir(cls, root: Path) -> "EvalAudio":
         """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient.
         Raises VerifyInputError for a folder that is not one and for a file that does not decode."""
-        from components.common.audio import AudioReadError, read_audio, resample, to_int16, to_mono, wav_is_truncated
+        from components.common.audio import (AudioReadError, audio_samples, read_audio, resample, to_int16, to_mono,
+                                             wav_is_truncated)
         from components.common.frontend import features_uint16
 
         positives, ambient = [], []
@@ -192,6 +197,12 @@ class EvalAudio:
                 raise VerifyInputError(f"{path}: truncated (its WAV header declares more audio than the file holds); "
                                        "copy it again or move it out of the folder")
             try:
+                frames, channels, rate = audio_samples(path)
+                if frames * channels > MAX_RECORDING_SAMPLES:
+                    raise VerifyInputError(
+                        f"{path}: {frames / max(rate, 1) / 3600:.1f} h of audio ({channels} channel(s) at {rate} Hz) is "
+                        f"more than verify reads from one file (2 h of 16 kHz mono, or as many samples); split it "
+                        f"into shorter files (e.g. sox in.wav out.wav trim 0 3600 : newfile : restart)")
                 data, sr = read_audio(path)
             except AudioReadError as e:
                 raise VerifyInputError(f"{path}: not readable audio ({e}); convert it to wav/flac/ogg or move it "
@@ -384,7 +395,7 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     verdict.blessed = not verdict.reasons
     verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
     verdict.roc = peaks.get("roc", [])
-    (out / "verdict.json").write_text(dumps(verdict.as_dict(), indent=2, default=str))
+    atomic.write_text(out / "verdict.json", dumps(verdict.as_dict(), indent=2, default=str))
     (out / "report.html").write_text(report_html(verdict, model, points, peaks))
     return verdict
 
