@@ -28,6 +28,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
+def audio_samples(path: Path) -> tuple[int, int, int]:
+    """(frames, channels, sample rate) from the file's header, without decoding it; AudioReadError when it
+    has none that libsndfile can read."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        raise AudioReadError(str(e)) from None
+    return int(info.frames), int(info.channels), int(info.samplerate)
+
+
 def wav_is_truncated(path: Path) -> bool:
     """True when a RIFF/WAVE file declares more data than it holds (a cut-off upload or copy)."""
     with open(path, "rb") as f:
