@@ -205,12 +205,19 @@ class Trainer:
         with atomic.replaced(self.workdir / weights) as tmp:
             self.model.save_weights(str(tmp))
         with atomic.replaced(self.workdir / optimizer) as tmp:
-            np.savez(tmp, *[np.asarray(v) for v in self.optimizer.variables])
+            np.savez(tmp, **{f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self.optimizer.variables)},
+                     **{f"rng_{i}": np.asarray(v) for i, v in enumerate(self._rng_variables())})
         state = {"step": step, "weights": weights, "optimizer": optimizer, "result": _result_json(result)}
         atomic.write_text(self._state_file, dumps(state))
         for old in [*self.workdir.glob("last-*.weights.h5"), *self.workdir.glob("optimizer-*.npz")]:
             if old.name not in (weights, optimizer):
                 old.unlink(missing_ok=True)
+
+    def _rng_variables(self) -> list:
+        """The model variables save_weights leaves out: the dropout layers' seed-generator states. Restored on
+        resume, the masks after it are those an uninterrupted run draws, so both end with the same weights."""
+        weights = {id(v) for v in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
 
     def load_state(self) -> tuple[int, TrainResult]:
         if not self._state_file.is_file():
@@ -218,7 +225,10 @@ class Trainer:
         state = json.loads(self._state_file.read_text())
         self.model.load_weights(str(self.workdir / state.get("weights", "last.weights.h5")))
         saved = np.load(self.workdir / state.get("optimizer", "optimizer.npz"))
-        for var, key in zip(self.optimizer.variables, sorted(saved.files, key=lambda k: int(k.split("_")[1]))):
+        prefix = "optimizer_" if any(k.startswith("optimizer_") for k in saved.files) else "arr_"  # arr_: before rng
+        for var, key in zip(self.optimizer.variables, _numbered(saved.files, prefix)):
+            var.assign(saved[key])
+        for var, key in zip(self._rng_variables(), _numbered(saved.files, "rng_")):
             var.assign(saved[key])
         result = _result_from_json(state["result"])
         result.resumed_from_step = state["step"]
@@ -286,6 +296,11 @@ class Trainer:
         if result.best is not None:
             self.model.load_weights(str(self.workdir / "best.weights.h5"))
         return result
+
+
+def _numbered(keys: list[str], prefix: str) -> list[str]:
+    """`prefix<i>` keys of an npz in the order of i."""
+    return sorted((k for k in keys if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
 
 
 def _result_json(r: TrainResult) -> dict:
