@@ -197,7 +197,7 @@ def key_figure(outputs: dict[str, dict[str, Any]]) -> str:
             parts.append(f"{int(md.get('file_size_bytes', 0)):,} B, arena {int(md['tensor_arena_size']):,} B")
         elif "blessed" in md:
             parts.append("BLESSED" if md["blessed"] else "NOT BLESSED")
-    return "; ".join(parts)
+    return "; ".join(dict.fromkeys(parts))  # a figure two outputs share (verdict and report) once
 
 
 @contextlib.contextmanager

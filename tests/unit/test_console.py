@@ -118,6 +118,7 @@ def test_partial_writes_are_joined_into_lines(tmp_path):
                    "shards": 2}}, "2 augmentation epoch(s), 2 shard(s)"),
     ({"esphome_model": {"file_size_bytes": 57648, "tensor_arena_size": 27125}}, "57,648 B, arena 27,125 B"),
     ({"report": {"blessed": False}}, "NOT BLESSED"),
+    ({"verdict": {"blessed": True}, "report": {"blessed": True}}, "BLESSED"),
     ({"dataset": "not a dict"}, ""),
 ])
 def test_key_figures(outputs, figure):
