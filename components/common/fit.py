@@ -112,8 +112,9 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
         final = operating_point(validate(), config.target_false_accepts_per_hour)
         with atomic.replaced(out / MODEL_FILE) as tmp:
             model.save(tmp)
-        atomic.write_text(out / SPEC_FILE, dumps({"spec": spec.model_dump(mode="json"), "features": feature_config(spec),
-                                                 "output": OUTPUT_KIND, "wake_word": config.wake_word}, indent=2))
+        spec_doc = {"spec": spec.model_dump(mode="json"), "features": feature_config(spec), "output": OUTPUT_KIND,
+                    "wake_word": config.wake_word}
+        atomic.write_text(out / SPEC_FILE, dumps(spec_doc, indent=2))
         validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
                       "target_fa_per_hour": config.target_false_accepts_per_hour,
                       "best_step": result.best.step if result.best else None,

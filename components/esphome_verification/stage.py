@@ -200,8 +200,8 @@ class EvalAudio:
                 frames, channels, rate = audio_samples(path)
                 if frames * channels > MAX_RECORDING_SAMPLES:
                     raise VerifyInputError(
-                        f"{path}: {frames / max(rate, 1) / 3600:.1f} h of audio ({channels} channel(s) at {rate} Hz) is "
-                        f"more than verify reads from one file (2 h of 16 kHz mono, or as many samples); split it "
+                        f"{path}: {frames / max(rate, 1) / 3600:.1f} h of audio ({channels} channel(s) at {rate} Hz) "
+                        f"is more than verify reads from one file (2 h of 16 kHz mono, or as many samples); split it "
                         f"into shorter files (e.g. sox in.wav out.wav trim 0 3600 : newfile : restart)")
                 data, sr = read_audio(path)
             except AudioReadError as e:
