@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import re
 import sys
 import time
@@ -18,6 +19,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
+
+from components.common.progress import INTERVAL_ENV
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXECUTING = re.compile(r"Executing task '([^']+)'")
@@ -201,17 +204,25 @@ def key_figure(outputs: dict[str, dict[str, Any]]) -> str:
 
 
 @contextlib.contextmanager
-def routed_stdout(logs_dir: Path, *, echo: bool = False, console: TextIO | None = None) -> Iterator[TaskRouter]:
-    """sys.stdout goes through a TaskRouter for the duration (kfp.local's logger and print look it up then)."""
+def routed_stdout(logs_dir: Path, *, echo: bool = False, console: TextIO | None = None,
+                  progress_interval_s: float = 2.0) -> Iterator[TaskRouter]:
+    """sys.stdout goes through a TaskRouter for the duration (kfp.local's logger and print look it up then).
+    The tasks, started meanwhile with this environment, write a progress line every `progress_interval_s`."""
     real = sys.stdout
     router = TaskRouter(logs_dir, console or real, echo=echo)
     sys.stdout = router
+    previous = os.environ.get(INTERVAL_ENV)
+    os.environ[INTERVAL_ENV] = str(progress_interval_s)
     try:
         with warnings.catch_warnings():  # kfp.local's warnings (one per task) go to the log with the rest
             warnings.showwarning = router.warning
             yield router
     finally:
         sys.stdout = real
+        if previous is None:
+            os.environ.pop(INTERVAL_ENV, None)
+        else:
+            os.environ[INTERVAL_ENV] = previous
         router.close()
 
 
@@ -234,8 +245,6 @@ def _duration(seconds: float) -> str:
 
 
 def _rel(path: Path) -> str:
-    import os
-
     try:
         return os.path.relpath(path)
     except ValueError:

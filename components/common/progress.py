@@ -1,10 +1,12 @@
 """Progress bars for long loops: live on a terminal, a line every few seconds in logs (kfp.local, pods)."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Iterable, TypeVar
 
 T = TypeVar("T")
+INTERVAL_ENV = "WAKELINE_PROGRESS_INTERVAL_S"
 
 
 class _Lines:
@@ -31,4 +33,15 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
     interactive = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
                 file=sys.stderr if interactive else _Lines(sys.stderr),
-                mininterval=0.2 if interactive else 10.0, dynamic_ncols=interactive, ascii=not interactive)
+                mininterval=0.2 if interactive else log_interval_s(), dynamic_ncols=interactive,
+                ascii=not interactive)
+
+
+def log_interval_s() -> float:
+    """Seconds between progress lines off a terminal: $WAKELINE_PROGRESS_INTERVAL_S (wakeline run sets it for
+    its live progress bars), else 10."""
+    try:
+        value = float(os.environ.get(INTERVAL_ENV, "10"))
+    except ValueError:
+        return 10.0
+    return value if 0 < value < float("inf") else 10.0

@@ -1,6 +1,7 @@
 """The quiet console (issue 19): kfp.local's output goes to one log file per task, the console gets one line per
 stage with its key figure, and a progress bar while it runs."""
 import io
+import os
 
 import pytest
 
@@ -125,15 +126,19 @@ def test_key_figures(outputs, figure):
     assert key_figure(outputs) == figure
 
 
-def test_routed_stdout_restores_stdout_and_keeps_warnings_off_the_console(tmp_path):
+def test_routed_stdout_restores_stdout_and_keeps_warnings_off_the_console(tmp_path, monkeypatch):
     import sys
     import warnings
 
+    from components.common.progress import INTERVAL_ENV, log_interval_s
+
+    monkeypatch.delenv(INTERVAL_ENV, raising=False)
     console, real = io.StringIO(), sys.stdout
-    with routed_stdout(tmp_path / "logs", console=console):
+    with routed_stdout(tmp_path / "logs", console=console, progress_interval_s=2.0):
         print("12:00:00.000 - INFO - Executing task 'a'")
         warnings.warn("a kfp.local warning", RuntimeWarning)
-    assert sys.stdout is real
+        assert log_interval_s() == 2.0  # what the tasks started meanwhile inherit: a live bar
+    assert sys.stdout is real and INTERVAL_ENV not in os.environ and log_interval_s() == 10.0
     assert "a kfp.local warning" in (tmp_path / "logs" / "a.log").read_text()
     assert "warning" not in console.getvalue() and "✗ a" in console.getvalue()
 
@@ -198,3 +203,18 @@ def test_a_real_kfp_local_run_is_routed(tmp_path, fail):
         assert "the toy stage fails on purpose" in (tmp_path / "logs" / "broken.log").read_text()
     else:
         assert len(lines) == 1
+
+
+def test_progress_off_a_terminal_writes_a_line_per_update(monkeypatch):
+    """kfp.local reads a task's output line by line: tqdm's '\\r' refreshes must arrive as lines."""
+    from components.common.progress import INTERVAL_ENV, _Lines, log_interval_s
+
+    out = io.StringIO()
+    lines = _Lines(out)
+    lines.write("\rtrain:  10%|#         | 1/10")
+    lines.write("\rtrain:  20%|##        | 2/10   ")
+    lines.write("\n")  # tqdm's close
+    assert out.getvalue() == "train:  10%|#         | 1/10\ntrain:  20%|##        | 2/10\n"
+    for bad in ("soon", "0", "-1", "inf", "nan"):
+        monkeypatch.setenv(INTERVAL_ENV, bad)
+        assert log_interval_s() == 10.0
