@@ -16,7 +16,8 @@ EXIT_CODES = """exit codes:
   0    success (verify: BLESSED; judge check: detected)
   1    the gate failed: NOT BLESSED (verify), contract failed (verify --contract-only), not detected (judge check)
   2    usage or input error: a missing or wrong file, folder, value or config; the message says what to fix
-  3    internal error: one line, and the path of a log file holding the traceback
+  3    internal error: one line, and the path of a log file holding the traceback (run: a stage that failed,
+       and the path of its log under the run folder)
   130  interrupted (Ctrl-C)"""
 
 
@@ -47,7 +48,7 @@ def _load_with_cluster_options(args) -> tuple:
 def cmd_run(args) -> int:
     from components.common.artifacts import code_version
     from components.common.images import DEFAULT_REGISTRY, Images
-    from pipeline.local import DockerGpus, DockerOptions, Runner, new_run_id, run_local
+    from pipeline.local import DockerGpus, DockerOptions, Runner, StageFailed, new_run_id, run_local
     from pipeline.summary import format_summary
 
     runner = Runner(args.runner)
@@ -71,6 +72,9 @@ def cmd_run(args) -> int:
         print(f"wakeline run: interrupted; {args.runs_dir / run_id} holds a partial run, which is not resumed: "
               "start again (a new --run-id)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StageFailed as e:  # the console showed the task's last lines; its whole output is in its log
+        print(f"wakeline run: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
     print("\n" + format_summary(result))
     return 0
 

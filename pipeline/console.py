@@ -58,6 +58,7 @@ class TaskRouter:
         self.pipeline_log = open(self.logs_dir / PIPELINE_LOG, "a", encoding="utf-8")
         self.task: _Task | None = None
         self.logs: dict[str, Path] = {}  # task name (as written) -> its log file
+        self.failed: tuple[str, Path] | None = None  # the task kfp.local reported FAILURE for, and its log
         self.stages: list[str] = []  # the console lines printed, one per stage
         self._pending = ""
         self._bar_shown = False
@@ -96,6 +97,8 @@ class TaskRouter:
         finished = FINISHED.search(text)
         if finished and finished.group(1) == self.task.name:
             self.task.status = finished.group(2)
+            if self.task.status != "SUCCESS":
+                self.failed = (self.task.name, self.task.path)
             return
         if set(text.strip()) == {"-"} and self.task.status:  # kfp.local's rule under a finished task
             self._finish()

@@ -76,6 +76,14 @@ class RunDirExists(InputError, FileExistsError):
     """--run-id names a run directory that already holds a run."""
 
 
+class StageFailed(RuntimeError):
+    """A pipeline task failed; what it printed (its traceback included) is in its log under the run folder."""
+
+    def __init__(self, run_dir: Path, task: str, log: Path) -> None:
+        self.run_dir, self.task, self.log = run_dir, task, log
+        super().__init__(f"stage {task} failed; what it printed, the error included, is in {log}")
+
+
 class DockerUnavailable(InputError, RuntimeError):
     """The docker runner cannot start: no `docker` package, no daemon, or an image that cannot be had."""
 
@@ -196,8 +204,13 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
     pipeline = create_pipeline(images, cluster=None)  # kfp.local ignores Kubernetes settings
     t0 = time.monotonic()
-    with routed_stdout(run_dir / LOGS_DIR, echo=verbose):
-        task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
+    with routed_stdout(run_dir / LOGS_DIR, echo=verbose) as router:
+        try:
+            task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
+        except RuntimeError as e:  # kfp.local: "... finished with status FAILURE"
+            if router.failed is None:
+                raise
+            raise StageFailed(run_dir, *router.failed) from e
     wall = time.monotonic() - t0
 
     links = run_dir / "outputs"

@@ -277,3 +277,17 @@ def test_verify_takes_any_rate_depth_and_channels(tmp_path, capsys, subtype, rat
     assert main(["verify", str(model), "--audio", str(audio), "--max-frr", "1", "--target-fa-per-hour", "100",
                  "--output", str(tmp_path / "o")]) == EXIT_OK, capsys.readouterr()
     assert "BLESSED" in capsys.readouterr().out
+
+
+def test_a_failed_stage_names_its_log(tmp_path, capsys, monkeypatch):
+    """kfp.local's FAILURE becomes one line naming the stage and its log under the run folder, exit 3."""
+    import pipeline.local
+
+    log = tmp_path / "runs" / "r1" / "logs" / "distillation.log"
+
+    def failing(*_a, **_k):
+        raise pipeline.local.StageFailed(tmp_path / "runs" / "r1", "distillation", log)
+
+    monkeypatch.setattr(pipeline.local, "run_local", failing)
+    _fails(capsys, ["run", "--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), "--run-id", "r1"],
+           EXIT_INTERNAL, f"wakeline run: stage distillation failed; what it printed, the error included, is in {log}")

@@ -67,6 +67,7 @@ def test_a_failed_task_names_its_log_and_shows_its_last_lines(tmp_path):
     router.write(_task("distillation", ["step 1", "ValueError: the features hold NaN"], status="FAILURE"))
     router.close()  # kfp.local raises right after the FAILURE line: the router is closed on the way out
     text = console.getvalue()
+    assert router.failed == ("distillation", tmp_path / "logs" / "distillation.log")
     assert text.startswith("✗ distillation                 30s  failed: see ")
     assert "logs/distillation.log" in text and "ValueError: the features hold NaN" in text
 
@@ -197,6 +198,7 @@ def test_a_real_kfp_local_run_is_routed(tmp_path, fail):
     log = (tmp_path / "logs" / "prep.log").read_text()
     assert "a big JSON the console must not show" in log and "prep:  50%" in log
     if fail:
+        assert "raised: Pipeline" in out.stderr  # kfp.local raised after the router saw the FAILURE
         assert len(lines) >= 2 and lines[1].startswith("✗ broken ") and "failed: see" in lines[1]
         assert "ValueError: the toy stage fails on purpose" in lines[-1]  # the failed task's last lines
         assert "----" not in out.stdout
@@ -218,3 +220,24 @@ def test_progress_off_a_terminal_writes_a_line_per_update(monkeypatch):
     for bad in ("soon", "0", "-1", "inf", "nan"):
         monkeypatch.setenv(INTERVAL_ENV, bad)
         assert log_interval_s() == 10.0
+
+
+def test_run_local_turns_a_failed_task_into_stage_failed(tmp_path, monkeypatch):
+    """run_local (kfp.local faked): the task kfp.local reports FAILURE for is named with its log."""
+    from kfp import local
+
+    import pipeline.dag
+    from components.common.config import load_config
+    from pipeline.local import StageFailed, run_local
+
+    def fake_pipeline(**_kwargs):
+        print(_task("distillation", ["ValueError: boom"], status="FAILURE"), end="")
+        raise RuntimeError("Pipeline 'wakeline' finished with status FAILURE.")
+
+    monkeypatch.setattr(local, "init", lambda **_k: None)
+    monkeypatch.setattr(pipeline.dag, "create_pipeline", lambda *_a, **_k: fake_pipeline)
+    with pytest.raises(StageFailed) as info:
+        run_local(load_config("smoke"), "smoke", tmp_path / "runs", run_id="r1")
+    run = (tmp_path / "runs" / "r1").resolve()
+    assert info.value.task == "distillation" and info.value.log == run / "logs" / "distillation.log"
+    assert "ValueError: boom" in info.value.log.read_text()
