@@ -69,8 +69,8 @@ def cmd_run(args) -> int:
         result = run_local(config, preset, args.runs_dir, run_id, runner=runner, docker=docker,
                            verbose=args.verbose)
     except KeyboardInterrupt:
-        print(f"wakeline run: interrupted; {args.runs_dir / run_id} holds a partial run, which is not resumed: "
-              "start again (a new --run-id)", file=sys.stderr)
+        print(f"wakeline run: interrupted; {args.runs_dir / run_id} holds a partial run. Run again (a new "
+              "--run-id): training checkpoints and mining chunks done so far are reused", file=sys.stderr)
         return EXIT_INTERRUPTED
     except StageFailed as e:  # the console showed the task's last lines; its whole output is in its log
         print(f"wakeline run: {e}", file=sys.stderr)
