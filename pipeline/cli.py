@@ -62,6 +62,8 @@ def cmd_run(args) -> int:
         images = Images.for_version(args.version or code_version(), args.registry or DEFAULT_REGISTRY)
         docker = DockerOptions(images, DockerGpus(args.gpus or DockerGpus.NONE.value))
     config, preset = _load(args)  # the whole config is validated before any stage starts
+    if runner is Runner.SUBPROCESS:
+        _check_mixed_precision_here(config)
     print(f"wakeline: config OK (preset {preset}, wake word {config.wake_word!r}); running locally with kfp.local "
           f"({runner.value} runner)", file=sys.stderr)
     run_id = args.run_id or new_run_id(config)
@@ -77,6 +79,24 @@ def cmd_run(args) -> int:
         return EXIT_INTERNAL
     print("\n" + format_summary(result))
     return 0
+
+
+def _check_mixed_precision_here(config) -> None:
+    """With the subprocess runner the stages train on this machine: a mixed precision its CPU refuses
+    (trainer.use_mixed_precision) is refused now, not after data prep and mining have run."""
+    from components.common.config import Toggle
+    from components.common.cpus import native_float16_flags
+
+    if config.training.mixed_precision is not Toggle.ON or not native_float16_flags():
+        return
+    from components.common import xp as xpmod
+    from components.common.trainer import use_mixed_precision
+
+    try:
+        gpu = xpmod.select(config.training.device, key="training.device").is_gpu
+    except xpmod.GPUUnavailableError:
+        return  # the training stage says so itself
+    use_mixed_precision(config.training, gpu)
 
 
 def cmd_config(args) -> int:

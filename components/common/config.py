@@ -35,10 +35,15 @@ class Strict(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_a_number(cls, v, info):
-        """pydantic reads true/false as 1/0 for a number; `batch_size: true` is a mistake, not 1."""
-        if isinstance(v, bool) and info.field_name and _bare(cls.model_fields[info.field_name].annotation) in (int,
-                                                                                                             float):
+    def _booleans(cls, v, info):
+        """YAML reads an unquoted on/off/yes/no as true/false. For an on/off/auto toggle that is what was meant
+        (`mixed_precision: on`); for a number it is a mistake (pydantic would read `batch_size: true` as 1)."""
+        if not isinstance(v, bool) or not info.field_name:
+            return v
+        annotation = _bare(cls.model_fields[info.field_name].annotation)
+        if annotation is Toggle:
+            return Toggle.ON if v else Toggle.OFF
+        if annotation in (int, float):
             raise ValueError(f"a number, not {str(v).lower()}")
         return v
 

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from pipeline.cli import EXIT_GATE, EXIT_INPUT, main
+from pipeline.cli import EXIT_GATE, EXIT_INPUT, EXIT_OK, main
 from tests.factories import write
 
 MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models"
@@ -141,6 +141,8 @@ BAD_INPUTS = [
         "got a number with a fractional part"),
     Bad("config --set", "true/false for a number", _config("training.eval_every_steps=true"), EXIT_INPUT,
         "training.eval_every_steps: a number, not true"),
+    Bad("config --set", "on/off unquoted for a toggle (YAML reads true/false)", _config("training.xla=off"),
+        EXIT_OK, "xla: 'off'"),
     Bad("config --set", "NaN", _config("training.label_smoothing=nan"), EXIT_INPUT,
         "training.label_smoothing: Input should be a finite number"),
     Bad("config --set", "infinity", _config("target_false_accepts_per_hour=.inf"), EXIT_INPUT,

@@ -291,3 +291,19 @@ def test_a_failed_stage_names_its_log(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline.local, "run_local", failing)
     _fails(capsys, ["run", "--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), "--run-id", "r1"],
            EXIT_INTERNAL, f"wakeline run: stage distillation failed; what it printed, the error included, is in {log}")
+
+
+def test_run_refuses_mixed_precision_this_cpu_cannot_train_before_any_stage(tmp_path, capsys, monkeypatch):
+    """On a CPU with native float16 and no GPU, training.mixed_precision: on fails at once, not in training."""
+    from kfp import local
+
+    from components.common import cpus
+
+    def never(*_a, **_k):
+        raise AssertionError("the pipeline must not start")
+
+    monkeypatch.setattr(local, "init", never)
+    monkeypatch.setattr(cpus, "native_float16_flags", lambda *_a: {"amx_fp16"})
+    _fails(capsys, ["run", "--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), "--set",
+                    "training.mixed_precision=on", "--set", "training.device=cpu"], EXIT_INPUT, "invalid config")
+    assert not (tmp_path / "runs").exists()
