@@ -84,10 +84,10 @@ def cmd_run(args) -> int:
 def _check_mixed_precision_here(config) -> None:
     """With the subprocess runner the stages train on this machine: a mixed precision its CPU refuses
     (trainer.use_mixed_precision) is refused now, not after data prep and mining have run."""
+    from components.common import cpus
     from components.common.config import Toggle
-    from components.common.cpus import native_float16_flags
 
-    if config.training.mixed_precision is not Toggle.ON or not native_float16_flags():
+    if config.training.mixed_precision is not Toggle.ON or not cpus.native_float16_flags():
         return
     from components.common import xp as xpmod
     from components.common.trainer import use_mixed_precision

@@ -10,10 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from components.common import atomic
+from components.common import atomic, cpus
 from components.common.batches import Batch
 from components.common.config import ConfigError, Toggle, Training
-from components.common.cpus import native_float16_flags
 from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
@@ -63,7 +62,7 @@ def use_mixed_precision(training: Training, gpu: bool, cpu_float16: set[str] | N
     if training.mixed_precision is Toggle.OFF or (training.mixed_precision is Toggle.AUTO and not gpu):
         return False
     if not gpu:
-        flags = native_float16_flags() if cpu_float16 is None else cpu_float16
+        flags = cpus.native_float16_flags() if cpu_float16 is None else cpu_float16
         if flags:
             raise ConfigError(f"training.mixed_precision: on is refused on this CPU ({', '.join(sorted(flags))}): "
                               "its native float16 kernels train to NaN; set training.mixed_precision: auto or off "
