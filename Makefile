@@ -26,11 +26,11 @@ install: $(VENV)/.installed ## create .venv (if missing) and install the locked 
 run: install ## run the pipeline locally on PRESET (default: default); WAKE_WORD="hey nabu" to change it
 	$(VENV)/bin/wakeline run --preset $(PRESET) $(if $(WAKE_WORD),--wake-word "$(WAKE_WORD)")
 
-test: install ## the whole test suite (GPU tests skip themselves without a GPU)
+test: install ## the whole test suite, slow tests included (GPU tests skip themselves without a GPU)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install ## unit tests only
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+test-fast: install ## every test but the `slow` ones (those that train, synthesise a dataset or start a server)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install ## benchmarks -> runs/bench/<benchmark>.json (all but accuracy and ablation)
 	$(PY) -m benchmarks

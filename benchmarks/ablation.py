@@ -30,6 +30,7 @@ from pathlib import Path
 
 from benchmarks.accuracy import folder_report, shared_data, store_breakdown, train
 from benchmarks.common import OUT_DIR, log, result
+from components.common.jsonio import dumps
 
 WORD = "hey chatterbox"
 
@@ -98,7 +99,7 @@ def run(names: list[str] | None = None) -> list[dict]:
         rows.append(measure(name))
         log(f"[bench] ablation: {name}: {json.dumps(rows[-1])}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"benchmark": "ablation", "rows": rows}, indent=2) + "\n")
+        out.write_text(dumps({"benchmark": "ablation", "rows": rows}, indent=2) + "\n")
     print(table(rows))
     return [result(f"ablation_{r['variant']}_real_wakeword_frr", r["real_wakeword_frr"], "fraction", **r)
             for r in rows]

@@ -33,6 +33,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import log, result
+from components.common.jsonio import dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path("runs") / "bench" / "accuracy"
@@ -85,7 +86,7 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
             "target_fa_per_hour": config.target_false_accepts_per_hour,
             "blessed": bool(blessing.get("blessed")), "reasons": blessing.get("reasons", []),
             "test_breakdown": blessing.get("behaviour", {}).get("breakdown")}
-    marker.write_text(json.dumps(done, indent=2))
+    marker.write_text(dumps(done, indent=2))
     return done
 
 

@@ -19,6 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from components.common.jsonio import dumps
+
 OUT_DIR = Path("runs") / "bench"  # relative to the cwd (the repo root under `make bench`)
 SEED = 1234
 
@@ -93,7 +95,7 @@ def write_report(rep: dict[str, Any], out_dir: Path = OUT_DIR) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{rep['benchmark']}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rep, indent=2) + "\n")
+    tmp.write_text(dumps(rep, indent=2) + "\n")
     tmp.replace(path)
     return path
 

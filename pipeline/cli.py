@@ -8,6 +8,17 @@ from pathlib import Path
 import yaml
 
 from components.common.config import ConfigError, load_config, preset_names
+from components.common.errors import InputError
+from components.common.jsonio import dumps
+
+EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """exit codes:
+  0    success (verify: BLESSED; judge check: detected)
+  1    the gate failed: NOT BLESSED (verify), contract failed (verify --contract-only), not detected (judge check)
+  2    usage or input error: a missing or wrong file, folder, value or config; the message says what to fix
+  3    internal error: one line, and the path of a log file holding the traceback (run: a stage that failed,
+       and the path of its log under the run folder)
+  130  interrupted (Ctrl-C)"""
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +48,7 @@ def _load_with_cluster_options(args) -> tuple:
 def cmd_run(args) -> int:
     from components.common.artifacts import code_version
     from components.common.images import DEFAULT_REGISTRY, Images
-    from pipeline.local import DockerGpus, DockerOptions, Runner, run_local
+    from pipeline.local import DockerGpus, DockerOptions, Runner, StageFailed, new_run_id, run_local
     from pipeline.summary import format_summary
 
     runner = Runner(args.runner)
@@ -45,17 +56,47 @@ def cmd_run(args) -> int:
                    if getattr(args, name) is not None]
     if runner is not Runner.DOCKER and docker_only:
         print(f"wakeline: {', '.join(docker_only)}: only for --runner docker", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     docker = None
     if runner is Runner.DOCKER:
         images = Images.for_version(args.version or code_version(), args.registry or DEFAULT_REGISTRY)
         docker = DockerOptions(images, DockerGpus(args.gpus or DockerGpus.NONE.value))
     config, preset = _load(args)  # the whole config is validated before any stage starts
+    if runner is Runner.SUBPROCESS:
+        _check_mixed_precision_here(config)
     print(f"wakeline: config OK (preset {preset}, wake word {config.wake_word!r}); running locally with kfp.local "
           f"({runner.value} runner)", file=sys.stderr)
-    result = run_local(config, preset, args.runs_dir, args.run_id, runner=runner, docker=docker)
+    run_id = args.run_id or new_run_id(config)
+    try:
+        result = run_local(config, preset, args.runs_dir, run_id, runner=runner, docker=docker,
+                           verbose=args.verbose)
+    except KeyboardInterrupt:
+        print(f"wakeline run: interrupted; {args.runs_dir / run_id} holds a partial run. Run again (a new "
+              "--run-id): training checkpoints and mining chunks done so far are reused", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StageFailed as e:  # the console showed the task's last lines; its whole output is in its log
+        print(f"wakeline run: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
     print("\n" + format_summary(result))
     return 0
+
+
+def _check_mixed_precision_here(config) -> None:
+    """With the subprocess runner the stages train on this machine: a mixed precision its CPU refuses
+    (trainer.use_mixed_precision) is refused now, not after data prep and mining have run."""
+    from components.common import cpus
+    from components.common.config import Toggle
+
+    if config.training.mixed_precision is not Toggle.ON or not cpus.native_float16_flags():
+        return
+    from components.common import xp as xpmod
+    from components.common.trainer import use_mixed_precision
+
+    try:
+        gpu = xpmod.select(config.training.device, key="training.device").is_gpu
+    except xpmod.GPUUnavailableError:
+        return  # the training stage says so itself
+    use_mixed_precision(config.training, gpu)
 
 
 def cmd_config(args) -> int:
@@ -164,46 +205,71 @@ def cmd_runs(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from components.esphome_verification.stage import run
+    """The pipeline's gate on any model: thresholds, device budget and held-out families from the same config
+    (preset, --config, --set) the pipeline would use."""
+    from components.esphome_verification.stage import Gate, run
 
+    if args.contract_only and (args.audio or args.features):
+        print("wakeline verify: --contract-only measures nothing; drop --audio/--features, or drop --contract-only",
+              file=sys.stderr)
+        return EXIT_INPUT
+    shorthands = [f"{key}={value!r}" for key, value in (("target_false_accepts_per_hour", args.target_fa_per_hour),
+                                                         ("verification_max_frr", args.max_frr)) if value is not None]
+    config = load_config(args.preset, args.config, [*args.overrides, *shorthands], args.wake_word)
+    gate = Gate.from_config(config)
     out = args.output or Path("runs") / "verify" / Path(args.model).stem
-    verdict = run(Path(args.model), args.features, out, target_fa_per_hour=args.target_fa_per_hour,
-                  max_frr=args.max_frr, audio_dir=args.audio)
+    if out.exists() and not out.is_dir():
+        print(f"wakeline verify: --output {out}: a file, not a folder (verdict.json and report.html go in it)",
+              file=sys.stderr)
+        return EXIT_INPUT
+    verdict = run(Path(args.model), args.features, out, audio_dir=args.audio, **gate.kwargs())
+    budget = f"model <= {gate.max_tflite_bytes:,} B, arena <= {gate.max_arena_bytes:,} B"
+    measured = (f"FA/h <= {gate.target_fa_per_hour:g} in every test condition, FRR <= {gate.max_frr:.0%}, "
+                + (f"held-out families {', '.join(gate.heldout_families)}, " if gate.heldout_families and args.features
+                   else ""))
+    print(f"  gate (preset {args.preset}): {'' if args.contract_only else measured}{budget}")
     width = max(len(c.name) for c in verdict.checks)
     for c in verdict.checks:
         print(f"  {'pass' if c.passed else 'FAIL'}  {c.name:<{width}}  {c.found if not c.passed else ''}")
-    if verdict.behaviour.get("frr") is not None:
-        b = verdict.behaviour
-        print(f"  behaviour: FRR {b['frr']:.1%}, {b['fa_per_hour']:.2f} FA/h at cutoff {b['cutoff']}")
+    b = verdict.behaviour
+    if "frr" in b:
+        frr = "not measured" if b["frr"] is None else f"{b['frr']:.1%}"
+        fa = "not measured" if b["fa_per_hour"] is None else f"{b['fa_per_hour']:.2f}"
+        print(f"  behaviour: FRR {frr} on {b['positives']} positives, FA/h {fa} over {b['ambient_hours'] * 60:.1f} "
+              f"min of ambient audio, at cutoff {b['cutoff']}")
+    if args.contract_only:
+        print(f"{verdict.generation} manifest: contract {'OK' if verdict.contract_passed else 'FAILED'} "
+              f"(behaviour not measured: not a blessing)  (report: {out / 'report.html'})")
+        for reason in [] if verdict.contract_passed else verdict.reasons:
+            print(f"  - {reason}")
+        return EXIT_OK if verdict.contract_passed else EXIT_GATE
     print(f"{verdict.generation} manifest: {'BLESSED' if verdict.blessed else 'NOT BLESSED'}  (report: {out / 'report.html'})")
     for reason in verdict.reasons:
         print(f"  - {reason}")
-    return 0 if verdict.blessed else 1
+    return EXIT_OK if verdict.blessed else EXIT_GATE
 
 
 def cmd_evaluate(args) -> int:
     """Report FRR and FA/h of a published model on the user's own folders; it reports, it does not bless."""
-    import json
-
     from components.esphome_verification.folders import EvaluationInputError, evaluate_folders, format_report
 
     if not (args.positives or args.ambient):
         print("wakeline: evaluate needs at least one --positives DIR or --ambient DIR", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     try:
         report = evaluate_folders(Path(args.model), args.positives, args.ambient, args.cutoff,
                                   progress=lambda msg: print(f"wakeline: {msg}", file=sys.stderr))
     except EvaluationInputError as e:
         print(f"wakeline: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     print(format_report(report))
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
+            args.json.write_text(dumps(report.as_dict(), indent=2) + "\n")
         except OSError as e:
             print(f"wakeline: --json {args.json}: cannot write: {e.strerror or e}", file=sys.stderr)
-            return 2
+            return EXIT_INPUT
         print(f"\nreport: {args.json}")
     return 0
 
@@ -227,18 +293,16 @@ def cmd_judge_serve(args) -> int:
         judge = load_judge(args.model, cutoff=args.cutoff, name=args.name)
     except (JudgeModelError, ValueError) as e:
         print(f"wakeline judge: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     try:
         serve(judge, settings)
     except OSError as e:
         print(f"wakeline judge: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     return 0
 
 
 def cmd_judge_check(args) -> int:
-    import json
-
     from components.common.audio import AudioReadError
     from components.judge.client import JudgeClient, JudgeError, read_clip
 
@@ -246,17 +310,17 @@ def cmd_judge_check(args) -> int:
         verdict = JudgeClient(args.server, timeout_s=args.timeout_s).check(read_clip(args.clip), args.names or None)
     except (AudioReadError, JudgeError, OSError, ValueError) as e:
         print(f"wakeline judge: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     if args.json:
-        print(json.dumps({"detected": verdict.detected, "score": verdict.score, "cutoff": verdict.cutoff,
-                          "name": verdict.name, "timestamp_ms": verdict.timestamp, "context": verdict.context}))
+        print(dumps({"detected": verdict.detected, "score": verdict.score, "cutoff": verdict.cutoff,
+                     "name": verdict.name, "timestamp_ms": verdict.timestamp, "context": verdict.context}))
     else:
         score = "n/a" if verdict.score is None else f"{verdict.score:.4f}"
         cutoff = "" if verdict.cutoff is None else f" (cutoff {verdict.cutoff:g})"
         where = f" at {verdict.timestamp} ms" if verdict.timestamp is not None else ""
         print(f"{'detected' if verdict.detected else 'not detected'}: {verdict.name or args.clip}{where}, "
               f"score {score}{cutoff}")
-    return 0 if verdict.detected else 1
+    return EXIT_OK if verdict.detected else EXIT_GATE
 
 
 def _judge_parser(sub) -> None:
@@ -293,21 +357,19 @@ def cmd_promote(args) -> int:
 
     if not (args.name or args.wake_word):
         print("wakeline promote: name the model: --wake-word WORD or --name REGISTERED_MODEL", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     name = args.name or model_name(args.wake_word)
     try:
         done = promote(name, args.version, args.alias)
     except RegistryError as e:
         print(f"wakeline promote: {e}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     print(done.describe())
     print(f"  mining.previous_model=models:/{name}@{done.alias} now loads v{done.new_version}  ({done.tracking_uri})")
     return 0
 
 
 def cmd_lineage(args) -> int:
-    import json
-
     from components.publish.lineage import render
     from pipeline.lineage import LineageError, load_chain
 
@@ -315,8 +377,8 @@ def cmd_lineage(args) -> int:
         chain = load_chain(args.target, args.kfp_host)
     except LineageError as e:
         print(f"wakeline lineage: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(chain.to_dict(), indent=2, sort_keys=True) if args.json else render(chain))
+        return EXIT_INPUT
+    print(dumps(chain.to_dict(), indent=2, sort_keys=True) if args.json else render(chain))
     return 0
 
 
@@ -348,13 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.local import DockerGpus, Runner
     from components.common.images import DEFAULT_REGISTRY
 
-    parser = argparse.ArgumentParser(prog="wakeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wakeline", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline locally (kfp.local: this venv, or the images with Docker)")
     _config_args(run)
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs go (default: %(default)s)")
     run.add_argument("--run-id", help="name of the run directory (default: date-time-wake-word)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also print every task's output (always in <run>/logs/<task>.log)")
     run.add_argument("--runner", choices=[r.value for r in Runner], default=Runner.SUBPROCESS.value,
                      help="subprocess: every stage in this venv; docker: each stage in its image (cpu or gpu) "
                           "through kfp.local.DockerRunner, needs a Docker daemon (default: %(default)s)")
@@ -401,14 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=10, help="how many, newest first (default: %(default)s)")
     runs.set_defaults(func=cmd_runs)
 
-    ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract")
-    ver.add_argument("model", help="a manifest .json (its .tflite beside it) or a folder holding one")
+    ver = sub.add_parser("verify", help="check any micro_wake_word model against the ESPHome contract and the "
+                         "pipeline's gate", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(ver)
+    ver.add_argument("model", help="a manifest .json, its .tflite, or a folder holding exactly one model")
     ver.add_argument("--features", type=Path, help="a FeatureStore folder: also measure FRR and FA/h on its test split")
     ver.add_argument("--audio", type=Path, help="a folder of audio: files under positive*/ are wake words, the "
                      "rest ambient; measures FRR and FA/h on the device path")
     ver.add_argument("--output", type=Path, help="where verdict.json and report.html go")
-    ver.add_argument("--target-fa-per-hour", type=float, default=0.5)
-    ver.add_argument("--max-frr", type=float, default=0.5)
+    ver.add_argument("--contract-only", action="store_true", help="check the ESPHome contract and the device "
+                     "budget only: exit 0 when they pass (no blessing: nothing is measured)")
+    ver.add_argument("--target-fa-per-hour", type=float, metavar="FA_PER_HOUR",
+                     help="shorthand for --set target_false_accepts_per_hour=... (default: the config's, as the "
+                          "pipeline's gate)")
+    ver.add_argument("--max-frr", type=float, metavar="FRR",
+                     help="shorthand for --set verification_max_frr=... (default: the config's, as the pipeline's "
+                          "gate)")
     ver.set_defaults(func=cmd_verify)
 
     ev = sub.add_parser("evaluate", help="run a published model on the device runtime over your own recordings: "
@@ -445,19 +518,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.cluster import ClusterError
-    from pipeline.local import DockerUnavailable
+def _log_traceback(argv: list[str]) -> Path | None:
+    """Write the current exception's traceback to a new file under WAKELINE_LOG_DIR (default runs/logs, else
+    the temp folder); its path, or None when nowhere is writable."""
+    import datetime as dt
+    import os
+    import tempfile
+    import traceback
 
-    args = build_parser().parse_args(argv)
+    text = f"wakeline {' '.join(argv)}\n\n{traceback.format_exc()}"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (Path(os.environ.get("WAKELINE_LOG_DIR") or Path("runs") / "logs"), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"wakeline-error-{stamp}-", suffix=".log", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return Path(name).resolve()
+        except OSError:
+            continue
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code says how it ended (EXIT_CODES). Ordinary mistakes print what to fix,
+    anything else prints one line and the log file holding its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("wakeline: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ConfigError as e:
         print(f"wakeline: invalid config\n{e}", file=sys.stderr)
-        return 2
-    except (DockerUnavailable, ClusterError) as e:
+        return EXIT_INPUT
+    except InputError as e:
         print(f"wakeline: {e}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
+    except OSError as e:
+        if e.filename is None:  # a socket, a pipe, the system: not a path the user can fix
+            return _internal(argv, e)
+        what = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        print(f"wakeline: {what}: {e.strerror or e} (check the path and its permissions)", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as e:  # noqa: BLE001 - the last resort: one line here, the traceback in a file
+        return _internal(argv, e)
+
+
+def _internal(argv: list[str], e: BaseException) -> int:
+    """One line naming the error and the log file with its traceback (called inside the `except`)."""
+    log = _log_traceback(argv)
+    where = f"the traceback is in {log}" if log else "no log file could be written"
+    print(f"wakeline: internal error ({type(e).__name__}: {str(e)[:200]}); {where}. Please report it.",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import posixpath
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from components.common.errors import InputError
 from components.common.config import WakelineConfig, merge_layer, validate
+from components.common.names import slug
 from components.publish.registry import PRODUCTION, model_name
 
 DEFAULT_HOST = "http://localhost:8080"  # `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`
@@ -23,7 +24,7 @@ DEFAULT_EXPERIMENT = "wakeline"
 MAX_CONCURRENT_SCHEDULED_RUNS = 1
 
 
-class ClusterError(RuntimeError):
+class ClusterError(InputError, RuntimeError):
     """A cluster request that cannot be made: unreachable API, bad schedule, missing pipeline version."""
 
 
@@ -145,21 +146,17 @@ def with_production_scorer(config: WakelineConfig) -> WakelineConfig:
                                 {"mining": {"previous_model": production_model_uri(config)}}))
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def pipeline_version_name(code_version: str, now: _dt.datetime) -> str:
     """Unique per upload: the code version and the time, e.g. 0.1.0-20260722-031500."""
     return f"{code_version}-{now:%Y%m%d-%H%M%S}"
 
 
 def run_name(config: WakelineConfig, now: _dt.datetime) -> str:
-    return f"{_slug(config.wake_word)}-{now:%Y%m%d-%H%M%S}"
+    return f"{slug(config.wake_word, '-')}-{now:%Y%m%d-%H%M%S}"
 
 
 def schedule_name(config: WakelineConfig) -> str:
-    return f"{_slug(config.wake_word)}-retraining"
+    return f"{slug(config.wake_word, '-')}-retraining"
 
 
 def _ui_base(host: str) -> str:

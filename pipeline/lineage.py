@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from components.common.errors import InputError
 from components.publish.lineage import (ROLE_BY_OUTPUT, Chain, chain_from_artifacts, chain_from_kfp, raw_inputs,
                                         task_key)
 from components.publish.store import LATEST, LINEAGE, LocalStore, PublishError, Store, open_store
@@ -22,7 +23,7 @@ MLMD_HOST_ENV = "WAKELINE_MLMD_HOST"  # host:port of the metadata gRPC service (
 MLMD_DEFAULT = "metadata-grpc-service.kubeflow:8080"
 
 
-class LineageError(Exception):
+class LineageError(InputError):
     pass
 
 

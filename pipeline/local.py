@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +14,16 @@ from typing import Any, Mapping
 
 import yaml
 
+from components.common.errors import InputError
 from components.common.artifacts import code_version
 from components.common.config import WakelineConfig
 from components.common.images import Images
+from components.common.names import slug
+from components.common.jsonio import dumps
+from components.common import atomic
+
+
+LOGS_DIR = "logs"  # under the run folder: one log file per task (pipeline/console.py)
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,19 @@ class DockerGpus(str, enum.Enum):
     ALL = "all"
 
 
-class DockerUnavailable(RuntimeError):
+class RunDirExists(InputError, FileExistsError):
+    """--run-id names a run directory that already holds a run."""
+
+
+class StageFailed(RuntimeError):
+    """A pipeline task failed; what it printed (its traceback included) is in its log under the run folder."""
+
+    def __init__(self, run_dir: Path, task: str, log: Path) -> None:
+        self.run_dir, self.task, self.log = run_dir, task, log
+        super().__init__(f"stage {task} failed; what it printed, the error included, is in {log}")
+
+
+class DockerUnavailable(InputError, RuntimeError):
     """The docker runner cannot start: no `docker` package, no daemon, or an image that cannot be had."""
 
 
@@ -154,14 +171,17 @@ def check_docker(images: Images, environment: Mapping[str, str] | None = None) -
 
 def new_run_id(config: WakelineConfig, now: _dt.datetime | None = None) -> str:
     now = now or _dt.datetime.now()
-    slug = re.sub(r"[^a-z0-9]+", "-", config.wake_word.lower()).strip("-")
-    return f"{now:%Y%m%d-%H%M%S}-{slug}"
+    return f"{now:%Y%m%d-%H%M%S}-{slug(config.wake_word, '-')}"
 
 
 def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str | None = None,
-              runner: Runner = Runner.SUBPROCESS, docker: DockerOptions | None = None) -> LocalRun:
+              runner: Runner = Runner.SUBPROCESS, docker: DockerOptions | None = None,
+              verbose: bool = False) -> LocalRun:
     """Run every stage through kfp.local and collect the outputs: in this environment (`Runner.SUBPROCESS`), or
-    each task in its image (`Runner.DOCKER`; `docker` names the images and GPUs, default: this version's)."""
+    each task in its image (`Runner.DOCKER`; `docker` names the images and GPUs, default: this version's).
+    The console gets one line per stage; each task's output goes to `<run>/logs/<task>.log` (`verbose` also
+    echoes it)."""
+    from pipeline.console import routed_stdout
     from kfp import local
 
     from pipeline.dag import create_pipeline
@@ -175,7 +195,7 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     run_id = run_id or new_run_id(config)
     run_dir = (Path(runs_dir) / run_id).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"run directory {run_dir} already exists; choose another --run-id")
+        raise RunDirExists(f"run directory {run_dir} already exists; choose another --run-id")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
@@ -184,7 +204,13 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
     pipeline = create_pipeline(images, cluster=None)  # kfp.local ignores Kubernetes settings
     t0 = time.monotonic()
-    task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
+    with routed_stdout(run_dir / LOGS_DIR, echo=verbose) as router:
+        try:
+            task = pipeline(preset=preset, wake_word="", config_json=config.to_json())
+        except RuntimeError as e:  # kfp.local: "... finished with status FAILURE"
+            if router.failed is None:
+                raise
+            raise StageFailed(run_dir, *router.failed) from e
     wall = time.monotonic() - t0
 
     links = run_dir / "outputs"
@@ -194,5 +220,5 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
         (links / name).symlink_to(Path(artifact.path))
         outputs[name] = OutputArtifact(Path(artifact.path), dict(artifact.metadata))
     result = LocalRun(run_id, run_dir, preset, wall, outputs)
-    (run_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    atomic.write_text(run_dir / "summary.json", dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from components.common.artifacts import Label, Split
-from pipeline.local import LocalRun
+from pipeline.local import LOGS_DIR, LocalRun
 
 
 def _rel(path: Path) -> str:
@@ -74,7 +74,8 @@ def format_summary(run: LocalRun) -> str:
         lines += ["", *_esphome_lines(run)]
         lines += _cascade_lines(run)
         lines += _published_lines(run)
-    lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}"]
+    lines += ["", f"Run record  {_rel(run.run_dir / 'summary.json')}, config {_rel(run.run_dir / 'config.yaml')}, "
+                  f"task logs {_rel(run.run_dir / LOGS_DIR)}/<task>.log"]
     return "\n".join(lines)
 
 

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Every hypothesis test: the same examples on every run (seeded, like every other random source), and no
+# clock: no per-example deadline and no "too slow" health check, which fail on a busy machine.
+settings.register_profile("wakeline", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("wakeline")
 
 LOOPBACK = "127.0.0.1"
 S3_STARTUP_TIMEOUT_S = 60.0
@@ -222,8 +228,23 @@ def _gpu_usable() -> bool:
         return False
 
 
+# Fixtures that start a server or synthesise speech: a test using one is `slow` (left out of `make test-fast`).
+SLOW_FIXTURES = {
+    "seaweedfs_s3": "starts a SeaweedFS server", "mlflow_server": "starts an MLflow server",
+    "server": "starts a judge server (tests/unit/test_judge_protocol.py)",
+    "served": "starts `wakeline judge serve`", "smoke_run": "runs the smoke pipeline",
+    "planted": "synthesises a dataset", "okay_nabu_audio": "synthesises speech with piper",
+    "jarvis": "synthesises speech with piper", "keras_model": "trains a MixedNet",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run where a GPU is usable and are reported as skipped elsewhere (never silently passed)."""
+    """Tiers: a test using a SLOW_FIXTURES fixture must carry `slow` (collection fails naming it otherwise).
+    `gpu` tests run where a GPU is usable and are reported as skipped elsewhere (never silently passed)."""
+    unmarked = [f"{item.nodeid} ({SLOW_FIXTURES[name]})" for item in items if item.get_closest_marker("slow") is None
+                for name in sorted(SLOW_FIXTURES.keys() & set(getattr(item, "fixturenames", ())))]
+    if unmarked:
+        raise pytest.UsageError("tests that need @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
     gpu_items = [i for i in items if i.get_closest_marker("gpu")]
     if gpu_items and not _gpu_usable():
         skip = pytest.mark.skip(reason="no usable GPU (CuPy not installed or no CUDA device)")

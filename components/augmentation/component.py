@@ -20,10 +20,11 @@ def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: 
 
     from components.augmentation.stage import run
     from components.common.config import read_config_artifact
+    from components.common.jsonio import finite
 
-    features.metadata.update(run(Path(dataset.path), Path(features.path), read_config_artifact(Path(config.path)),
-                                 shard_index=shard_index,
-                                 hard_negatives_dir=Path(hard_negatives.path)))
+    features.metadata.update(finite(run(Path(dataset.path), Path(features.path),
+                                        read_config_artifact(Path(config.path)), shard_index=shard_index,
+                                        hard_negatives_dir=Path(hard_negatives.path))))
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
@@ -32,5 +33,6 @@ def gather_features(shards: Input[List[Dataset]], features: Output[Dataset]):
     from pathlib import Path
 
     from components.augmentation.stage import gather
+    from components.common.jsonio import finite
 
-    features.metadata.update(gather([Path(s.path) for s in shards], Path(features.path)))
+    features.metadata.update(finite(gather([Path(s.path) for s in shards], Path(features.path))))

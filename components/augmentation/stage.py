@@ -5,7 +5,6 @@ randomness comes from (seed, split, epoch, batch), so the gathered store is the 
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -26,6 +25,8 @@ from components.common.progress import progress
 from components.augmentation import ops
 from components.augmentation.features import FeatureExtractor
 from components.augmentation.schedule import snr_range
+from components.common.jsonio import dumps
+from components.common import atomic
 
 SR = SAMPLE_RATE_HZ
 SPEECH_LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE, Label.HARD_NEGATIVE)
@@ -213,7 +214,7 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
                 "hard_negatives": len(hard_negatives), "skipped_conditions": skipped,
                 "speech_embeddings": embed,
                 **Lineage(config.sha256(), code_version(), inputs).as_metadata()}
-    (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(out.root / FeatureStoreLayout.METADATA, dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
 
@@ -316,6 +317,6 @@ def gather(shard_dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     metadata = {k: v for k, v in metas[0].items() if k not in ("shard_index", "sets", "wall_s")}
     metadata.update({"sets": merged_sets, "shards": len(metas),
                      "shard_wall_s": [m["wall_s"] for m in metas]})
-    (out.root / FeatureStoreLayout.METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(out.root / FeatureStoreLayout.METADATA, dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 

@@ -13,6 +13,7 @@ def background_mining(config: Input[Artifact], dataset: Input[Dataset], hard_neg
 
     from components.background_mining.stage import run
     from components.common.config import read_config_artifact
+    from components.common.jsonio import finite
 
-    hard_negatives.metadata.update(run(Path(dataset.path), Path(hard_negatives.path),
-                                       read_config_artifact(Path(config.path)), report_path=Path(report.path)))
+    hard_negatives.metadata.update(finite(run(Path(dataset.path), Path(hard_negatives.path),
+                                              read_config_artifact(Path(config.path)), report_path=Path(report.path))))

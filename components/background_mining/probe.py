@@ -32,6 +32,7 @@ from components.common.audio import read_wav_int16
 from components.common.config import Mining, ModelSpec
 from components.common.frontend import features_uint16
 from components.common.progress import progress
+from components.common.jsonio import dumps
 
 RECIPE = "probe-v2"  # bump when the recipe below changes: it is part of the probe's identity
 CLIP_LABELS = {Label.POSITIVE: 1.0, Label.NEGATIVE: 0.0, Label.ADVERSARIAL_NEGATIVE: 0.0}
@@ -211,7 +212,7 @@ def get_probe(dataset: DatasetLayout, mining: Mining, seed: int, threshold: floa
         model, losses, probs = train(x, y, mining, seed, tmp / "trainer", show_progress)
         net = NumpyMixedNet.from_keras(model, mining.probe, kind="probe", identity=identity)
         model.save(tmp / "probe.keras")
-        (tmp / "model_spec.json").write_text(json.dumps({"spec": mining.probe.model_dump(mode="json"),
+        (tmp / "model_spec.json").write_text(dumps({"spec": mining.probe.model_dump(mode="json"),
                                                          "features": {"input_frames": mining.probe.input_frames,
                                                                       "stride_frames": mining.probe.stride},
                                                          "output": "sigmoid"}, indent=2))
@@ -224,7 +225,7 @@ def get_probe(dataset: DatasetLayout, mining: Mining, seed: int, threshold: floa
                 "positives_above_threshold": float(np.mean(probs[pos] > threshold)) if pos.any() else None,
                 "negatives_above_threshold": float(np.mean(probs[~pos] > threshold)) if (~pos).any() else None,
                 "examples_s": round(t1 - t0, 2), "train_s": round(time.monotonic() - t1, 2)}
-        (tmp / "probe.json").write_text(json.dumps(info, indent=2))
+        (tmp / "probe.json").write_text(dumps(info, indent=2))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)  # optimizer state and TensorBoard of a finished probe
         try:
             os.replace(tmp, final)

@@ -19,6 +19,7 @@ from typing import Any
 
 from components.background_mining.scan import ChunkResult, Geometry, ScanParams
 from components.background_mining.scorer import identity_hash
+from components.common.jsonio import dumps
 
 SCAN_VERSION = "scan-v1"  # bump when a chunk's result would change for the same inputs
 
@@ -41,7 +42,7 @@ class Session:
         meta = self.dir / "session.json"
         self.created = not meta.is_file()
         if self.created:
-            _atomic_write(meta, json.dumps({**self.doc, "key": self.key, "created": time.time()}, indent=2))
+            _atomic_write(meta, dumps({**self.doc, "key": self.key, "created": time.time()}, indent=2))
         self._handles: dict[str, Any] = {}
 
     def log_path(self, sha256: str) -> Path:
@@ -73,7 +74,7 @@ class Session:
         f = self._handles.get(sha256)
         if f is None:
             f = self._handles[sha256] = open(self.log_path(sha256), "a", encoding="utf-8")
-        f.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+        f.write(dumps(result.to_json(), separators=(",", ":"), on_non_finite="raise") + "\n")
         f.flush()
 
     def close(self) -> None:
@@ -82,7 +83,7 @@ class Session:
         self._handles.clear()
 
     def write_state(self, files: dict[str, dict[str, Any]]) -> None:
-        _atomic_write(self.dir / "state.json", json.dumps({"key": self.key, "updated": time.time(), "files": files},
+        _atomic_write(self.dir / "state.json", dumps({"key": self.key, "updated": time.time(), "files": files},
                                                           indent=2, sort_keys=True))
 
     def __enter__(self) -> "Session":

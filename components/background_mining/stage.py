@@ -9,7 +9,6 @@ recordings added later are the only ones scanned.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from components.common.artifacts import (DatasetLayout, Label, Lineage, Manifest
                                          sha256_file, write_jsonl)
 from components.common.audio import write_wav
 from components.common.config import WakelineConfig
+from components.common.jsonio import dumps
+from components.common import atomic
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -159,7 +160,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
         "hits": [{"file": h.file, "end_s": round(h.end_s, 3), "score": round(h.score, 6)}
                  for h in sorted(hits, key=lambda h: (h.file, h.output))[:MAX_LISTED_HITS]],
     }
-    (out.root / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    (out.root / REPORT_JSON).write_text(dumps(report, indent=2) + "\n")
     page = report_html(report, clips)
     (out.root / REPORT_HTML).write_text(page, encoding="utf-8")
     if report_path is not None:
@@ -175,7 +176,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
                 "hits_per_hour": round(hits_per_hour, 3), "top_k": k, "threshold": m.threshold,
                 "scorer": scorer_info, "probe_trained": bool(probe and probe.trained), "session": session_info,
                 "manifest_sha256": manifest_sha, "wall_s": round(time.monotonic() - t0, 2), **lineage.as_metadata()}
-    out.summary.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(out.summary, dumps(metadata, indent=2, sort_keys=True) + "\n")
     _log(f"background_mining: {len(hits)} hits in {hours * 60:.1f} min ({hits_per_hour:.1f}/h), kept {len(records)}; "
          f"{outcome.chunks_scanned} chunks scanned, {outcome.chunks_reused} reused")
     return metadata

@@ -16,9 +16,10 @@ def cascade_evaluation(config: Input[Artifact], tflite_model: Input[Model], teac
     from pathlib import Path
 
     from components.cascade.stage import run_for_pipeline
+    from components.common.jsonio import finite, finite_scalars
 
     teachers = {"teacher_a": Path(teacher_a.path), "teacher_b": Path(teacher_b.path)}
     metadata, scalars = run_for_pipeline(Path(config.path), Path(tflite_model.path), teachers, Path(features.path),
                                          Path(cascade.path), Path(report.path))
-    cascade.metadata.update(metadata)
-    metrics.metadata.update(scalars)
+    cascade.metadata.update(finite(metadata))
+    metrics.metadata.update(finite_scalars(scalars))

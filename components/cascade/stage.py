@@ -17,6 +17,8 @@ from components.cascade.cascade import (CascadeResult, SegmentWindow, Stream, ev
                                         judge_cutoff_grid, sentry_cutoff_grid)
 from components.common.artifacts import FeatureStoreLayout, Lineage, Split, code_version, sha256_file
 from components.common.config import WakelineConfig
+from components.common.jsonio import dumps
+from components.common import atomic
 
 SCHEMA = "wakeline.cascade/1"
 CASCADE_FILE = "cascade.json"
@@ -123,7 +125,7 @@ def run(config: WakelineConfig, tflite_dir: Path, judge_model_dir: Path, feature
            "ambient_streams": len(ambient), "judge_wall_s": round(judge_s, 2),
            "code_version": code_version(), "config_sha256": config.sha256(),
            "wall_s": round(time.monotonic() - t0, 2)}
-    (out / CASCADE_FILE).write_text(json.dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic.write_text(out / CASCADE_FILE, dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n")
     (out / REPORT_FILE).write_text(report_html(doc, result))
     return doc
 

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from components.common.jsonio import dumps
+from components.common import atomic
+
 SAMPLE_RATE_HZ = 16_000
 EVAL_ONLY_SOURCE = "condition_stream"  # manifest `source` of data_prep's speech-condition streams: evaluation only
 
@@ -64,7 +67,7 @@ class ManifestRecord:
         d = asdict(self)
         d["label"] = self.label.value
         d["split"] = self.split.value
-        return json.dumps({k: v for k, v in d.items() if v is not None}, sort_keys=True)
+        return dumps({k: v for k, v in d.items() if v is not None}, sort_keys=True, on_non_finite="raise")
 
     @classmethod
     def from_json(cls, line: str) -> "ManifestRecord":
@@ -84,7 +87,7 @@ class QuarantineRecord:
     kind: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"origin": self.origin, "reason": self.reason.value, "detail": self.detail,
+        return dumps({"origin": self.origin, "reason": self.reason.value, "detail": self.detail,
                            "kind": self.kind}, sort_keys=True)
 
 
@@ -136,7 +139,7 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> str:
     """Write records (objects with `to_json`) one per line; return the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
-    path.write_bytes(data)
+    atomic.write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -323,7 +326,7 @@ class FeatureSetWriter:
         self._offsets.append(self._offsets[-1] + len(frames))
         self._labels.append(LABEL_CODES[label])
         self._weights.append(weight)
-        self._clips.write(json.dumps(info, sort_keys=True) + "\n")
+        self._clips.write(dumps(info, sort_keys=True) + "\n")
 
     def close(self) -> dict[str, Any]:
         import numpy as np

@@ -8,13 +8,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from components.common.errors import InputError
 from components.common.artifacts import SAMPLE_RATE_HZ
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 FRAME_SAMPLES = SAMPLE_RATE_HZ // 100  # 10 ms analysis frames for silence detection
 
 
-class AudioReadError(Exception):
+class AudioReadError(InputError):
     """The file could not be decoded as audio."""
 
 
@@ -25,6 +26,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
         raise AudioReadError(str(e)) from None
     return data, int(sr)
+
+
+def audio_samples(path: Path) -> tuple[int, int, int]:
+    """(frames, channels, sample rate) from the file's header, without decoding it; AudioReadError when it
+    has none that libsndfile can read."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        raise AudioReadError(str(e)) from None
+    return int(info.frames), int(info.channels), int(info.samplerate)
 
 
 def wav_is_truncated(path: Path) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
+from components.common.errors import InputError
 from components.common.xp import Device
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,12 +24,34 @@ PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
 
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config that cannot be used; the message names every offending key."""
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: an infinite duration or weight is never meant, and JSON (the config artifact every
+    # stage reads) cannot carry it
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans(cls, v, info):
+        """YAML reads an unquoted on/off/yes/no as true/false. For an on/off/auto toggle that is what was meant
+        (`mixed_precision: on`); for a number it is a mistake (pydantic would read `batch_size: true` as 1)."""
+        if not isinstance(v, bool) or not info.field_name:
+            return v
+        annotation = _bare(cls.model_fields[info.field_name].annotation)
+        if annotation is Toggle:
+            return Toggle.ON if v else Toggle.OFF
+        if annotation in (int, float):
+            raise ValueError(f"a number, not {str(v).lower()}")
+        return v
+
+
+def _bare(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
 
 
 def _ordered(v: tuple[float, float]) -> tuple[float, float]:
@@ -906,6 +929,8 @@ class WakelineConfig(Strict):
         for text in [v] if isinstance(v, str) else v:
             if not text.strip() or not _WAKE_WORD.match(text):
                 raise ValueError(f"{text!r} must be letters, spaces and simple punctuation")
+            if not any(ch.isalpha() for ch in text):
+                raise ValueError(f"{text!r} has no letter: a wake word is something to say")
         return v
 
     @model_validator(mode="after")
@@ -983,11 +1008,42 @@ def load_preset(name: str) -> dict[str, Any]:
     return _load_yaml(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines with a source excerpt)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + str(getattr(e, "problem", None) or e).splitlines()[0]
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (give a YAML file of overrides, or drop --config)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file (give a YAML file)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (give a YAML file, UTF-8)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_error(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
@@ -1039,7 +1095,7 @@ def load_config(preset: str, config_file: Path | None = None, overrides: list[st
         raw = merge_layer(raw, _load_yaml(Path(config_file)))
     for assignment in overrides:
         raw = apply_override(raw, assignment)
-    if wake_word:
+    if wake_word is not None:  # an empty --wake-word (an unset shell variable) is refused, not ignored
         raw = merge_layer(raw, {"wake_word": wake_word})
     return validate(raw)
 
@@ -1132,10 +1188,20 @@ def _annotation_at(model: type[BaseModel], loc: list[Any]) -> str:
         ann = _step(ann, part)
         if ann is None:
             return ""
-    while typing.get_origin(ann) is Annotated:
-        ann = typing.get_args(ann)[0]
+    ann = _bare(ann)
     if isinstance(ann, type) and issubclass(ann, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in ann)
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return "a mapping with keys " + ", ".join(ann.model_fields)
-    return getattr(ann, "__name__", None) if isinstance(ann, type) else str(ann).replace("typing.", "")
+    return _type_name(ann)
+
+
+def _type_name(ann: Any) -> str:
+    """list[int], not list[Annotated[int, FieldInfo(...)]]."""
+    ann = _bare(ann)
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    return ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")

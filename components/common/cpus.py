@@ -55,3 +55,25 @@ def _affinity_cpus() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux (macOS): no affinity API
         return os.cpu_count() or 1
+
+
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags under which TensorFlow hands float16 ops to oneDNN (tensorflow/core/util/util.cc,
+# IsDataTypeSupportedByOneDNNOnThisCPU(DT_HALF): AVX512-FP16 or AMX-FP16, or AVX-NE-CONVERT); without them
+# float16 ops take TensorFlow's Eigen kernels, the path mixed precision is tested on here
+NATIVE_FLOAT16_FLAGS = frozenset({"avx512_fp16", "amx_fp16", "avx_ne_convert"})
+
+
+def native_float16_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """The native-float16 flags this CPU reports in /proc/cpuinfo (empty when none, or not Linux). Mixed-precision
+    training on such a CPU gave NaN losses from the first step (issue 19), so the trainer refuses it there."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return flags & NATIVE_FLOAT16_FLAGS

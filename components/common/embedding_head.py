@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from components.common import atomic
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class EmbeddingHead:
         return _sigmoid(self.decision_function(x))
 
     def save(self, path: Path | str) -> None:
-        np.savez(path, config=np.array(json.dumps(asdict(self.config))), **self.params)
+        path = Path(path)  # np.savez adds .npz to a name without it: write the name it will have
+        path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        with atomic.replaced(path) as tmp:
+            np.savez(tmp, config=np.array(json.dumps(asdict(self.config))), **self.params)
 
     @classmethod
     def load(cls, path: Path | str) -> "EmbeddingHead":

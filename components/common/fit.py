@@ -26,6 +26,8 @@ from components.common.scoring import split_scores
 from components.common.tracking import stage_run
 from components.common.trainer import (Trainer, build_model, operating_point, training_strategy,
                                        use_mixed_precision, use_xla)
+from components.common.jsonio import dumps
+from components.common import atomic
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "model_spec.json"
@@ -108,14 +110,16 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
                                  show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
         resources = monitor.write(out / "resources.json")
         final = operating_point(validate(), config.target_false_accepts_per_hour)
-        model.save(out / MODEL_FILE)
-        (out / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "features": feature_config(spec),
-                                                 "output": OUTPUT_KIND, "wake_word": config.wake_word}, indent=2))
+        with atomic.replaced(out / MODEL_FILE) as tmp:
+            model.save(tmp)
+        spec_doc = {"spec": spec.model_dump(mode="json"), "features": feature_config(spec), "output": OUTPUT_KIND,
+                    "wake_word": config.wake_word}
+        atomic.write_text(out / SPEC_FILE, dumps(spec_doc, indent=2))
         validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
                       "target_fa_per_hour": config.target_false_accepts_per_hour,
                       "best_step": result.best.step if result.best else None,
                       "history": [vars(h) for h in result.history]}
-        (out / VALIDATION_FILE).write_text(json.dumps(validation, indent=2))
+        atomic.write_text(out / VALIDATION_FILE, dumps(validation, indent=2))
         metrics = {"val_frr": final.frr, "val_recall": 1 - final.frr, "val_fa_per_hour": final.fa_per_hour,
                    "val_cutoff": final.cutoff, "parameters": float(model.count_params()),
                    "final_loss": float(result.losses[-1]) if result.losses else float("nan")}

@@ -154,8 +154,9 @@ def at_fa_target(points: Sequence[OperatingPoint], target_fa_per_hour: float,
           (margin <= 0 or p.cutoff >= lowest + margin - 1e-9)]
     if not ok:
         return None
-    best = min(p.frr for p in ok)
-    ties = sorted((p for p in ok if p.frr == best), key=lambda p: p.cutoff)
+    measured = [p for p in ok if p.frr == p.frr]  # FRR is NaN with no positives: then every point ties
+    best = min((p.frr for p in measured), default=None)
+    ties = sorted((p for p in ok if best is None or p.frr == best), key=lambda p: p.cutoff)
     return ties[(len(ties) - 1) // 2]
 
 

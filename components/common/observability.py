@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import cProfile
 import io
-import json
 import os
 import pstats
 import shutil
@@ -12,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from components.common.jsonio import dumps
 
 
 def _rss_bytes() -> int:
@@ -74,7 +75,7 @@ class ResourceMonitor:
 
     def write(self, path: Path) -> dict[str, Any]:
         data = {"summary": self.summary(), "samples": self.samples}
-        path.write_text(json.dumps(data, indent=1))
+        path.write_text(dumps(data, indent=1))
         return data["summary"]
 
 

@@ -10,12 +10,14 @@ from typing import Callable
 
 import numpy as np
 
+from components.common import atomic, cpus
 from components.common.batches import Batch
-from components.common.config import Toggle, Training
+from components.common.config import ConfigError, Toggle, Training
 from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
 from components.common.progress import progress
+from components.common.jsonio import dumps
 
 
 @dataclass
@@ -53,8 +55,31 @@ def use_xla(training: Training, gpu: bool) -> bool:
     return training.xla is Toggle.ON or (training.xla is Toggle.AUTO and gpu)
 
 
-def use_mixed_precision(training: Training, gpu: bool) -> bool:
-    return training.mixed_precision is Toggle.ON or (training.mixed_precision is Toggle.AUTO and gpu)
+def use_mixed_precision(training: Training, gpu: bool, cpu_float16: set[str] | None = None) -> bool:
+    """float16 compute: `auto` only on a GPU; `on` anywhere except a CPU with native float16 (`cpu_float16`,
+    read from /proc/cpuinfo when None), where oneDNN's float16 kernels gave NaN losses from the first step
+    (issue 19) and nothing here has shown them to train correctly."""
+    if training.mixed_precision is Toggle.OFF or (training.mixed_precision is Toggle.AUTO and not gpu):
+        return False
+    if not gpu:
+        flags = cpus.native_float16_flags() if cpu_float16 is None else cpu_float16
+        if flags:
+            raise ConfigError(f"training.mixed_precision: on is refused on this CPU ({', '.join(sorted(flags))}): "
+                              "its native float16 kernels train to NaN; set training.mixed_precision: auto or off "
+                              "(float32 on the CPU), or train on a GPU")
+    return True
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training stopped because a loss or gradient was NaN or infinite: every step after it would be garbage,
+    and a model trained on would be saved as if nothing had happened."""
+
+    def __init__(self, model: str, step: int, total: int, what: str, loss: float, saved_step: int) -> None:
+        self.step, self.what, self.loss = step, what, loss
+        saved = f"the last saved state is step {saved_step}" if saved_step else "nothing was saved yet"
+        super().__init__(f"training {model} stopped at step {step} of {total}: {what} (loss {loss}); {saved}. "
+                         "Lower training.learning_rates, check the features for NaN, or set "
+                         "training.mixed_precision: off")
 
 
 def build_model(builder: Callable, spec, mixed_precision: bool):
@@ -121,37 +146,51 @@ class Trainer:
             self.forward = lambda x: model(x, training=True)
 
         def replica_step(x, y, w, total):
+            """The loss and the count of non-finite gradient entries (0 under loss scaling, whose optimizer
+            skips a step with overflowed gradients and lowers the scale: overflow there is routine)."""
             with tf.GradientTape() as tape:
                 loss = self.loss_fn(y, self.forward(x), w, total)
                 scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
             grads = tape.gradient(scaled, model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+            bad = tf.constant(0.0) if self.mixed else tf.add_n(
+                [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads if g is not None])
+            return loss, bad
 
-        def step(x, y, w):
+        def checked_step(x, y, w):
             return replica_step(x, y, w, tf.reduce_sum(w))
 
         def distributed(x, y, w, total):
-            losses = self.strategy.run(replica_step, args=(x, y, w, total))
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+            losses, bad = self.strategy.run(replica_step, args=(x, y, w, total))
+            return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None),
+                    self.strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None))
 
-        self.train_step = tf.function(step, jit_compile=xla, reduce_retracing=True)
+        # train_step (the loss only: benchmarks and tests time and compare it) and the checked step fit uses
+        self.train_step = tf.function(lambda x, y, w: checked_step(x, y, w)[0], jit_compile=xla,
+                                      reduce_retracing=True)
+        self._checked_step = tf.function(checked_step, jit_compile=xla, reduce_retracing=True)
         self._distributed = tf.function(distributed, reduce_retracing=True)
         self.tb = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
 
     def step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
         """One optimizer step on a host batch, on one device or split across the strategy's replicas."""
+        return self.checked_step(x, y, w)[0]
+
+    def checked_step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, int]:
+        """One optimizer step: the loss and how many gradient entries were NaN or infinite."""
         import tensorflow as tf
 
         if self.replicas == 1:
-            return float(self.train_step(tf.constant(x), tf.constant(y), tf.constant(w)))
+            loss, bad = self._checked_step(tf.constant(x), tf.constant(y), tf.constant(w))
+            return float(loss), int(bad)
         n = self.replicas
 
         def shard(a):
             return self.strategy.experimental_distribute_values_from_function(
                 lambda ctx: tf.constant(a[ctx.replica_id_in_sync_group::n]))
 
-        return float(self._distributed(shard(x), shard(y), shard(w), tf.constant(np.float32(w.sum()))))
+        loss, bad = self._distributed(shard(x), shard(y), shard(w), tf.constant(np.float32(w.sum())))
+        return float(loss), int(bad)
 
     # --- resumable state -------------------------------------------------------------------------------
     @property
@@ -159,20 +198,36 @@ class Trainer:
         return self.workdir / "state.json"
 
     def save_state(self, step: int, result: TrainResult) -> None:
-        self.model.save_weights(str(self.workdir / "last.weights.h5"))
-        np.savez(self.workdir / "optimizer.npz", *[np.asarray(v) for v in self.optimizer.variables])
-        state = {"step": step, "result": _result_json(result)}
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self._state_file)  # atomic: a kill mid-save leaves the previous state
+        """Weights and optimizer under names of their step, then state.json naming them (atomically): a kill at
+        any point leaves the previous state.json with the files it names, never new weights under an old step."""
+        weights, optimizer = f"last-{step:07d}.weights.h5", f"optimizer-{step:07d}.npz"
+        with atomic.replaced(self.workdir / weights) as tmp:
+            self.model.save_weights(str(tmp))
+        with atomic.replaced(self.workdir / optimizer) as tmp:
+            np.savez(tmp, **{f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self.optimizer.variables)},
+                     **{f"rng_{i}": np.asarray(v) for i, v in enumerate(self._rng_variables())})
+        state = {"step": step, "weights": weights, "optimizer": optimizer, "result": _result_json(result)}
+        atomic.write_text(self._state_file, dumps(state))
+        for old in [*self.workdir.glob("last-*.weights.h5"), *self.workdir.glob("optimizer-*.npz")]:
+            if old.name not in (weights, optimizer):
+                old.unlink(missing_ok=True)
+
+    def _rng_variables(self) -> list:
+        """The model variables save_weights leaves out: the dropout layers' seed-generator states. Restored on
+        resume, the masks after it are those an uninterrupted run draws, so both end with the same weights."""
+        weights = {id(v) for v in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
 
     def load_state(self) -> tuple[int, TrainResult]:
         if not self._state_file.is_file():
             return 0, TrainResult(best=None)
         state = json.loads(self._state_file.read_text())
-        self.model.load_weights(str(self.workdir / "last.weights.h5"))
-        saved = np.load(self.workdir / "optimizer.npz")
-        for var, key in zip(self.optimizer.variables, sorted(saved.files, key=lambda k: int(k.split("_")[1]))):
+        self.model.load_weights(str(self.workdir / state.get("weights", "last.weights.h5")))
+        saved = np.load(self.workdir / state.get("optimizer", "optimizer.npz"))
+        prefix = "optimizer_" if any(k.startswith("optimizer_") for k in saved.files) else "arr_"  # arr_: before rng
+        for var, key in zip(self.optimizer.variables, _numbered(saved.files, prefix)):
+            var.assign(saved[key])
+        for var, key in zip(self._rng_variables(), _numbered(saved.files, "rng_")):
             var.assign(saved[key])
         result = _result_from_json(state["result"])
         result.resumed_from_step = state["step"]
@@ -193,6 +248,7 @@ class Trainer:
         bar = progress(steps, total=total - start, desc=f"train {self.model.name}", unit="step",
                        disable=not show_progress)
         recent: list[float] = []
+        saved_step = start
         profiler = StepProfiler(self.training.profile_steps, profile_dir or self.workdir)
         for step in bar:
             if stop_after is not None and step - start >= stop_after:
@@ -202,8 +258,13 @@ class Trainer:
                 batch = next_batch(step, total)
                 t1 = time.perf_counter()
                 self.optimizer.learning_rate.assign(lr_at(self.training, step))
-                loss = self.step(batch.x, batch.y, batch.weight)
+                loss, bad = self.checked_step(batch.x, batch.y, batch.weight)
                 t2 = time.perf_counter()
+            if not np.isfinite(loss) or bad:
+                bar.close()
+                raise NonFiniteLoss(self.model.name, step + 1, total,
+                                    "the loss is not finite" if not np.isfinite(loss)
+                                    else f"{bad} gradient entries are not finite", loss, saved_step)
             recent.append(loss)
             result.losses.append(loss)
             result.steps_run += 1
@@ -226,12 +287,19 @@ class Trainer:
                 if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
                                      target_fa_per_hour):
                     result.best = rec
-                    self.model.save_weights(str(self.workdir / "best.weights.h5"))
+                    with atomic.replaced(self.workdir / "best.weights.h5") as tmp:
+                        self.model.save_weights(str(tmp))
                 self.save_state(done, result)
+                saved_step = done
         self.tb.flush()
         if result.best is not None:
             self.model.load_weights(str(self.workdir / "best.weights.h5"))
         return result
+
+
+def _numbered(keys: list[str], prefix: str) -> list[str]:
+    """`prefix<i>` keys of an npz in the order of i."""
+    return sorted((k for k in keys if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
 
 
 def _result_json(r: TrainResult) -> dict:

@@ -11,6 +11,7 @@ def data_prep(config: Input[Artifact], dataset: Output[Dataset]):
     from pathlib import Path
 
     from components.common.config import read_config_artifact
+    from components.common.jsonio import finite
     from components.data_prep.stage import run
 
-    dataset.metadata.update(run(Path(dataset.path), read_config_artifact(Path(config.path))))
+    dataset.metadata.update(finite(run(Path(dataset.path), read_config_artifact(Path(config.path)))))

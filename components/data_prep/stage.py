@@ -19,6 +19,8 @@ from components.common.cpus import available_cpus
 from components.common.progress import progress
 from components.common.storage import materialize
 from components.data_prep import ambient, conditions, ingest, phrases, rirs, splits, synth
+from components.common.jsonio import dumps
+from components.common import atomic
 
 
 class DataPrepError(RuntimeError):
@@ -227,7 +229,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     metadata["speaker_spread"] = spread
     metadata["synthesis_cache"] = {"dir": str(cache.root) if cache.root else None, "hits": cache.hits,
                                    "misses": cache.misses}
-    layout.summary.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(layout.summary, dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
 

@@ -12,9 +12,10 @@ def distillation(config: Input[Artifact], features: Input[Dataset], teacher_a: I
     from pathlib import Path
 
     from components.common.config import read_config_artifact
+    from components.common.jsonio import finite, finite_scalars
     from components.distillation.stage import run
 
     model_metadata, scalars = run([Path(teacher_a.path), Path(teacher_b.path)], Path(features.path),
                                   Path(model.path), read_config_artifact(Path(config.path)))
-    model.metadata.update(model_metadata)
-    metrics.metadata.update(scalars)
+    model.metadata.update(finite(model_metadata))
+    metrics.metadata.update(finite_scalars(scalars))

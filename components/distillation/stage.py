@@ -13,7 +13,6 @@ With `embedding_teacher.weight` > 0 a third logit joins the mean: the embedding 
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import replace
@@ -29,6 +28,7 @@ from components.common.fit import MODEL_FILE, FitPlan, fit_and_save
 from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
 from components.distillation.embedding_teacher import FittedEmbeddingTeacher
+from components.common.jsonio import dumps
 
 REPORT_FILE = "distillation.json"
 _EPS = 1e-6
@@ -143,7 +143,7 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
         val = embedding_teacher.report.get("validation", {})
         if "frr" in val:
             metrics["embedding_teacher_val_clip_frr"] = float(val["frr"])
-    (Path(output_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    (Path(output_dir) / REPORT_FILE).write_text(dumps(report, indent=2))
     for t in teachers:
         metrics[f"{t.label}_val_frr"] = float(t.validation["frr"])
         metrics[f"{t.label}_val_fa_per_hour"] = float(t.validation["fa_per_hour"])

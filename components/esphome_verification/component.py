@@ -17,11 +17,12 @@ def esphome_verification(config: Input[Artifact], tflite_model: Input[Model], fe
     when its channel is `<task>-Output`; a named output (`<task>-blessed`) is never found and the branch skipped."""
     from pathlib import Path
 
+    from components.common.jsonio import finite, finite_scalars
     from components.esphome_verification.stage import run_for_pipeline
 
     verdict = run_for_pipeline(Path(config.path), Path(tflite_model.path), Path(features.path),
                                Path(blessing.path), Path(report.path))
-    blessing.metadata.update(verdict.as_dict())
-    metrics.metadata.update(verdict.scalars())
+    blessing.metadata.update(finite(verdict.as_dict()))
+    metrics.metadata.update(finite_scalars(verdict.scalars()))
     roc.log_roc_curve(*verdict.roc_curve())
     return verdict.blessed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ def parse(path: Path) -> ParsedModel:
     raw = Path(path).read_bytes()
     if raw[4:8] != b"TFL3":
         raise ValueError(f"{path}: not a TFLite flatbuffer (identifier {raw[4:8]!r}, expected b'TFL3')")
-    return ParsedModel(raw, schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0)))
+    try:
+        return ParsedModel(raw, schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0)))
+    except (struct.error, IndexError, TypeError, ValueError) as e:  # offsets past the end: a cut-off copy
+        raise ValueError(f"{path}: truncated or corrupt TFLite flatbuffer ({len(raw):,} bytes, its tables point "
+                         f"past the end: {e}); copy the model again") from None
 
 
 def _quant(tensor) -> tuple[float | None, int | None]:

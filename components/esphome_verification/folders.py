@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from components.common.errors import InputError
 from components.common.artifacts import SAMPLE_RATE_HZ
 from components.common.audio import AUDIO_EXTENSIONS, AudioReadError, to_int16, to_mono, wav_is_truncated
 from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown, format_text
@@ -37,7 +38,7 @@ BLOCK_SECONDS = 30  # decoded per read: bounded memory for recordings of any len
 _CHUNK_BYTES = 2 * SAMPLE_RATE_HZ * FEATURE_STEP_MS // 1000  # what the frontend consumes per 10 ms step
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(InputError, ValueError):
     """A folder, the model or an option that cannot be evaluated; the message names it and says why."""
 
 
@@ -264,23 +265,11 @@ class Model:
 def load_model(path: Path, cutoff: float | None = None) -> Model:
     """The model from a manifest .json, a .tflite with its manifest beside it, or a folder holding one
     manifest. Raises `EvaluationInputError` for anything missing or not usable on the device."""
-    from components.esphome_verification.stage import find_pair, manifests_in
+    from components.esphome_verification.stage import ModelInputError, find_pair
 
-    path = Path(path)
-    if not path.exists():
-        raise EvaluationInputError(f"{path}: no such model manifest or folder")
-    if path.is_dir():
-        manifests = manifests_in(path)  # other JSON beside it (parity, cascade, lineage) is not a manifest
-        if len(manifests) > 1:
-            raise EvaluationInputError(f"{path}: {len(manifests)} manifests ({', '.join(m.name for m in manifests)}); "
-                                       "name the one to evaluate")
-    elif path.suffix.lower() == ".tflite":
-        path = path.with_suffix(".json")
-        if not path.is_file():
-            raise EvaluationInputError(f"{path}: no manifest beside the model (ESPHome needs both)")
     try:
-        tflite, manifest_path = find_pair(path)
-    except FileNotFoundError as e:
+        tflite, manifest_path = find_pair(Path(path))
+    except ModelInputError as e:
         raise EvaluationInputError(str(e)) from None
     try:
         manifest = json.loads(manifest_path.read_text())

@@ -11,14 +11,20 @@ from typing import Any
 
 import numpy as np
 
+from components.common.errors import InputError
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
 from components.common.metrics import (DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        clip_detected, evaluate)
-from components.common.evaluation import ALL, Breakdown, breakdown, format_text, store_streams
+from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown, format_text, store_streams
 from components.esphome_verification.contract import Check, verify_contract
 from components.quantization.stage import TflmStreamer
+from components.common.jsonio import dumps
+from components.common import atomic
 
 FA_BUDGETS = (0.1, 0.5, 1.0, 2.0)
+# The most samples (frames x channels) verify decodes from one recording: 2 h of 16 kHz mono, 460 MB as float32.
+# A longer file would be decoded whole (several times that in memory) and streamed through TFLite-Micro at once.
+MAX_RECORDING_SAMPLES = 2 * 3600 * 16_000
 
 
 @dataclass
@@ -29,12 +35,14 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     behaviour: dict[str, Any] = field(default_factory=dict)
     roc: list[tuple[float, float, float]] = field(default_factory=list)  # (cutoff, FPR on negative clips, TPR)
+    contract_passed: bool = False  # every contract check and the device budget; not a blessing on its own
 
     def scalars(self) -> dict[str, float]:
         """What the KFP UI shows as scalar metrics."""
         b = self.behaviour
         out = {"blessed": float(self.blessed), "checks_failed": float(sum(not c.passed for c in self.checks))}
-        out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours") if k in b})
+        out.update({f"test_{k}": float(b[k]) for k in ("frr", "fa_per_hour", "cutoff", "ambient_hours")
+                    if b.get(k) is not None})
         t = b.get("breakdown")
         if t:
             cells = {f"fa_per_hour_{c['condition']}": c["fa_per_hour"] for c in t["fa"]}
@@ -53,7 +61,8 @@ class Verdict:
         return [r[1] for r in self.roc], [r[2] for r in self.roc], [r[0] for r in self.roc]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"blessed": self.blessed, "generation": self.generation, "reasons": self.reasons,
+        return {"blessed": self.blessed, "contract_passed": self.contract_passed, "generation": self.generation,
+                "reasons": self.reasons,
                 "checks": [c.as_dict() for c in self.checks], "behaviour": self.behaviour}
 
 
@@ -71,17 +80,92 @@ def manifests_in(folder: Path) -> list[Path]:
     return out
 
 
-def find_pair(path: Path) -> tuple[Path, Path]:
-    """(model.tflite, manifest.json) from a manifest path or a directory holding a manifest."""
-    path = Path(path)
-    manifest = path if path.suffix == ".json" else next(iter(manifests_in(path)), None)
-    if manifest is None:
-        raise FileNotFoundError(f"{path}: no manifest (.json with a `micro` section) found")
+class VerifyInputError(InputError, ValueError):
+    """A verification input (model, audio folder, feature store) that is missing or not what it should be."""
+
+
+class ModelInputError(VerifyInputError):
+    """The path given as a model is not one: missing, the wrong kind of file, or several models to choose from."""
+
+
+def _manifest_doc(path: Path) -> dict[str, Any]:
     try:
-        model = manifest.parent / json.loads(manifest.read_text()).get("model", "")
-    except ValueError:
-        model = manifest.with_suffix(".tflite")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelInputError(f"{path}: not a readable JSON manifest ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("micro"), dict):
+        raise ModelInputError(f"{path}: not a micro_wake_word manifest (no `micro` section)")
+    return doc
+
+
+def find_pair(path: Path) -> tuple[Path, Path]:
+    """(model.tflite, manifest.json) from a manifest, its .tflite, or a folder holding exactly one manifest.
+    Raises ModelInputError saying what was found instead and what to give."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelInputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        manifests = manifests_in(path)
+        if len(manifests) > 1:
+            raise ModelInputError(f"{path} holds {len(manifests)} models ({', '.join(m.name for m in manifests)}); "
+                                  f"choose one by its manifest, e.g. {manifests[0]}")
+        if not manifests:
+            tflites = sorted(p.name for p in path.glob("*.tflite"))
+            if (path / "model.keras").is_file():
+                raise ModelInputError(f"{path}: a Keras model folder (a teacher or the student), not an ESPHome "
+                                      "model; give a .tflite with its .json manifest (a run's esphome_model output "
+                                      "or a published folder)")
+            if tflites:
+                raise ModelInputError(f"{path}: {', '.join(tflites)} without a manifest (.json with a `micro` "
+                                      "section) beside it; ESPHome needs both")
+            raise ModelInputError(f"{path}: no micro_wake_word model in this folder (no .json manifest with a "
+                                  "`micro` section)")
+        manifest = manifests[0]
+    elif path.suffix.lower() == ".tflite":
+        beside = [m for m in manifests_in(path.parent)
+                  if (m.parent / str(_manifest_doc(m).get("model", ""))).resolve() == path.resolve()]
+        if not beside:
+            raise ModelInputError(f"{path}: no manifest beside it names it (expected {path.with_suffix('.json').name}"
+                                  ", a .json with a `micro` section); ESPHome needs both")
+        manifest = beside[0]
+    elif path.suffix.lower() == ".json":
+        manifest = path
+    else:
+        raise ModelInputError(f"{path}: not a model; give a manifest .json, its .tflite, or the folder holding them")
+    doc = _manifest_doc(manifest)
+    named = doc.get("model")
+    if not isinstance(named, str) or not named.strip():
+        raise ModelInputError(f"{manifest}: names no model file (its `model` key is {named!r})")
+    model = manifest.parent / named
+    if not model.is_file():
+        raise ModelInputError(f"{manifest}: its model file {named} is missing (expected {model})")
     return model, manifest
+
+
+def audio_files(root: Path) -> list[Path]:
+    """The wav/flac/ogg files under an audio folder, sorted; VerifyInputError when it is not a folder."""
+    from components.common.audio import AUDIO_EXTENSIONS
+
+    root = Path(root)
+    if not root.exists():
+        raise VerifyInputError(f"--audio {root}: no such folder")
+    if not root.is_dir():
+        raise VerifyInputError(f"--audio {root}: not a folder (give a folder: positive*/ sub-folders hold wake "
+                               "words, everything else is ambient audio)")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def check_feature_store(path: Path) -> FeatureStoreLayout:
+    """A feature store with a test split, or VerifyInputError saying what the folder is not."""
+    path = Path(path)
+    if not path.is_dir():
+        raise VerifyInputError(f"--features {path}: no such folder")
+    store = FeatureStoreLayout(path)
+    test_set = store.set_dir(Split.TEST, 0) / store.OFFSETS
+    if not (path / FeatureStoreLayout.METADATA).is_file() or not test_set.is_file():
+        raise VerifyInputError(f"--features {path}: not a feature store with a test split (no {store.METADATA} and "
+                               "test/epoch-000/); give a run's features folder, e.g. runs/<run-id>/outputs/features")
+    return store
 
 
 @dataclass
@@ -101,46 +185,105 @@ class EvalAudio:
 
     @classmethod
     def from_audio_dir(cls, root: Path) -> "EvalAudio":
-        """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient."""
-        from components.common.audio import AUDIO_EXTENSIONS, read_audio, resample, to_int16, to_mono
+        """Any folder of wav/flac/ogg: files under a `positive*` sub-folder are wake words, the rest ambient.
+        Raises VerifyInputError for a folder that is not one and for a file that does not decode."""
+        from components.common.audio import (AudioReadError, audio_samples, read_audio, resample, to_int16, to_mono,
+                                             wav_is_truncated)
         from components.common.frontend import features_uint16
 
         positives, ambient = [], []
-        for path in sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
-            data, sr = read_audio(path)
+        for path in audio_files(root):
+            if path.suffix.lower() == ".wav" and wav_is_truncated(path):
+                raise VerifyInputError(f"{path}: truncated (its WAV header declares more audio than the file holds); "
+                                       "copy it again or move it out of the folder")
+            try:
+                frames, channels, rate = audio_samples(path)
+                if frames * channels > MAX_RECORDING_SAMPLES:
+                    raise VerifyInputError(
+                        f"{path}: {frames / max(rate, 1) / 3600:.1f} h of audio ({channels} channel(s) at {rate} Hz) "
+                        f"is more than verify reads from one file (2 h of 16 kHz mono, or as many samples); split it "
+                        f"into shorter files (e.g. sox in.wav out.wav trim 0 3600 : newfile : restart)")
+                data, sr = read_audio(path)
+            except AudioReadError as e:
+                raise VerifyInputError(f"{path}: not readable audio ({e}); convert it to wav/flac/ogg or move it "
+                                       "out of the folder") from None
+            if not len(data):
+                raise VerifyInputError(f"{path}: no audio samples; remove it from the folder")
+            if not np.isfinite(data).all():
+                raise VerifyInputError(f"{path}: holds NaN or infinite samples; re-export it or move it out of the "
+                                       "folder")
             feats = features_uint16(to_int16(resample(to_mono(data), sr)))
             is_pos = any(part.lower().startswith("positive") for part in path.relative_to(root).parts[:-1])
             (positives if is_pos else ambient).append(feats)
         return cls(positives, [], ambient)
 
 
+@dataclass
+class Scored:
+    """The device's uint8 output streams for each positive clip, negative clip and ambient recording."""
+
+    positives: list[np.ndarray]
+    negatives: list[np.ndarray]
+    ambient: list[np.ndarray]
+
+
+def score(model: Path, audio: EvalAudio, manifest: dict[str, Any]) -> Scored:
+    """Run every clip and recording through TFLite-Micro with the manifest's arena, as the device would."""
+    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+    return Scored([tflm(raw) for raw in audio.positives], [tflm(raw) for raw in audio.negatives],
+                  [tflm(raw) for raw in audio.ambient])
+
+
 def behaviour(model: Path, audio: EvalAudio, manifest: dict[str, Any],
               settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """FRR and FA/h on the device's path (integer feature mapping, stride, uint8 window, refractory)."""
-    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
-    pos = [tflm(raw) for raw in audio.positives]
-    neg = [tflm(raw) for raw in audio.negatives]
-    ambient = [tflm(raw) for raw in audio.ambient]
+    return behaviour_of(score(model, audio, manifest), manifest, settings)
+
+
+def behaviour_of(scored: Scored, manifest: dict[str, Any],
+                 settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
+    """The summary figures of scored streams at the manifest's cutoff; FRR and FA/h are None (not NaN) when
+    there were no positives or no ambient audio to measure them on."""
+    pos, neg, ambient = scored.positives, scored.negatives, scored.ambient
     points = evaluate(StreamScores(pos, ambient, quantized=True), settings)
     cutoff = float(manifest["micro"]["probability_cutoff"])
     at = min(points, key=lambda p: abs(p.cutoff - cutoff))
     hours = sum(len(a) for a in ambient) * settings.inference_s / 3600
-    budgets = {str(b): (lambda p: None if p is None else {"cutoff": p.cutoff, "frr": p.frr})(at_fa_target(points, b))
-               for b in FA_BUDGETS}
+    budgets = {}
+    for budget in FA_BUDGETS:
+        op = at_fa_target(points, budget)
+        budgets[str(budget)] = None if op is None else {"cutoff": op.cutoff, "frr": _finite(op.frr)}
     peaks = {"positive": [int(p.max()) if len(p) else 0 for p in pos],
              "negative": [int(n.max()) if len(n) else 0 for n in neg + ambient]}
     roc = [(p.cutoff, float(np.mean([clip_detected(n, p.cutoff, settings, True) for n in neg])) if neg else 0.0,
-            1.0 - p.frr) for p in points]
+            1.0 - p.frr) for p in points if math.isfinite(p.frr)]
     peaks["roc"] = roc
-    return ({"cutoff": cutoff, "frr": at.frr, "fa_per_hour": at.fa_per_hour, "false_accepts": at.false_accepts,
-             "positives": len(pos), "ambient_hours": hours, "budgets": budgets}, points, peaks)
+    return ({"cutoff": cutoff, "frr": _finite(at.frr), "fa_per_hour": _finite(at.fa_per_hour),
+             "false_accepts": at.false_accepts, "positives": len(pos), "ambient_hours": hours, "budgets": budgets},
+            points, peaks)
+
+
+def _finite(x: float) -> float | None:
+    """None where nothing was measured (NaN, infinities): JSON has no NaN and a reader should not guess."""
+    return float(x) if math.isfinite(x) else None
+
+
+AUDIO_FAMILY = "recorded"  # an audio folder's positives: one family, one condition (no voices or channels known)
+AUDIO_CONDITION = "recorded"
+AMBIENT_CONDITION = "ambient"
+
+
+def audio_streams(scored: Scored) -> tuple[list[TaggedStream], list[TaggedStream]]:
+    """An audio folder's scored streams tagged for the breakdown, so it goes through the pipeline's gate."""
+    return ([TaggedStream(p, AUDIO_CONDITION, AUDIO_FAMILY) for p in scored.positives],
+            [TaggedStream(a, AMBIENT_CONDITION) for a in scored.ambient])
 
 
 def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | None,
                    max_arena_bytes: int | None) -> list[str]:
     """Why the model does not fit the configured device budget (empty when it fits)."""
     reasons = []
-    size = model.stat().st_size
+    size = model.stat().st_size if model.is_file() else 0  # a missing model fails the model_file check
     if max_tflite_bytes is not None and size > max_tflite_bytes:
         reasons.append(f"model size {size:,} B exceeds device_budget.max_tflite_bytes {max_tflite_bytes:,} B")
     arena = json.loads(manifest_path.read_text()).get("micro", {}).get("tensor_arena_size")
@@ -151,27 +294,62 @@ def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | Non
 
 def gate_reasons(b: Breakdown, target_fa_per_hour: float, max_frr: float) -> list[str]:
     """Why the per-family, per-condition results do not bless: the worst FA/h condition over the target, FRR
-    over all test positives over the limit, any held-out family over the limit, or nothing measured."""
+    over all test positives over the limit, any held-out family over the limit, or nothing measured (no
+    ambient audio, a condition with no hours, no positives, a figure that is not a finite number)."""
     reasons = []
     worst = b.worst_fa()
     if worst is None:
         reasons.append("no test ambient audio was measured: FA/h unknown")
+    elif not worst.hours > 0:
+        reasons.append(f"test condition {worst.condition!r} has no audio measured (0 hours): FA/h unknown")
+    elif not math.isfinite(worst.fa_per_hour):
+        reasons.append(f"FA/h on test condition {worst.condition!r} is not a number ({worst.fa_per_hour})")
     elif not worst.fa_per_hour <= target_fa_per_hour:
         reasons.append(f"FA/h {worst.fa_per_hour:.2f} on test condition {worst.condition!r} ({worst.false_accepts} in "
                        f"{worst.hours * 60:.1f} min) exceeds the target {target_fa_per_hour}")
     overall = b.frr_cell(ALL, ALL)
     if overall is None or not overall.clips:
         reasons.append("no test positives were measured: FRR unknown")
-    elif overall.frr > max_frr:
+    elif not overall.frr <= max_frr:
         reasons.append(f"FRR {overall.frr:.1%} over all {overall.clips} test positives exceeds the limit {max_frr:.0%}")
     for family in b.heldout_families:
         cell = b.frr_cell(family, ALL)
         if cell is None or not cell.clips:
             reasons.append(f"held-out family {family!r} has no test positives: its FRR is unknown")
-        elif cell.frr > max_frr:
+        elif not cell.frr <= max_frr:
             reasons.append(f"FRR {cell.frr:.1%} on held-out family {family!r} ({cell.clips} clips) exceeds the "
                            f"limit {max_frr:.0%}")
+    if not math.isfinite(b.cutoff):
+        reasons.append(f"the cutoff is not a number ({b.cutoff})")
     return reasons
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a blessing requires, from the config: the pipeline's verification stage and `wakeline verify`
+    both take it from here, so the same model and audio get the same verdict from either."""
+
+    target_fa_per_hour: float
+    max_frr: float
+    max_tflite_bytes: int | None = None
+    max_arena_bytes: int | None = None
+    heldout_families: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config) -> "Gate":
+        budget = config.device_budget
+        return cls(config.target_false_accepts_per_hour, config.verification_max_frr, budget.max_tflite_bytes,
+                   budget.max_arena_bytes, tuple(config.data_prep.splits.heldout_families))
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `run`."""
+        return {"target_fa_per_hour": self.target_fa_per_hour, "max_frr": self.max_frr,
+                "max_tflite_bytes": self.max_tflite_bytes, "max_arena_bytes": self.max_arena_bytes,
+                "heldout_families": self.heldout_families}
+
+
+NOT_MEASURED = ("behaviour not measured: a blessing needs FRR and FA/h on the device path; give --audio DIR "
+                "(positive*/ sub-folders hold wake words, the rest is ambient) or --features DIR")
 
 
 def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_fa_per_hour: float,
@@ -180,38 +358,44 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
     t0 = time.monotonic()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model, manifest_path = find_pair(model_dir)
+    if features_dir is not None and audio_dir is not None:
+        raise VerifyInputError("give --features or --audio, not both: the gate measures on one test set")
+    store = check_feature_store(features_dir) if features_dir is not None else None
+    files = audio_files(audio_dir) if audio_dir is not None else []  # a bad folder is refused before any work
+    out.mkdir(parents=True, exist_ok=True)
     checks, generation = verify_contract(model, manifest_path)
     verdict = Verdict(False, generation, checks)
     verdict.reasons = [f"{c.name}: found {c.found}, expected {c.expected}" for c in checks if not c.passed]
     verdict.reasons += budget_reasons(model, manifest_path, max_tflite_bytes, max_arena_bytes)
+    verdict.contract_passed = not verdict.reasons
     points: list[OperatingPoint] = []
     peaks: dict = {}
-    audio = (EvalAudio.from_store(FeatureStoreLayout(Path(features_dir)), Split.TEST) if features_dir is not None
-             else EvalAudio.from_audio_dir(Path(audio_dir)) if audio_dir is not None else None)
-    if not verdict.reasons and audio is not None:
+    if not verdict.reasons and (features_dir is not None or audio_dir is not None):
         manifest = json.loads(manifest_path.read_text())
-        verdict.behaviour, points, peaks = behaviour(model, audio, manifest)
-        b = verdict.behaviour
-        if features_dir is not None:
+        if store is not None:
+            verdict.behaviour, points, peaks = behaviour(model, EvalAudio.from_store(store, Split.TEST), manifest)
             # the gate: per voice family and per condition, on the test split only
             tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
-            pos, amb = store_streams(FeatureStoreLayout(Path(features_dir)), Split.TEST, tflm)
-            table = breakdown(pos, amb, b["cutoff"], quantized=True, heldout_families=heldout_families)
-            b["breakdown"] = table.as_dict()
-            b["breakdown_text"] = format_text(table)
-            verdict.reasons += gate_reasons(table, target_fa_per_hour, max_frr)
+            pos, amb = store_streams(store, Split.TEST, tflm)
         else:
-            if b["fa_per_hour"] > target_fa_per_hour:
-                verdict.reasons.append(f"FA/h {b['fa_per_hour']:.2f} on test ambient audio exceeds the target "
-                                       f"{target_fa_per_hour}")
-            if b["frr"] > max_frr:
-                verdict.reasons.append(f"FRR {b['frr']:.1%} on test clips exceeds the limit {max_frr:.0%}")
+            if not files:
+                verdict.reasons.append(f"{audio_dir}: no wav/flac/ogg files, so nothing was measured")
+            scored = score(model, EvalAudio.from_audio_dir(Path(audio_dir)), manifest)
+            verdict.behaviour, points, peaks = behaviour_of(scored, manifest)
+            pos, amb = audio_streams(scored)
+            heldout_families = ()  # an audio folder has no voice families
+        b = verdict.behaviour
+        table = breakdown(pos, amb, b["cutoff"], quantized=True, heldout_families=heldout_families)
+        b["breakdown"] = table.as_dict()
+        b["breakdown_text"] = format_text(table)
+        verdict.reasons += gate_reasons(table, target_fa_per_hour, max_frr)
+    elif not verdict.reasons:
+        verdict.reasons.append(NOT_MEASURED)
     verdict.blessed = not verdict.reasons
     verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
     verdict.roc = peaks.get("roc", [])
-    (out / "verdict.json").write_text(json.dumps(verdict.as_dict(), indent=2, default=str))
+    atomic.write_text(out / "verdict.json", dumps(verdict.as_dict(), indent=2, default=str))
     (out / "report.html").write_text(report_html(verdict, model, points, peaks))
     return verdict
 
@@ -322,8 +506,8 @@ def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], pea
     facts = model_facts(model, verdict.checks)
     plot = (f"<img alt='FRR vs FA/h and score histograms' src='data:image/png;base64,"
             f"{_plot_png_base64(points, peaks)}'/>" if points else "<p>No behaviour run.</p>")
-    summary = (f"<p>At cutoff {b['cutoff']}: FRR {b['frr']:.1%} on {b['positives']} test clips, "
-               f"{b['fa_per_hour']:.2f} FA/h over {b['ambient_hours'] * 60:.1f} min of test ambient audio.</p>"
+    summary = (f"<p>At cutoff {b['cutoff']}: FRR {_num(b['frr'], '.1%')} on {b['positives']} test clips, "
+               f"{_num(b['fa_per_hour'])} FA/h over {b['ambient_hours'] * 60:.1f} min of test ambient audio.</p>"
                if "frr" in b else "")
     verdict_line = "BLESSED" if verdict.blessed else "NOT BLESSED: " + "; ".join(verdict.reasons)
     table = breakdown_html(b["breakdown"]) if b.get("breakdown") else ""
@@ -347,15 +531,11 @@ def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, ble
     from components.common.tracking import stage_run
 
     config = read_config_artifact(config_path)
-    budget = config.device_budget
-    heldout = tuple(config.data_prep.splits.heldout_families)
-    params = {"target_fa_per_hour": config.target_false_accepts_per_hour, "max_frr": config.verification_max_frr,
-              "max_tflite_bytes": budget.max_tflite_bytes, "max_arena_bytes": budget.max_arena_bytes}
+    gate = Gate.from_config(config)
+    params = {k: v for k, v in gate.kwargs().items() if k != "heldout_families"}
     with stage_run("esphome_verification", f"wakeline/{config.wake_word}", params,
                    tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
-        verdict = run(model_dir, features_dir, Path(tmp), target_fa_per_hour=config.target_false_accepts_per_hour,
-                      max_frr=config.verification_max_frr, max_tflite_bytes=budget.max_tflite_bytes,
-                      max_arena_bytes=budget.max_arena_bytes, heldout_families=heldout)
+        verdict = run(model_dir, features_dir, Path(tmp), **gate.kwargs())
         tracker.log_metrics(verdict.scalars())
         tracker.log_artifact(Path(tmp))
         blessing_path.parent.mkdir(parents=True, exist_ok=True)

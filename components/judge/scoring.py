@@ -23,16 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from components.common.errors import InputError
 from components.common.audio import to_int16
 from components.common.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
 from components.common.metrics import DEVICE, DetectorSettings, clip_detected, sliding_mean
+from components.common.names import slug
 
 SAMPLE_RATE_HZ = 16_000
 UINT8_SCALE = 256  # the INT8 model's output scale is 1/256
 
 
-class JudgeModelError(ValueError):
+class JudgeModelError(InputError, ValueError):
     """The path is not a model the judge can serve, or it lacks what the judge needs (e.g. a cutoff)."""
 
 
@@ -134,10 +136,6 @@ def as_int16(samples: np.ndarray) -> np.ndarray:
     if np.issubdtype(x.dtype, np.floating):
         return to_int16(np.nan_to_num(x.astype(np.float64)))
     raise ValueError(f"expected int16 or float samples, got {x.dtype}")
-
-
-def slug(text: str) -> str:
-    return "_".join(text.strip().lower().replace("-", " ").split())
 
 
 def _read_json(path: Path) -> dict[str, Any]:

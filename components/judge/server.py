@@ -45,7 +45,8 @@ from components.common.artifacts import code_version
 from components.common.cpus import available_cpus
 from components.judge.audio import AudioFormatError, PcmFormat, check_format, to_judge_input
 from components.judge.protocol import FrameLimits, ProtocolError, TruncatedFrame, read_event
-from components.judge.scoring import Judge, JudgeScore, load_judge, slug
+from components.common.names import slug
+from components.judge.scoring import Judge, JudgeScore, load_judge
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ class JudgeService:
         return JudgeHandler(self, reader, writer)
 
     def serves(self, names: list[str]) -> bool:
-        wanted = {slug(n) for n in names}
-        return self.judge.name in wanted or slug(self.judge.phrase) in wanted
+        wanted = {slug(n) for n in names if n.strip()}  # a blank name asks for no wake word in particular
+        return self.judge.name in wanted or (bool(self.judge.phrase.strip()) and slug(self.judge.phrase) in wanted)
 
     async def evaluate(self, pcm: bytes, fmt: PcmFormat) -> JudgeScore:
         """Convert the request's audio and score it, in the pool."""

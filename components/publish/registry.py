@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from components.common.errors import InputError
 from components.common import tracking
 
 CANDIDATE = "candidate"
@@ -23,15 +24,15 @@ PRODUCTION = "production"
 ARTIFACT_PATH = "model"
 
 
-class RegistryError(Exception):
+class RegistryError(InputError):
     pass
 
 
 def model_name(wake_word: str, configured: str = "") -> str:
     """The registered model of a wake word: `configured`, else `wakeline-<slug>`."""
-    from components.publish.store import slug
+    from components.common.names import slug
 
-    return configured or f"wakeline-{slug(wake_word)}"
+    return configured or f"wakeline-{slug(wake_word, '-')}"
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ from components.common.artifacts import code_version, sha256_file
 from components.common.config import Registration as RegistryMode
 from components.common.config import WakelineConfig
 from components.publish import lineage, registry
-from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, slug, stage_folder,
-                                      update_index, version_key)
+from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, stage_folder,
+                                      update_index, version_key, word_folder)
+from components.common.jsonio import dumps
+from components.common import atomic
 
 UPSTREAM = ("config", "dataset", "hard_negatives", "features", "teacher_a", "teacher_b", "student", "tflite_model",
             "blessing", "report", "cascade")
@@ -160,7 +162,7 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
     verdict = json.loads(blessing_path.read_text())
     check_blessing(verdict, model)
     sha = sha256_file(model)
-    word = slug(config.wake_word)
+    word = word_folder(config.wake_word)
     key = version_key(config.wake_word, sha)
     store = open_store(resolve_store(config.publish.store), s3_client)
     location = store.location(key)
@@ -223,5 +225,5 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
            "mlflow_run_id": registration.run_id, "tracking_uri": registration.tracking_uri,
            "wall_s": round(time.monotonic() - t0, 2)}
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(record_path, dumps(out, indent=2, sort_keys=True) + "\n")
     return out

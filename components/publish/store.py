@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -29,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from components.common.errors import InputError
 from components.common.artifacts import sha256_file
+from components.common.names import slug
+from components.common.jsonio import dumps
 
 COMPLETE = "published.json"
 VERSIONS = "versions.jsonl"
@@ -38,20 +40,17 @@ LINEAGE = "lineage.json"
 DIGEST_CHARS = 16
 
 
-class PublishError(Exception):
+class PublishError(InputError):
     pass
 
 
-def slug(text: str) -> str:
-    """`Hey Jarvis!` -> `hey-jarvis`: the wake word as a folder and model name."""
-    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    if not out:
-        raise PublishError(f"{text!r} has no letters or digits to name a folder after")
-    return out
+def word_folder(wake_word: str) -> str:
+    """`Hey Jarvis!` -> `hey-jarvis`: the wake word's folder in the store (components.common.names.slug)."""
+    return slug(wake_word, "-")
 
 
 def version_key(wake_word: str, tflite_sha256: str) -> str:
-    return f"{slug(wake_word)}/{tflite_sha256[:DIGEST_CHARS]}"
+    return f"{word_folder(wake_word)}/{tflite_sha256[:DIGEST_CHARS]}"
 
 
 class Store(Protocol):
@@ -258,9 +257,9 @@ def stage_folder(folder: Path, files: dict[str, Path], lineage: dict[str, Any], 
         dst = folder / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    (folder / LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str) + "\n")
+    (folder / LINEAGE).write_text(dumps(lineage, indent=2, sort_keys=True, default=str) + "\n")
     hashes = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    (folder / COMPLETE).write_text(json.dumps({**record, "files": hashes}, indent=2, sort_keys=True) + "\n")
+    (folder / COMPLETE).write_text(dumps({**record, "files": hashes}, indent=2, sort_keys=True) + "\n")
     return hashes
 
 
@@ -292,7 +291,7 @@ def update_index(store: Store, word_slug: str, entry: dict[str, Any]) -> bool:
     if added:
         versions.append(entry)
         store.write_text(f"{word_slug}/{VERSIONS}",
-                         "".join(json.dumps(v, sort_keys=True) + "\n" for v in versions))
+                         "".join(dumps(v, sort_keys=True) + "\n" for v in versions))
     listed = next(v for v in versions if v.get("sha256") == entry["sha256"])
-    store.write_text(f"{word_slug}/{LATEST}", json.dumps(listed, indent=2, sort_keys=True) + "\n")
+    store.write_text(f"{word_slug}/{LATEST}", dumps(listed, indent=2, sort_keys=True) + "\n")
     return added

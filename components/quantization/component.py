@@ -12,7 +12,8 @@ def quantization(config: Input[Artifact], model: Input[Model], features: Input[D
     from pathlib import Path
 
     from components.common.config import read_config_artifact
+    from components.common.jsonio import finite
     from components.quantization.stage import run
 
-    tflite_model.metadata.update(run(Path(model.path), Path(features.path), Path(tflite_model.path),
-                                     read_config_artifact(Path(config.path))))
+    tflite_model.metadata.update(finite(run(Path(model.path), Path(features.path), Path(tflite_model.path),
+                                            read_config_artifact(Path(config.path)))))

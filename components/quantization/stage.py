@@ -19,8 +19,11 @@ from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FLOAT_SCALE
 from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
 from components.common.metrics import DEVICE
+from components.common.names import slug
 from components.esphome_verification.tflm import minimum_arena
 from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
+from components.common.jsonio import dumps
+from components.common import atomic
 
 MINIMUM_ESPHOME_VERSION = "2024.7.0"
 ARENA_MARGIN_BYTES = 2048  # on top of the x86-64 minimum; ESPHome's 32-bit structs are smaller, not larger
@@ -130,7 +133,7 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
         feats = raw.astype(np.float32) * np.float32(FLOAT_SCALE)
         samples += [feats[i:i + spec.stride] for i in range(0, len(feats) - spec.stride + 1, spec.stride)]
     samples = samples[:CALIBRATION_SAMPLES * 2]
-    name = config.wake_word.lower().replace(" ", "_")
+    name = slug(config.wake_word)  # hey_jarvis.tflite, the ESPHome convention
     tflite_path = convert_int8(module, representative(samples, spec.stride), out / f"{name}.tflite")
 
     # 3. TFLite-Micro vs float streaming on the same held-out clips (LSB = 1/256)
@@ -155,11 +158,11 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     at_cutoff = breakdown(positives, ambient, chosen.cutoff, quantized=True)
     arena = int(arena_min + ARENA_MARGIN_BYTES)
     doc = manifest(config, tflite_path.name, chosen.cutoff, arena)
-    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    atomic.write_text(out / f"{name}.json", dumps(doc, indent=2, on_non_finite="raise") + "\n")
     parity = {"float_stream_vs_keras_max_abs": float_diff, "tflm_vs_float_max_lsb": float(err.max()),
               "tflm_vs_float_mean_lsb": float(err.mean()), "tflm_vs_float_p99_lsb": float(np.percentile(err, 99)),
               "held_out_clips": len(held_out)}
-    (out / "parity.json").write_text(json.dumps(parity, indent=2))
+    (out / "parity.json").write_text(dumps(parity, indent=2))
     return {"tflite": tflite_path.name, "manifest": f"{name}.json", "file_size_bytes": tflite_path.stat().st_size,
             "tensor_arena_min_bytes": arena_min, "tensor_arena_size": arena, "arena_margin_bytes": ARENA_MARGIN_BYTES,
             "probability_cutoff": doc["micro"]["probability_cutoff"],

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from components.common import atomic
 from components.common.config import Architecture, ModelSpec
 from components.common.models import HEAD_INPUT
 
@@ -134,5 +135,5 @@ def convert_int8(module, representative_data: Callable, out_path: Path) -> Path:
     conv.inference_output_type = tf.uint8
     conv.representative_dataset = tf.lite.RepresentativeDataset(representative_data)
     out_path = Path(out_path)
-    out_path.write_bytes(conv.convert())
+    atomic.write_bytes(out_path, conv.convert())
     return out_path

@@ -12,9 +12,10 @@ def teacher_training(config: Input[Artifact], features: Input[Dataset], teacher_
     from pathlib import Path
 
     from components.common.config import read_config_artifact
+    from components.common.jsonio import finite, finite_scalars
     from components.teacher_training.stage import run
 
     model_metadata, scalars = run(Path(features.path), Path(model.path), read_config_artifact(Path(config.path)),
                                   teacher_index)
-    model.metadata.update(model_metadata)
-    metrics.metadata.update(scalars)
+    model.metadata.update(finite(model_metadata))
+    metrics.metadata.update(finite_scalars(scalars))

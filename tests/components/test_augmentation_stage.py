@@ -65,6 +65,7 @@ def _arrays(layout: FeatureStoreLayout, key: str):
 # determinism and shards
 
 
+@pytest.mark.slow
 def test_rerun_is_byte_identical_and_another_seed_differs(dataset, store, tmp_path):
     cfg, shard, md, _, _ = store
     again = stage.run(dataset.root, tmp_path / "again", cfg, show_progress=False)
@@ -84,6 +85,7 @@ def test_rerun_is_byte_identical_and_another_seed_differs(dataset, store, tmp_pa
         assert other["sets"][key]["sha256"]["labels.npy"] == md["sets"][key]["sha256"]["labels.npy"], key
 
 
+@pytest.mark.slow
 def test_two_shards_gather_to_the_single_shard_store(dataset, store, tmp_path):
     _, _, md1, single, gathered1 = store
     cfg2 = config("augmentation.shards=2")
@@ -107,6 +109,7 @@ def test_two_shards_gather_to_the_single_shard_store(dataset, store, tmp_path):
     assert merged["snr_schedule"] == gathered1["snr_schedule"]
 
 
+@pytest.mark.slow
 def test_gather_rejects_missing_shards(dataset, tmp_path):
     cfg2 = config("augmentation.shards=2")
     stage.run(dataset.root, tmp_path / "s1", cfg2, shard_index=1, show_progress=False)
@@ -116,6 +119,7 @@ def test_gather_rejects_missing_shards(dataset, tmp_path):
         stage.run(dataset.root, tmp_path / "s2", cfg2, shard_index=2, show_progress=False)
 
 
+@pytest.mark.slow
 def test_device_gpu_without_a_gpu_fails_before_any_work(dataset, tmp_path):
     if gpu_status()[0]:
         pytest.skip("a GPU is usable here")
@@ -164,6 +168,7 @@ def test_empty_feature_set_round_trip(tmp_path):
     assert len(fs) == 0 and fs.frames.shape == (0, 40) and fs.clip_info() == []
 
 
+@pytest.mark.slow
 def test_store_metadata_matches_the_arrays(store, dataset):
     cfg, shard, md, gathered_layout, gathered = store
     aug = cfg.augmentation
@@ -201,6 +206,7 @@ def test_store_metadata_matches_the_arrays(store, dataset):
             assert [c["item"] for c in clips] == list(range(len(clips)))  # global item order
 
 
+@pytest.mark.slow
 def test_snr_targets_follow_the_schedule(store):
     cfg, _, md, _, _ = store
     aug = cfg.augmentation
@@ -221,6 +227,7 @@ def test_snr_targets_follow_the_schedule(store):
     assert md["snr_schedule"]["shape"] == aug.snr.shape.value
 
 
+@pytest.mark.slow
 def test_every_batch_and_epoch_draws_its_own_augmentation(store):
     cfg, _, _, layout, _ = store
     bs = cfg.augmentation.batch_size
@@ -233,6 +240,7 @@ def test_every_batch_and_epoch_draws_its_own_augmentation(store):
     assert len({tuple(g) for g in per_epoch}) == len(per_epoch), "epochs share their randomness"
 
 
+@pytest.mark.slow
 def test_ambient_sets_hold_each_background_file_unaugmented(store, dataset):
     cfg, _, md, layout, _ = store
     records = dataset.read_manifest()
@@ -249,6 +257,7 @@ def test_ambient_sets_hold_each_background_file_unaugmented(store, dataset):
             assert abs(frames - r.duration_s * 100) <= 3
 
 
+@pytest.mark.slow
 def test_background_windows_per_split(store, dataset):
     cfg, _, md, _, _ = store
     aug = cfg.augmentation
@@ -264,6 +273,7 @@ def test_background_windows_per_split(store, dataset):
 # positive placement
 
 
+@pytest.mark.slow
 def test_positives_end_a_margin_before_the_window_end(store, dataset):
     cfg, *_ = store
     aug = cfg.augmentation
@@ -285,6 +295,7 @@ def test_positives_end_a_margin_before_the_window_end(store, dataset):
             assert not clean[i, :start[i]].any() and not clean[i, end[i]:].any()
 
 
+@pytest.mark.slow
 def test_evaluation_positives_keep_the_margin_and_are_followed_by_a_tail(store, dataset):
     cfg, *_ = store
     aug = cfg.augmentation
@@ -342,6 +353,7 @@ def test_long_positive_keeps_its_end(tmp_path):
 # splits without room impulse responses or background audio
 
 
+@pytest.mark.slow
 def test_split_without_rirs_or_background(dataset, tmp_path):
     root = tmp_path / "dataset"
     shutil.copytree(dataset.root, root)
@@ -369,6 +381,7 @@ def test_split_without_rirs_or_background(dataset, tmp_path):
     assert LABEL_CODES[Label.POSITIVE] in val.labels.tolist()
 
 
+@pytest.mark.slow
 def test_dataset_without_any_rirs_or_background(dataset, tmp_path):
     root = tmp_path / "dataset"
     shutil.copytree(dataset.root, root)
@@ -410,6 +423,7 @@ def _hard_negatives(root, n: int = 5) -> DatasetLayout:
     return layout
 
 
+@pytest.mark.slow
 def test_hard_negatives_join_the_training_split_from_their_own_directory(dataset, store, tmp_path):
     cfg, _, md_plain, _, _ = store
     cfg = config("augmentation.sample_weights.hard_negative=2.5")
@@ -460,6 +474,7 @@ def test_hard_negatives_join_the_training_split_from_their_own_directory(dataset
 # evaluation conditions
 
 
+@pytest.mark.slow
 def test_each_condition_set_holds_the_splits_positives_with_their_family(store, dataset):
     cfg, _, md, layout, _ = store
     records = dataset.read_manifest()
@@ -482,6 +497,7 @@ def test_each_condition_set_holds_the_splits_positives_with_their_family(store, 
         assert all(c["rir"] == -1 and c["snr_db"] is not None for c in noisy)
 
 
+@pytest.mark.slow
 def test_band_limited_positives_lose_the_high_channels(store):
     _, _, _, layout, _ = store
     clean, phone = (layout.open_condition(Split.TEST, c) for c in ("clean", "band_limited"))
@@ -490,6 +506,7 @@ def test_band_limited_positives_lose_the_high_channels(store):
         assert np.asarray(phone.clip(i))[:, high].mean() < np.asarray(clean.clip(i))[:, high].mean()
 
 
+@pytest.mark.slow
 def test_speech_condition_streams_are_measured_not_mixed(store, dataset):
     _, _, _, layout, _ = store
     for split in (Split.VALIDATION, Split.TEST):
@@ -502,6 +519,7 @@ def test_speech_condition_streams_are_measured_not_mixed(store, dataset):
             assert c["path"] not in streams
 
 
+@pytest.mark.slow
 def test_channels_reach_every_training_label_and_only_training(dataset, tmp_path):
     """With channel_probability 1 every training clip, positive, negative or background window, goes through a
     channel, drawn from all of them; validation and test clips never do; and the run is still deterministic."""
@@ -524,6 +542,7 @@ def test_channels_reach_every_training_label_and_only_training(dataset, tmp_path
 # the embedding teacher's speech embeddings
 
 
+@pytest.mark.slow
 def test_embedding_teacher_gets_embeddings_of_the_augmented_train_and_validation_clips(dataset, store, tmp_path):
     """With distillation.embedding_teacher.weight > 0 every training and validation clip carries the speech
     embedding of the very audio its features came from; the test split never does, the features are unchanged,

@@ -16,8 +16,10 @@ from components.common.config import JudgeChoice, load_config, write_config_arti
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models" / "v2"
 SR = 16_000
-# MLflow 3.17's SQLAlchemy store uses a loader strategy SQLAlchemy 2.1 deprecates: third-party noise.
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+# slow: synthesises speech with piper. MLflow 3.17's SQLAlchemy store uses a loader strategy SQLAlchemy 2.1
+# deprecates: third-party noise.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")]
 
 
 def _speech(texts: list[str], seed: int) -> list[np.ndarray]:

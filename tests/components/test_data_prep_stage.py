@@ -10,6 +10,8 @@ from components.common.config import load_config
 from components.data_prep.stage import DataPrepError, run
 from tests.factories import broken_files, speechlike, write
 
+pytestmark = pytest.mark.slow  # synthesises datasets
+
 TINY = ["data_prep.positives.piper_clips=2", "data_prep.positives.espeak_clips=12",
         "data_prep.adversarial.piper_clips=1", "data_prep.adversarial.espeak_clips=4",
         "data_prep.speech.piper_clips=1", "data_prep.speech.espeak_clips=8",

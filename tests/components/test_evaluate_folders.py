@@ -105,6 +105,7 @@ def test_an_unusable_file_says_why(tmp_path, make, reason):
 # --- folders --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_folder_is_read_recursively_and_bad_files_are_listed_not_fatal(tmp_path, jarvis):
     pcm, sr = jarvis
     root = tmp_path / "living room"
@@ -151,6 +152,7 @@ def test_labels_are_folder_names_made_unique_by_their_parents():
 # --- the model on the device runtime --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_wake_word_is_detected_and_the_noise_hours_are_measured(positives, ambient):
     report = evaluate_folders(MANIFEST, [positives], [ambient])
     b = report.breakdown
@@ -166,6 +168,7 @@ def test_the_wake_word_is_detected_and_the_noise_hours_are_measured(positives, a
     assert [f.label for f in report.positives] == ["me"] and [f.label for f in report.ambient] == ["kitchen"]
 
 
+@pytest.mark.slow
 def test_false_accepts_are_counted_and_located_and_the_cutoff_can_be_overridden(tmp_path, jarvis):
     """The wake word said three times in a quiet room recording: three false accepts (ambient must not hold
     it), each found within a second after the word ends; at --cutoff 1.0 nothing fires and the word is missed."""
@@ -194,6 +197,7 @@ def test_false_accepts_are_counted_and_located_and_the_cutoff_can_be_overridden(
     assert strict.missed == {"me": [pos / "jarvis.wav"]}
 
 
+@pytest.mark.slow
 def test_folders_with_the_same_name_are_told_apart(tmp_path, positives):
     a = _write(tmp_path / "upstairs" / "kitchen" / "n.wav", _noise(5.0, 1)).parent
     b = _write(tmp_path / "downstairs" / "kitchen" / "n.wav", _noise(5.0, 2)).parent
@@ -202,6 +206,7 @@ def test_folders_with_the_same_name_are_told_apart(tmp_path, positives):
     assert report.breakdown.fa_cell().hours == pytest.approx(10 / 3600, abs=0.1 / 3600)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_refused_before_any_audio_is_read(tmp_path, positives, ambient):
     with pytest.raises(EvaluationInputError, match="at least one --positives DIR or --ambient DIR"):
         evaluate_folders(MANIFEST, [], [])
@@ -221,9 +226,9 @@ def test_the_model_is_found_and_checked(tmp_path):
     model = load_model(MODELS / "v2" / "hey_jarvis.tflite")  # the .tflite with its manifest beside it
     assert model.manifest == MANIFEST and model.cutoff == 0.97 and model.arena == 22860
     assert (model.settings.sliding_window, model.settings.stride_frames) == (5, 3)
-    with pytest.raises(EvaluationInputError, match="5 manifests .*name the one to evaluate"):
+    with pytest.raises(EvaluationInputError, match="holds 5 models .*choose one by its manifest"):
         load_model(MODELS / "v2")
-    with pytest.raises(EvaluationInputError, match="no such model"):
+    with pytest.raises(EvaluationInputError, match="missing.json: no such file or folder"):
         load_model(tmp_path / "missing.json")
     published = tmp_path / "published"  # a published folder: the manifest beside other JSON files
     published.mkdir()
@@ -233,7 +238,7 @@ def test_the_model_is_found_and_checked(tmp_path):
         (published / name).write_text(json.dumps({"not": "a manifest"}))
     assert load_model(published).manifest == published / "hey_jarvis.json"
     (tmp_path / "x.json").write_text(json.dumps({"model": "x.tflite", "micro": {"probability_cutoff": 0.5}}))
-    with pytest.raises(EvaluationInputError, match="x.tflite does not exist"):
+    with pytest.raises(EvaluationInputError, match="its model file x.tflite is missing"):
         load_model(tmp_path / "x.json")
     (tmp_path / "x.tflite").write_bytes(np.random.default_rng(0).bytes(2000))
     with pytest.raises(EvaluationInputError, match="does not load in TFLite-Micro"):
@@ -243,6 +248,7 @@ def test_the_model_is_found_and_checked(tmp_path):
 # --- the CLI --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_writes_json(tmp_path, positives, ambient, capsys):
     from pipeline.cli import main
 
@@ -278,4 +284,4 @@ def test_cli_exits_2_with_one_line_on_bad_input(tmp_path, ambient, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("wakeline: reading")]
         assert err == [err[0]] and err[0].startswith(expected), err
     assert main(["evaluate", str(tmp_path / "nope.json"), "--ambient", str(ambient)]) == 2
-    assert capsys.readouterr().err.strip() == f"wakeline: {tmp_path / 'nope.json'}: no such model manifest or folder"
+    assert capsys.readouterr().err.strip() == f"wakeline: {tmp_path / 'nope.json'}: no such file or folder"

@@ -25,6 +25,8 @@ from components.common.audio import resample, to_int16, write_wav
 from components.judge.client import JudgeClient, JudgeError, read_clip
 from components.judge.scoring import load_judge
 
+pytestmark = pytest.mark.slow  # starts `wakeline judge serve`, synthesises clips with piper, trains a MixedNet
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "tests" / "fixtures" / "esphome-models" / "v2" / "hey_jarvis.tflite"
 SR = 16_000

@@ -13,7 +13,9 @@ from components.common.config import ConfigError, load_config
 from components.publish.stage import BLESSING, CASCADE, REPORT, Upstream, run
 from components.publish.store import DIGEST_CHARS, PublishError
 from pipeline.cli import main
+from components.common.jsonio import loads_strict
 from tests.chain_factory import FIXTURES, build_run, verify_fixture
+from tests.strict_json import strict_files
 
 # MLflow 3.17's SQLAlchemy store uses a loader strategy SQLAlchemy 2.1 deprecates: third-party noise.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -68,6 +70,9 @@ def test_publish_to_a_directory_is_content_addressed_and_idempotent(tmp_path):
     versions = (tmp_path / "store" / "hey-jarvis" / "versions.jsonl").read_text().splitlines()
     assert len(versions) == 1 and json.loads(versions[0])["folder"] == sha[:DIGEST_CHARS]
     assert json.loads((tmp_path / "store" / "hey-jarvis" / "latest.json").read_text())["sha256"] == sha
+    parsed = strict_files(tmp_path / "store")  # strict JSON: no bare NaN anywhere in what is published
+    assert folder / "published.json" in parsed and folder / BLESSING in parsed
+    assert loads_strict((tmp_path / "record-1").read_text()) == first
 
     before = _mtimes(folder)
     again = run(jarvis, tmp_path / "record-2", config, {"pipeline_run": "run-2"})
@@ -168,6 +173,7 @@ def _s3_env(monkeypatch, server) -> None:
     monkeypatch.setenv("AWS_REGION", server.region)
 
 
+@pytest.mark.slow
 def test_publish_to_s3_is_content_addressed_and_idempotent(seaweedfs_s3, monkeypatch, tmp_path, capsys):
     from pipeline.lineage import load_chain
 
@@ -209,6 +215,7 @@ def test_publish_to_s3_is_content_addressed_and_idempotent(seaweedfs_s3, monkeyp
     assert "dataset (data_prep)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_missing_bucket_fails_before_anything_is_written(seaweedfs_s3, monkeypatch, tmp_path):
     _s3_env(monkeypatch, seaweedfs_s3)
     config = _config("publish.store=s3://no-such-bucket-here/models", "publish.registry=off")
@@ -236,6 +243,7 @@ def test_mlflow_unreachable_publishes_to_the_store_and_says_why(tmp_path, monkey
         run(inputs, tmp_path / "record-2", _config(f"publish.store={tmp_path / 'store'}", "publish.registry=required"))
 
 
+@pytest.mark.slow
 def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monkeypatch, capsys):
     """Each new model is a new version with the alias `candidate`; the same model again reuses its version;
     `wakeline promote` moves `production`; mining's scorer loads models:/...@production; lineage reads it."""
@@ -285,9 +293,9 @@ def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monk
     assert main(["promote", "--wake-word", "hey jarvis", "--version", "1"]) == 0
     assert f"{NAME}@production: v2 -> v1" in capsys.readouterr().out
     assert client.get_model_version_by_alias(NAME, "production").version == "1"
-    assert main(["promote", "--wake-word", "hey jarvis", "--version", "7"]) == 1
+    assert main(["promote", "--wake-word", "hey jarvis", "--version", "7"]) == 2
     assert f"{NAME} has no version 7" in capsys.readouterr().err
-    assert main(["promote", "--wake-word", "hey nobody"]) == 1
+    assert main(["promote", "--wake-word", "hey nobody"]) == 2
     assert "no registered model 'wakeline-hey-nobody'" in capsys.readouterr().err
 
     local = resolve_previous_model(f"models:/{NAME}@production", tmp_path / "cache")

@@ -142,6 +142,7 @@ def dataset(seaweedfs_s3, bucket, tmp_path_factory):
     return layout, layout.read_manifest(), quarantine, metadata
 
 
+@pytest.mark.slow
 def test_usable_s3_files_are_in_the_manifest_with_their_s3_origin(dataset):
     _, manifest, _, _ = dataset
     by_origin = {r.origin: r for r in manifest}
@@ -154,6 +155,7 @@ def test_usable_s3_files_are_in_the_manifest_with_their_s3_origin(dataset):
         assert 0.3 <= r.duration_s <= 1.05
 
 
+@pytest.mark.slow
 def test_clips_are_16k_mono_whatever_the_input_format(dataset):
     layout, manifest, _, _ = dataset
     for r in manifest:
@@ -167,6 +169,7 @@ def test_clips_are_16k_mono_whatever_the_input_format(dataset):
     assert sf.info(str(layout.root / flac.path)).channels == 1  # 44.1 kHz stereo in, 16 kHz mono out
 
 
+@pytest.mark.slow
 def test_each_speaker_stays_in_one_split(dataset):
     _, manifest, _, _ = dataset
     splits: dict[str, set[str]] = {}
@@ -176,6 +179,7 @@ def test_each_speaker_stays_in_one_split(dataset):
     assert all(len(s) == 1 for s in splits.values()), splits
 
 
+@pytest.mark.slow
 def test_broken_s3_files_are_quarantined_with_their_reason(dataset):
     _, _, quarantine, metadata = dataset
     got = {q["origin"]: q for q in quarantine}
@@ -188,6 +192,7 @@ def test_broken_s3_files_are_quarantined_with_their_reason(dataset):
     assert metadata["quarantine_by_reason"] == {"empty": 1, "unreadable": 1}
 
 
+@pytest.mark.slow
 def test_objects_outside_the_prefix_are_not_ingested(dataset):
     layout, manifest, quarantine, _ = dataset
     origins = {r.origin for r in manifest} | {q["origin"] for q in quarantine}
@@ -196,6 +201,7 @@ def test_objects_outside_the_prefix_are_not_ingested(dataset):
     assert "positives-extra" not in layout.manifest.read_text()
 
 
+@pytest.mark.slow
 def test_metadata_records_the_s3_source(dataset):
     _, manifest, _, metadata = dataset
     assert list(metadata["input_sha256"]) == [URI]
@@ -204,6 +210,7 @@ def test_metadata_records_the_s3_source(dataset):
         split: sum(1 for r in manifest if r.split.value == split) for split in ("train", "validation", "test")}
 
 
+@pytest.mark.slow
 def test_materialize_lists_sorted_and_downloads_byte_identical(seaweedfs_s3, bucket, tmp_path, monkeypatch):
     s3_env(monkeypatch, seaweedfs_s3)
     files = within(CALL_TIMEOUT_S, materialize, URI, tmp_path)
@@ -216,6 +223,7 @@ def test_materialize_lists_sorted_and_downloads_byte_identical(seaweedfs_s3, buc
     assert {f.group for f in files} == {"alice", "bob", None}
 
 
+@pytest.mark.slow
 def test_a_wrong_secret_key_is_a_clear_storage_error(seaweedfs_s3, bucket, tmp_path, monkeypatch):
     s3_env(monkeypatch, seaweedfs_s3, secret_key="not-the-secret")
     with pytest.raises(StorageError) as err:
@@ -224,6 +232,7 @@ def test_a_wrong_secret_key_is_a_clear_storage_error(seaweedfs_s3, bucket, tmp_p
     assert not any(tmp_path.rglob("*.wav")), "nothing may be downloaded without valid credentials"
 
 
+@pytest.mark.slow
 def test_a_missing_bucket_is_a_clear_storage_error(seaweedfs_s3, tmp_path, monkeypatch):
     s3_env(monkeypatch, seaweedfs_s3)
     uri = "s3://wakeline-no-such-bucket/users/positives"
@@ -232,6 +241,7 @@ def test_a_missing_bucket_is_a_clear_storage_error(seaweedfs_s3, tmp_path, monke
     assert uri in str(err.value)
 
 
+@pytest.mark.slow
 def test_an_unreachable_endpoint_is_a_clear_storage_error(seaweedfs_s3, tmp_path, monkeypatch):
     with socket.socket() as s:  # a loopback port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -243,12 +253,14 @@ def test_an_unreachable_endpoint_is_a_clear_storage_error(seaweedfs_s3, tmp_path
     assert URI in str(err.value)
 
 
+@pytest.mark.slow
 def test_an_invalid_bucket_name_is_a_storage_error(seaweedfs_s3, tmp_path, monkeypatch):
     s3_env(monkeypatch, seaweedfs_s3)
     with pytest.raises(StorageError, match="s3://b/"):
         within(CALL_TIMEOUT_S, materialize, "s3://b/x", tmp_path)
 
 
+@pytest.mark.slow
 def test_object_keys_cannot_escape_the_download_folder(seaweedfs_s3, tmp_path, monkeypatch):
     from components.common.storage import _materialize_s3
 

@@ -2,9 +2,12 @@
 import hashlib
 
 import numpy as np
+import pytest
 
 from components.common.config import load_config
 from components.data_prep import synth
+
+pytestmark = pytest.mark.slow  # synthesises speech
 
 
 def _digest(clips):

@@ -28,6 +28,7 @@ def _digest(clips):
     return hashlib.sha256(b"".join(c.samples.tobytes() for c in clips)).hexdigest()
 
 
+@pytest.mark.slow
 def test_kokoro_and_hibari_speak_english_deterministically():
     kokoro = neural_tts._Kokoro()
     hibari = neural_tts._Hibari()
@@ -56,6 +57,7 @@ def test_plan_spreads_engines_families_and_speakers():
     assert all(j.speaker is None for j in synth.plan(off, synth.label_texts(off)))
 
 
+@pytest.mark.slow
 def test_a_warm_cache_gives_the_cold_run_clips(tmp_path):
     cfg = _config()
     jobs = synth.plan(cfg, synth.label_texts(cfg))
@@ -68,6 +70,7 @@ def test_a_warm_cache_gives_the_cold_run_clips(tmp_path):
     assert {c.source for c in cold} == {"piper", "espeak", "kokoro", "hibari"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_synthesis_needs_no_network():
     """Every engine synthesises inside a network namespace with no interface up (`unshare -rn`)."""

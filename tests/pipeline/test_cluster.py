@@ -326,7 +326,7 @@ def test_cli_submit_dry_run_compiles_and_prints_the_calls(tmp_path, monkeypatch,
 def test_cli_schedule_rejects_a_five_field_cron_before_compiling(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rc = main(["schedule", "--preset", "smoke", "--cron", "0 3 * * *", "--dry-run"])
-    assert rc == 1
+    assert rc == 2  # a usage error (1 is the gate failing)
     assert "6 fields" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 

@@ -8,6 +8,8 @@ from components.common.config import load_config
 from pipeline.local import run_local
 from pipeline.summary import format_summary
 
+pytestmark = pytest.mark.slow  # runs the whole smoke pipeline
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
@@ -201,3 +203,18 @@ def test_bad_run_form_fails_before_any_stage(tmp_path, capfd):
     out = capfd.readouterr()
     assert "data_prep.positivs: unknown key" in out.out + out.err
     assert not list(tmp_path.rglob("data-prep"))
+
+
+def test_every_json_the_run_writes_is_strict(smoke_run):
+    """No bare NaN or Infinity in any JSON of the run: files named .json/.jsonl, and the JSON artifacts that
+    carry no extension (the config, the blessing, the publish record)."""
+    from components.common.jsonio import loads_strict
+    from tests.strict_json import strict_files
+
+    root = smoke_run.run_dir.parent  # the runs folder: the run, its store, its mining sessions
+    parsed = strict_files(root)
+    assert smoke_run.run_dir / "summary.json" in parsed
+    named = [p for name in ("config", "blessing", "record") for p in root.rglob(name) if p.is_file()]
+    assert {p.name for p in named} >= {"config", "blessing", "record"}
+    for path in named:
+        loads_strict(path.read_text())

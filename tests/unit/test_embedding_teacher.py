@@ -24,6 +24,7 @@ def _store(root, *, with_embeddings=True, epochs=2, n=200, seed=0) -> FeatureSto
     return layout
 
 
+@pytest.mark.slow
 def test_fit_learns_the_embeddings_and_scores_every_training_clip(tmp_path):
     store = _store(tmp_path / "s")
     cfg = EmbeddingTeacher(weight=1.0, hidden_units=16, epochs=20, embedded_epochs=2)

@@ -305,6 +305,7 @@ def request_events(samples: np.ndarray, rate=SR, width=2, channels=1, chunk=2048
     return encode(AudioStart(rate, width, channels).event(), *chunks, AudioStop().event())
 
 
+@pytest.mark.slow
 def test_describe_answers_one_wake_program_with_the_wake_word(server):
     async def ask():
         async with AsyncTcpClient("127.0.0.1", server.settings.port) as client:
@@ -322,6 +323,7 @@ def test_describe_answers_one_wake_program_with_the_wake_word(server):
     assert (model.name, model.phrase, model.languages) == ("hey_jarvis", "Hey Jarvis", ["en"])
 
 
+@pytest.mark.slow
 def test_noise_and_silence_are_not_detected_with_the_score_in_the_context(server):
     async def ask(samples):
         async with AsyncTcpClient("127.0.0.1", server.settings.port) as client:
@@ -340,11 +342,13 @@ def test_noise_and_silence_are_not_detected_with_the_score_in_the_context(server
         assert ctx["cutoff"] == 0.97 and 0 <= ctx["score"] < ctx["threshold"] and ctx["audio_s"] == 2.0
 
 
+@pytest.mark.slow
 def test_a_request_for_another_wake_word_is_not_detected(server):
     verdict = JudgeClient(server.uri).check(noise(1.0), names=["alexa"])
     assert not verdict.detected and verdict.context == {"reason": "not-served", "served": "hey_jarvis"}
 
 
+@pytest.mark.slow
 def test_a_broken_json_header_gets_an_error_and_a_close(server):
     raw = Raw(server)
     raw.send(b'{"type": "describe"\n')
@@ -355,6 +359,7 @@ def test_a_broken_json_header_gets_an_error_and_a_close(server):
     normal_request_works(server)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header", [{"type": "audio-chunk", "payload_length": LIMITS.max_payload_bytes + 1},
                                     {"type": "audio-start", "data_length": LIMITS.max_data_bytes + 1},
                                     {"type": "x" * 10, "pad": "y" * LIMITS.max_header_bytes}])
@@ -368,6 +373,7 @@ def test_oversized_frames_get_an_error_and_a_close(server, header):
     normal_request_works(server)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate,width,channels", [(SR, 3, 1), (4000, 2, 1), (SR, 2, 16)])
 def test_an_unsupported_audio_format_drops_the_request_but_not_the_connection(server, rate, width, channels):
     raw = Raw(server)
@@ -380,6 +386,7 @@ def test_an_unsupported_audio_format_drops_the_request_but_not_the_connection(se
     normal_request_works(server)
 
 
+@pytest.mark.slow
 def test_a_format_change_mid_request_and_too_much_audio_drop_the_request(server):
     raw = Raw(server)
     raw.send(encode(AudioStart(SR, 2, 1).event(), AudioChunk(SR, 2, 1, b"\x00" * 640).event(),
@@ -399,6 +406,7 @@ def test_a_format_change_mid_request_and_too_much_audio_drop_the_request(server)
     normal_request_works(server)
 
 
+@pytest.mark.slow
 def test_audio_before_audio_start_is_an_error(server):
     raw = Raw(server)
     raw.send(encode(AudioChunk(SR, 2, 1, b"\x00" * 640).event(), AudioStop().event()))
@@ -408,6 +416,7 @@ def test_audio_before_audio_start_is_an_error(server):
     normal_request_works(server)
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_mid_stream_leaves_the_server_serving(server):
     for cut in (10, 200, 700):  # inside a header line, a data section, a payload
         raw = Raw(server)
@@ -416,55 +425,61 @@ def test_a_client_that_disconnects_mid_stream_leaves_the_server_serving(server):
     normal_request_works(server)
 
 
+@pytest.mark.slow
 def test_a_silent_client_is_closed_after_the_read_timeout(server):
     raw = Raw(server)
     t0 = time.monotonic()
     event = raw.event()
     waited = time.monotonic() - t0
     assert event.type == "error" and event.data["code"] == "timeout"
-    assert READ_TIMEOUT_S * 0.9 < waited < READ_TIMEOUT_S + 5
+    assert waited > READ_TIMEOUT_S * 0.9  # not before the timeout (a busy machine only makes it later)
     assert raw.closed_by_server()
     raw.close()
-    slow = Raw(server)  # a slow-loris header (one byte at a time) is bounded by the same timeout
-    t0 = time.monotonic()
-    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+    slow = Raw(server)  # a slow-loris header (one byte at a time) is bounded by the same timeout: the server
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):  # hangs up before the 6 s of bytes are sent
         for byte in b'{"type": "describe", "data": {"pad": "' + b"x" * 40:  # 6 s at 10 bytes/s, no newline
             slow.send(bytes([byte]))
             time.sleep(0.1)
-    assert time.monotonic() - t0 < READ_TIMEOUT_S + 5
     slow.close()
     normal_request_works(server)
 
 
+@pytest.mark.slow
 def test_scoring_runs_off_the_event_loop(server):
-    """One slow verdict (a judge that takes 2 s on long clips) holds up no other connection."""
+    """A verdict that is still being scored holds up no other connection: the long clip's judge blocks until
+    the short clip's answer has arrived, which could never happen if scoring ran on the event loop. Order of
+    events only, no clock: a busy machine cannot fail it."""
     import dataclasses
     import threading
 
     from components.judge.scoring import Judge
 
-    class SlowJudge(Judge):
+    started, released = threading.Event(), threading.Event()
+    unblocked: list[bool] = []
+
+    class BlockingJudge(Judge):
         def judge(self, samples):
             if len(samples) > 2 * SR:
-                time.sleep(2.0)
+                started.set()
+                unblocked.append(released.wait(timeout=60))  # False: nobody got through while it blocked
             return super().judge(samples)
 
     base = load_judge(MODEL)
-    slow = SlowJudge(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Judge) if f.name != "_local"})
+    blocking = BlockingJudge(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Judge)
+                                if f.name != "_local"})
     finished = {}
-    with ServerThread(slow, ServerSettings(port=free_port(), workers=2)) as running:
-        client = JudgeClient(running.uri)
-        t0 = time.monotonic()
-        worker = threading.Thread(target=lambda: finished.update(slow=(client.check(noise(2.5)), time.monotonic())))
+    with ServerThread(blocking, ServerSettings(port=free_port(), workers=2)) as running:
+        client = JudgeClient(running.uri, timeout_s=120)
+        worker = threading.Thread(target=lambda: finished.update(long=client.check(noise(2.5))))
         worker.start()
-        time.sleep(0.3)  # the slow request is being scored
-        fast = client.check(noise(1.0))
-        finished["fast"] = (fast, time.monotonic())
-        worker.join(timeout=30)
-    assert not finished["slow"][0].detected and not fast.detected
-    assert finished["fast"][1] - t0 < 1.5 < finished["slow"][1] - t0
+        assert started.wait(timeout=60)  # the long clip is being scored, and blocks
+        finished["short"] = client.check(noise(1.0))  # answered while the long one still blocks
+        released.set()
+        worker.join(timeout=120)
+    assert unblocked == [True] and not finished["short"].detected and not finished["long"].detected
 
 
+@pytest.mark.slow
 def test_connections_beyond_the_maximum_are_refused_with_busy(server):
     held = [Raw(server) for _ in range(MAX_CONNECTIONS)]
     for raw in held:  # each is being served (a pong proves its handler runs)

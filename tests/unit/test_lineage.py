@@ -123,11 +123,11 @@ def test_the_tree_reads_from_the_model_down_to_the_raw_inputs(published, capsys)
 
 
 def test_lineage_errors_name_what_was_expected(tmp_path, capsys):
-    assert main(["lineage", str(tmp_path / "nothing")]) == 1
+    assert main(["lineage", str(tmp_path / "nothing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
-    assert main(["lineage", str(tmp_path)]) == 1
+    assert main(["lineage", str(tmp_path)]) == 2
     assert "neither a published model folder" in capsys.readouterr().err
-    assert main(["lineage", "kfp:1234"]) == 1
+    assert main(["lineage", "kfp:1234"]) == 2
     assert "needs --kfp-host" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a wakeline lineage document"):
         Chain.from_dict({"schema": "something/else", "root": "x", "nodes": []})
