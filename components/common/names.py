@@ -14,9 +14,9 @@ import unicodedata
 MAX_SLUG_CHARS = 64  # the config's longest wake word: every valid ASCII wake word keeps its whole name
 DIGEST_CHARS = 8
 SEPARATORS = ("_", "-")
-# names Windows refuses whatever the extension (CON.tflite is as bad as CON)
 # Latin letters that Unicode does not decompose into a base letter and an accent
 _LATIN = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"})
+# names Windows refuses whatever the extension (CON.tflite is as bad as CON)
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
