@@ -352,6 +352,72 @@ def _judge_parser(sub) -> None:
     chk.set_defaults(func=cmd_judge_check)
 
 
+def cmd_serve(args) -> int:
+    import logging
+
+    from pydantic import ValidationError
+
+    from components.serving.catalog import CatalogError, discover
+    from components.serving.server import ServeSettings, serve
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ServeSettings(host=args.host, port=args.port, http_port=None if args.no_http else args.http_port,
+                                 read_timeout_s=args.read_timeout_s, max_connections=args.max_connections)
+        models = discover(args.store, args.names or ())
+    except ValidationError as e:
+        print(f"wakeline serve: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except CatalogError as e:
+        print(f"wakeline serve: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        serve(models, settings)
+    except OSError as e:
+        print(f"wakeline serve: cannot listen on {args.host}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    return 0
+
+
+def cmd_esphome_config(args) -> int:
+    from components.serving.catalog import CatalogError, discover, esphome_config
+
+    try:
+        models = discover(args.store, [args.wake_word])
+    except CatalogError as e:
+        print(f"wakeline esphome-config: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    print(esphome_config(models[0], args.host, args.http_port), end="")
+    return EXIT_OK
+
+
+def _serve_parsers(sub) -> None:
+    srv = sub.add_parser("serve", help="serve published models to Home Assistant (Wyoming wake-word service, "
+                         "streaming) and to ESPHome (manifests and .tflite over HTTP)")
+    srv.add_argument("--store", type=Path, default=Path("runs/published"),
+                     help="a local model store (publish.store) or a folder of manifests + .tflite (default: "
+                          "%(default)s)")
+    srv.add_argument("--name", dest="names", action="append", metavar="WAKE_WORD",
+                     help="serve only this wake word (repeatable; default: every model in the store)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only; "
+                     "0.0.0.0 for Home Assistant on another machine)")
+    srv.add_argument("--port", type=int, default=10400, help="Wyoming port (default: %(default)s)")
+    srv.add_argument("--http-port", type=int, default=10401, help="HTTP port for ESPHome (default: %(default)s)")
+    srv.add_argument("--no-http", action="store_true", help="no HTTP model server")
+    srv.add_argument("--read-timeout-s", type=float, default=5.0,
+                     help="close a stream that sends nothing for this long (default: %(default)s)")
+    srv.add_argument("--max-connections", type=int, default=200, help="default: %(default)s")
+    srv.add_argument("--verbose", action="store_true", help="debug logging")
+    srv.set_defaults(func=cmd_serve)
+    cfg = sub.add_parser("esphome-config", help="print the ESPHome YAML that loads a model from `wakeline serve`")
+    cfg.add_argument("wake_word", help="the wake word (e.g. \"hey jarvis\" or hey_jarvis)")
+    cfg.add_argument("--store", type=Path, default=Path("runs/published"), help="default: %(default)s")
+    cfg.add_argument("--host", required=True, help="the address ESPHome reaches `wakeline serve` at")
+    cfg.add_argument("--http-port", type=int, default=10401, help="default: %(default)s")
+    cfg.set_defaults(func=cmd_esphome_config)
+
+
 def cmd_promote(args) -> int:
     from components.publish.registry import RegistryError, model_name, promote
 
@@ -499,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the config presets").set_defaults(func=cmd_presets)
     _judge_parser(sub)
+    _serve_parsers(sub)
 
     pro = sub.add_parser("promote", help="move a wake word's MLflow `production` alias (default: to `candidate`)")
     pro.add_argument("--wake-word", help="the registered model is wakeline-<wake word>, e.g. wakeline-hey-jarvis")

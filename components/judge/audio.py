@@ -64,6 +64,42 @@ def to_judge_input(pcm: bytes, fmt: PcmFormat) -> np.ndarray:
     x = np.frombuffer(pcm, dtype=WIDTH_DTYPES[fmt.width])
     if fmt.is_native:
         return x.astype(np.int16, copy=True)
+    return to_int16(resample(_mono_float(pcm, fmt), fmt.rate, JUDGE_RATE))
+
+
+def _mono_float(pcm: bytes, fmt: PcmFormat) -> np.ndarray:
+    """float32 mono in [-1, 1] for whole frames of raw PCM in `fmt` (channels averaged)."""
+    x = np.frombuffer(pcm, dtype=WIDTH_DTYPES[fmt.width])
     full_scale = float(2 ** (8 * fmt.width - 1))
-    mono = to_mono(x.reshape(-1, fmt.channels).astype(np.float64) / full_scale)
-    return to_int16(resample(mono.astype(np.float32), fmt.rate, JUDGE_RATE))
+    return to_mono(x.reshape(-1, fmt.channels).astype(np.float64) / full_scale).astype(np.float32)
+
+
+class StreamConverter:
+    """`to_judge_input` for audio that arrives in chunks without end (a streaming wake-word client): the same
+    channel averaging, and soxr's streaming resampler (quality HQ, as `resample`) so that chunk edges add no
+    artefacts. Native 16 kHz mono 16-bit audio passes through sample for sample. A partial frame at the end of
+    a chunk is kept for the next one."""
+
+    def __init__(self, fmt: PcmFormat) -> None:
+        import soxr
+
+        self.fmt = fmt
+        self._pending = b""
+        self._stream = None if fmt.rate == JUDGE_RATE else soxr.ResampleStream(fmt.rate, JUDGE_RATE, 1,
+                                                                              dtype="float32", quality="HQ")
+
+    def feed(self, pcm: bytes) -> np.ndarray:
+        """16 kHz mono int16 samples for the next chunk (possibly none yet: the resampler has a delay)."""
+        data = self._pending + pcm
+        whole = len(data) - len(data) % self.fmt.frame_bytes
+        self._pending, data = data[whole:], data[:whole]
+        if self.fmt.is_native:
+            return np.frombuffer(data, dtype="<i2").astype(np.int16)
+        mono = _mono_float(data, self.fmt)
+        return to_int16(mono if self._stream is None else self._stream.resample_chunk(mono))
+
+    def flush(self) -> np.ndarray:
+        """What the resampler still holds, at the end of the stream."""
+        if self._stream is None:
+            return np.zeros(0, np.int16)
+        return to_int16(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
