@@ -1,0 +1,184 @@
+"""The pieces of `wakeline serve` without a server: the incremental device detector against the batch rule
+(`metrics.activations`), the streaming frontend, converter and TFLite-Micro stream against their one-shot
+counterparts, model discovery in a store, the HTTP answers, the ESPHome snippet and the settings."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from components.common.audio import resample, to_int16
+from components.common.frontend import features_uint16
+from components.common.metrics import DetectorSettings, activations
+from components.judge.audio import PcmFormat, StreamConverter, to_judge_input
+from components.quantization.stage import TflmStreamer
+from components.serving.catalog import CatalogError, discover, esphome_config
+from components.serving.server import ModelFiles, ServeSettings, wake_info
+from components.serving.stream import DeviceDetector, FeatureStream, ModelStream
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "tests" / "fixtures" / "esphome-models" / "v2"
+SR = 16_000
+
+
+def make_store(root: Path, words: tuple[str, ...] = ("hey_jarvis",)) -> Path:
+    """A store as `publish` lays it out: <slug>/latest.json naming <digest>/ with the pair and published.json."""
+    from components.common.artifacts import sha256_file
+
+    for word in words:
+        digest = sha256_file(MODELS / f"{word}.tflite")[:16]
+        folder = root / word.replace("_", "-") / digest
+        folder.mkdir(parents=True)
+        for ext in ("json", "tflite"):
+            shutil.copy(MODELS / f"{word}.{ext}", folder / f"{word}.{ext}")
+        (folder / "published.json").write_text(json.dumps({"sha256": sha256_file(folder / f"{word}.tflite")}))
+        (folder.parent / "latest.json").write_text(json.dumps({"folder": digest}))
+    return root
+
+
+@pytest.mark.parametrize("window,refractory,cutoff", [(5, 100, 0.9), (3, 9, 0.5), (1, 0, 0.7), (5, 30, 0.97)])
+def test_the_incremental_detector_fires_where_the_batch_rule_does(window, refractory, cutoff):
+    rng = np.random.default_rng(window * 1000 + refractory)
+    settings = DetectorSettings(sliding_window=window, stride_frames=3, refractory_slices=refractory)
+    # bursts of high outputs in low noise: detections, refractory periods and re-arming all happen
+    probs = rng.integers(0, 120, 3000)
+    for start in rng.integers(0, 2990, 60):
+        probs[start:start + rng.integers(1, 12)] = rng.integers(200, 256)
+    probs = probs.astype(np.uint8)
+    expected = activations(probs, cutoff, settings, quantized=True)
+    detector = DeviceDetector(cutoff, settings)
+    got = [i for i, p in enumerate(probs) if detector.push(int(p)) is not None]
+    assert len(expected) > 5
+    assert got == expected.tolist()
+
+
+def _noise(seconds: float, seed: int) -> np.ndarray:
+    from components.data_prep.ambient import coloured_noise
+
+    return to_int16(coloured_noise(int(seconds * SR), np.random.default_rng(seed)))
+
+
+def test_streamed_features_equal_the_one_shot_frontend():
+    audio = _noise(2.0, 3)
+    stream = FeatureStream()
+    sizes = np.random.default_rng(4).integers(1, 2000, 100)
+    pieces, pos = [], 0
+    for n in sizes:
+        pieces.append(stream.feed(audio[pos:pos + n]))
+        pos += n
+    pieces.append(stream.feed(audio[pos:]))
+    np.testing.assert_array_equal(np.concatenate(pieces), features_uint16(audio))
+
+
+def test_the_streaming_converter_passes_native_audio_through_and_resamples_others_like_the_judge():
+    audio = _noise(1.0, 5)
+    native = StreamConverter(PcmFormat(16_000, 2, 1))
+    out = np.concatenate([native.feed(audio.tobytes()[i:i + 333]) for i in range(0, 2 * len(audio), 333)])
+    np.testing.assert_array_equal(out, audio)
+    # 48 kHz stereo 32-bit, fed in odd-sized chunks (frames split across chunks)
+    up = resample(audio.astype(np.float32) / 32768, SR, 48_000)
+    pcm = np.repeat(np.round(up * (2 ** 31 - 1)).astype("<i4")[:, None], 2, axis=1).tobytes()
+    fmt = PcmFormat(48_000, 4, 2)
+    conv = StreamConverter(fmt)
+    streamed = np.concatenate([conv.feed(pcm[i:i + 1001]) for i in range(0, len(pcm), 1001)] + [conv.flush()])
+    whole = to_judge_input(pcm, fmt)
+    assert abs(len(streamed) - len(whole)) <= 2
+    n = min(len(streamed), len(whole))
+    err = np.abs(streamed[:n].astype(np.int32) - whole[:n].astype(np.int32))[200:-200]
+    assert err.max() <= 64  # soxr's streaming and one-shot resamplers agree to within a few LSB of 16-bit
+
+
+def test_the_model_streamed_in_chunks_detects_as_the_verified_runtime_does():
+    # the official VAD model on noise bursts, with a cutoff low enough (uint8 threshold 2) to fire many times:
+    # every firing, refractory period and re-arming must land on the same inference
+    model = discover(MODELS, ["vad"])[0]
+    noise = _noise(8.0, 6)
+    bursts = np.repeat(np.random.default_rng(1).random(40) > 0.5, len(noise) // 40 + 1)[:len(noise)]
+    audio = (noise * bursts).astype(np.int16)
+    settings = model.settings
+    probs = TflmStreamer(model.tflite, model.arena)(features_uint16(audio))
+    cutoff = 0.01
+    frontend, stream = FeatureStream(), ModelStream(model.tflite, model.arena, cutoff, settings)
+    got = []
+    for i in range(0, len(audio), 1024):
+        got += [f.inference for f in stream.feed(frontend.feed(audio[i:i + 1024]))]
+    expected = activations(probs, cutoff, settings, quantized=True).tolist()
+    assert len(expected) >= 2
+    assert got == expected
+
+
+def test_discovery_finds_the_latest_published_model_per_wake_word_and_flat_pairs(tmp_path):
+    store = make_store(tmp_path / "store", ("hey_jarvis", "okay_nabu"))
+    models = discover(store)
+    assert sorted(m.name for m in models) == ["hey_jarvis", "okay_nabu"]
+    jarvis = discover(store, ["Hey Jarvis"])[0]
+    assert (jarvis.phrase, jarvis.cutoff, jarvis.languages) == ("Hey Jarvis", 0.97, ("en",))
+    assert jarvis.version == jarvis.manifest_path.parent.name  # the published folder's digest
+    assert [m.name for m in discover(MODELS, ["alexa"])] == ["alexa"]
+    with pytest.raises(CatalogError, match="no model named"):
+        discover(store, ["alexa"])
+    with pytest.raises(CatalogError, match="no published model"):
+        discover(_empty(tmp_path))
+    shutil.copy(MODELS / "hey_jarvis.json", store / "hey_jarvis.json")
+    shutil.copy(MODELS / "hey_jarvis.tflite", store / "hey_jarvis.tflite")
+    with pytest.raises(CatalogError, match="two models named 'hey_jarvis'"):
+        discover(store)
+
+
+def _empty(tmp_path: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def test_info_lists_every_model_with_name_phrase_language_and_version(tmp_path):
+    models = discover(make_store(tmp_path, ("hey_jarvis", "okay_nabu")))
+    info = wake_info(models)
+    listed = {m.name: m for m in info.wake[0].models}
+    assert set(listed) == {"hey_jarvis", "okay_nabu"}
+    assert listed["hey_jarvis"].phrase == "Hey Jarvis" and listed["hey_jarvis"].languages == ["en"]
+    assert listed["hey_jarvis"].version == models[[m.name for m in models].index("hey_jarvis")].version
+
+
+def test_the_http_answers_serve_the_manifest_and_the_model_it_names():
+    from urllib.parse import urljoin
+
+    model = discover(MODELS, ["hey_jarvis"])[0]
+    files = ModelFiles([model])
+    status, body, ctype = files.answer("GET", "/hey_jarvis.json")
+    manifest = json.loads(body)
+    assert (status, ctype) == (200, "application/json")
+    assert manifest["micro"] == json.loads((MODELS / "hey_jarvis.json").read_text())["micro"]
+    model_url = urljoin("http://10.0.0.2:10401/hey_jarvis.json", manifest["model"])  # as ESPHome resolves it
+    assert model_url == "http://10.0.0.2:10401/hey_jarvis.tflite"
+    status, body, _ = files.answer("GET", "/hey_jarvis.tflite")
+    assert status == 200 and body == (MODELS / "hey_jarvis.tflite").read_bytes()
+    assert json.loads(files.answer("GET", "/")[1])["models"][0]["manifest"] == "/hey_jarvis.json"
+    assert files.answer("GET", "/../hey_jarvis.json")[0] == 404
+    assert files.answer("POST", "/hey_jarvis.json")[0] == 405
+
+
+def test_esphome_config_prints_the_micro_wake_word_snippet(tmp_path, capsys):
+    import yaml
+
+    store = make_store(tmp_path)
+    assert main(["esphome-config", "hey jarvis", "--store", str(store), "--host", "192.168.1.5"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc == {"micro_wake_word": {"models": [{"model": "http://192.168.1.5:10401/hey_jarvis.json"}]}}
+    assert esphome_config(discover(store)[0], "h", 8080).endswith("- model: http://h:8080/hey_jarvis.json\n")
+    assert main(["esphome-config", "alexa", "--store", str(store), "--host", "h"]) == 2
+    assert "no model named alexa" in capsys.readouterr().err
+
+
+def test_settings_reject_unknown_keys_and_bad_values():
+    assert ServeSettings().port == 10400
+    with pytest.raises(ValidationError):
+        ServeSettings(prot=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        ServeSettings(read_timeout_s=0)
+    with pytest.raises(ValidationError):
+        ServeSettings(port=70000)
