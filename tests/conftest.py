@@ -235,6 +235,7 @@ SLOW_FIXTURES = {
     "served": "starts `wakeline judge serve`", "smoke_run": "runs the smoke pipeline",
     "planted": "synthesises a dataset", "okay_nabu_audio": "synthesises speech with piper",
     "jarvis": "synthesises speech with piper", "keras_model": "trains a MixedNet",
+    "serve_server": "starts `wakeline serve`'s server", "jarvis_stream": "synthesises speech with piper",
 }
 
 

@@ -82,7 +82,7 @@ def test_the_streaming_converter_passes_native_audio_through_and_resamples_other
     np.testing.assert_array_equal(out, audio)
     # 48 kHz stereo 32-bit, fed in odd-sized chunks (frames split across chunks)
     up = resample(audio.astype(np.float32) / 32768, SR, 48_000)
-    pcm = np.repeat(np.round(up * (2 ** 31 - 1)).astype("<i4")[:, None], 2, axis=1).tobytes()
+    pcm = np.repeat(np.clip(np.round(up.astype(np.float64) * (2 ** 31 - 1)), -2 ** 31, 2 ** 31 - 1).astype("<i4")[:, None], 2, axis=1).tobytes()
     fmt = PcmFormat(48_000, 4, 2)
     conv = StreamConverter(fmt)
     streamed = np.concatenate([conv.feed(pcm[i:i + 1001]) for i in range(0, len(pcm), 1001)] + [conv.flush()])
