@@ -310,3 +310,28 @@ def test_the_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, jarvis_stream):
         code = proc.wait(timeout=30)
     assert code == 0, log.read_text()[-2000:]
     assert "stopping" in log.read_text()
+
+
+def test_a_client_that_hangs_up_at_the_first_detection_as_ha_does_leaves_the_server_serving(serve_server,
+                                                                                           jarvis_stream):
+    """HA returns at the first detection and closes mid-stream; names may be phrases as well as ids."""
+    bound = serve_server.bound
+
+    async def first_detection() -> Detection:
+        pcm = jarvis_stream.audio.astype("<i2").tobytes()
+        async with AsyncTcpClient(bound.host, bound.port) as client:
+            await client.write_event(Detect(names=["Hey Jarvis"]).event())
+            await client.write_event(AudioStart(rate=SR, width=2, channels=1).event())
+            read = asyncio.create_task(client.read_event())
+            for i in range(0, len(pcm), CHUNK_BYTES):
+                await client.write_event(AudioChunk(rate=SR, width=2, channels=1, audio=pcm[i:i + CHUNK_BYTES]).event())
+                if read.done():
+                    break
+            event = await asyncio.wait_for(read, 30)
+        return Detection.from_event(event)
+
+    for _ in range(3):
+        detection = run(first_detection())
+        start, end = jarvis_stream.words[0]
+        assert detection.name == WORD and start <= detection.timestamp <= end + jarvis_stream.window_ms
+    assert_on_the_words(run(ha_stream(bound.host, bound.port, jarvis_stream.audio)), jarvis_stream)
