@@ -14,8 +14,9 @@ audio-start's `timestamp`, else the first chunk's, else 0, plus the audio receiv
 the judge takes (8-48 kHz, mono or stereo, 16- or 32-bit) is converted to 16 kHz mono 16-bit; the connection
 handling, limits and defences are the judge's (`components.judge.server.JudgeHandler`: bounded frames, read and
 write timeouts, a connection cap, an `error` event before closing). The audio is processed on the event loop as
-it arrives (well under a millisecond per 64 ms chunk and model), which also paces a client that sends faster than
-the models run.
+it arrives (about 0.6 ms per 64 ms chunk and model on the shared 2-core development machine, measured by
+benchmarks/serve.py at a tiny scale), which also paces a client that sends faster than the models run; one
+process therefore uses one core.
 
 HTTP (`http_port`): `GET /<name>.json` is the model's manifest with `model` set to `<name>.tflite`, which
 `GET /<name>.tflite` serves, so ESPHome's `micro_wake_word: models: - model: http://HOST:PORT/<name>.json`
