@@ -30,7 +30,7 @@ test: install ## the whole test suite, slow tests included (GPU tests skip thems
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## every test but the `slow` ones (those that train, synthesise a dataset or start a server)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n auto $(PYTEST_ARGS)
 
 bench: install ## benchmarks -> runs/bench/<benchmark>.json (all but accuracy and ablation)
 	$(PY) -m benchmarks
