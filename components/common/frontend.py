@@ -40,3 +40,27 @@ def n_frames(n_samples: int) -> int:
 
 def to_float(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32) * np.float32(FLOAT_SCALE)
+
+
+class FeatureStream:
+    """The device frontend (pymicro-features) over a stream: raw uint16 features `[frames, 40]` per chunk,
+    exactly what `features_uint16` gives for the whole stream at once."""
+
+    def __init__(self) -> None:
+        from pymicro_features import MicroFrontend
+
+        self._frontend = MicroFrontend()
+        self._pending = b""
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        data = self._pending + np.ascontiguousarray(samples, dtype=np.int16).tobytes()
+        frames, pos = [], 0
+        while pos + _CHUNK_BYTES <= len(data):
+            out = self._frontend.process_samples(data[pos:pos + _CHUNK_BYTES])
+            pos += out.samples_read * 2
+            if out.features:
+                frames.append(out.features)
+        self._pending = data[pos:]
+        if not frames:
+            return np.zeros((0, FEATURE_CHANNELS), np.uint16)
+        return np.rint(np.asarray(frames, dtype=np.float64) / FLOAT_SCALE).astype(np.uint16)

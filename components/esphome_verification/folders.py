@@ -28,14 +28,13 @@ from components.common.errors import InputError
 from components.common.artifacts import SAMPLE_RATE_HZ
 from components.common.audio import AUDIO_EXTENSIONS, AudioReadError, to_int16, to_mono, wav_is_truncated
 from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown, format_text
-from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE, n_frames
+from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FeatureStream, n_frames
 from components.common.metrics import DEVICE, DetectorSettings, activations, clip_detected
 
 RECORDED = "recorded"  # the channel condition of a user's own positives: recorded as they are
 POSITIVE_PAD_S = 1.0
 MIN_FRAMES = DEVICE.stride_frames  # a file must give at least one inference of a 3-frame model
 BLOCK_SECONDS = 30  # decoded per read: bounded memory for recordings of any length
-_CHUNK_BYTES = 2 * SAMPLE_RATE_HZ * FEATURE_STEP_MS // 1000  # what the frontend consumes per 10 ms step
 
 
 class EvaluationInputError(InputError, ValueError):
@@ -72,23 +71,13 @@ class _Frontend:
     `components.common.frontend.features_uint16` gives for them in one piece (one frontend, 10 ms steps)."""
 
     def __init__(self) -> None:
-        from pymicro_features import MicroFrontend
-
-        self._frontend = MicroFrontend()
-        self._pending = b""
+        self._stream = FeatureStream()
         self._blocks: list[np.ndarray] = []
 
     def feed(self, samples: np.ndarray) -> None:
-        data = self._pending + np.ascontiguousarray(samples, dtype=np.int16).tobytes()
-        frames, pos = [], 0
-        while pos + _CHUNK_BYTES <= len(data):
-            out = self._frontend.process_samples(data[pos:pos + _CHUNK_BYTES])
-            pos += out.samples_read * 2
-            if out.features:
-                frames.append(out.features)
-        self._pending = data[pos:]
-        if frames:
-            self._blocks.append(np.rint(np.asarray(frames, dtype=np.float64) / FLOAT_SCALE).astype(np.uint16))
+        block = self._stream.feed(samples)
+        if len(block):
+            self._blocks.append(block)
 
     def features(self) -> np.ndarray:
         return (np.concatenate(self._blocks) if self._blocks

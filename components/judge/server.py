@@ -405,37 +405,30 @@ def serve(judge: Judge, settings: ServerSettings) -> None:
     asyncio.run(serve_async(judge, settings))
 
 
-class ServerThread:
-    """The server on its own event loop in a background thread (tests, benchmarks, embedding):
+class LoopThread:
+    """A server coroutine on its own event loop in a background thread: `start` waits until the subclass's
+    `_main` calls `_started()` (or re-raises what stopped it first), `stop` sets the loop's stop event."""
 
-        with ServerThread(judge, ServerSettings(port=free_port)) as server:
-            JudgeClient(server.uri).check(samples)
-    """
+    label = "the server"
 
-    def __init__(self, judge: Judge, settings: ServerSettings, start_timeout_s: float = 30.0) -> None:
-        self.judge, self.settings, self.start_timeout_s = judge, settings, start_timeout_s
+    def __init__(self, name: str, start_timeout_s: float) -> None:
+        self.start_timeout_s = start_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="judge-server", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    @property
-    def uri(self) -> str:
-        return f"tcp://{self.settings.host}:{self.settings.port}"
+    async def _main(self) -> None:
+        raise NotImplementedError
+
+    def _started(self) -> None:
+        self._ready.set()
 
     def _run(self) -> None:
         async def main() -> None:
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            ready = asyncio.Event()
-            task = asyncio.create_task(serve_async(self.judge, self.settings, ready, self._stop))
-            waiter = asyncio.create_task(ready.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if task.done():  # it never started (e.g. the port is taken): raise that here
-                await task
-            self._ready.set()
-            await task
+            await self._main()
 
         try:
             asyncio.run(main())
@@ -443,10 +436,10 @@ class ServerThread:
             self._error = e
             self._ready.set()
 
-    def start(self) -> "ServerThread":
+    def start(self):
         self._thread.start()
         if not self._ready.wait(self.start_timeout_s):
-            raise TimeoutError(f"the judge server did not start in {self.start_timeout_s:g} s")
+            raise TimeoutError(f"{self.label} did not start in {self.start_timeout_s:g} s")
         if self._error is not None:
             raise self._error
         return self
@@ -456,8 +449,37 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ServerThread(LoopThread):
+    """The server on its own event loop in a background thread (tests, benchmarks, embedding):
+
+        with ServerThread(judge, ServerSettings(port=free_port)) as server:
+            JudgeClient(server.uri).check(samples)
+    """
+
+    label = "the judge server"
+
+    def __init__(self, judge: Judge, settings: ServerSettings, start_timeout_s: float = 30.0) -> None:
+        super().__init__("judge-server", start_timeout_s)
+        self.judge, self.settings = judge, settings
+
+    @property
+    def uri(self) -> str:
+        return f"tcp://{self.settings.host}:{self.settings.port}"
+
+    async def _main(self) -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve_async(self.judge, self.settings, ready, self._stop))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():  # it never started (e.g. the port is taken): raise that here
+            await task
+        self._started()
+        await task

@@ -44,7 +44,7 @@ from components.common.jsonio import dumps
 from components.common.names import slug
 from components.judge.audio import JUDGE_RATE, AudioFormatError, PcmFormat, StreamConverter, check_format
 from components.judge.protocol import FrameLimits
-from components.judge.server import ATTRIBUTION, JudgeHandler
+from components.judge.server import ATTRIBUTION, JudgeHandler, LoopThread
 from components.serving.catalog import ServedModel
 from components.serving.stream import FeatureStream, ModelStream
 
@@ -359,7 +359,7 @@ def serve(models: list[ServedModel], settings: ServeSettings) -> None:
     asyncio.run(serve_async(models, settings))
 
 
-class ServeThread:
+class ServeThread(LoopThread):
     """The server on its own event loop in a background thread (tests, benchmarks):
 
         with ServeThread(models, ServeSettings(port=0, http_port=0)) as server:
@@ -368,46 +368,14 @@ class ServeThread:
 
     def __init__(self, models: list[ServedModel], settings: ServeSettings, start_timeout_s: float = 30.0,
                  service: WakeService | None = None) -> None:
-        self.models, self.settings, self.start_timeout_s = models, settings, start_timeout_s
+        super().__init__("wakeline-serve", start_timeout_s)
+        self.models, self.settings = models, settings
         self.service = service or WakeService(models, settings)
         self.bound: Bound | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="wakeline-serve", daemon=True)
 
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+    async def _main(self) -> None:
+        def ready(bound: Bound) -> None:
+            self.bound = bound
+            self._started()
 
-            def ready(bound: Bound) -> None:
-                self.bound = bound
-                self._ready.set()
-
-            await serve_async(self.models, self.settings, ready, self._stop, self.service)
-
-        try:
-            asyncio.run(main())
-        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
-            self._error = e
-            self._ready.set()
-
-    def start(self) -> "ServeThread":
-        self._thread.start()
-        if not self._ready.wait(self.start_timeout_s):
-            raise TimeoutError(f"the server did not start in {self.start_timeout_s:g} s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> "ServeThread":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        await serve_async(self.models, self.settings, ready, self._stop, self.service)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, FLOAT_SCALE
+from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, FeatureStream  # noqa: F401
 from components.common.metrics import DetectorSettings
 from components.quantization.stage import esphome_input
 
-_CHUNK_BYTES = 2 * 16 * FEATURE_STEP_MS  # 10 ms of 16 kHz int16: what the frontend consumes per step
 
 
 class DeviceDetector:
@@ -51,30 +50,6 @@ class DeviceDetector:
             self.fired_once = True
             return mean
         return None
-
-
-class FeatureStream:
-    """The device frontend (pymicro-features) over a stream: raw uint16 features `[frames, 40]` per chunk,
-    exactly what `features_uint16` gives for the whole stream at once."""
-
-    def __init__(self) -> None:
-        from pymicro_features import MicroFrontend
-
-        self._frontend = MicroFrontend()
-        self._pending = b""
-
-    def feed(self, samples: np.ndarray) -> np.ndarray:
-        data = self._pending + np.ascontiguousarray(samples, dtype=np.int16).tobytes()
-        frames, pos = [], 0
-        while pos + _CHUNK_BYTES <= len(data):
-            out = self._frontend.process_samples(data[pos:pos + _CHUNK_BYTES])
-            pos += out.samples_read * 2
-            if out.features:
-                frames.append(out.features)
-        self._pending = data[pos:]
-        if not frames:
-            return np.zeros((0, FEATURE_CHANNELS), np.uint16)
-        return np.rint(np.asarray(frames, dtype=np.float64) / FLOAT_SCALE).astype(np.uint16)
 
 
 @dataclass(frozen=True)
