@@ -1,25 +1,36 @@
 """`wakeline serve` under load: real-time Home Assistant-style streams against one server process (the CLI in
 its own process, the official hey_jarvis model on TFLite-Micro), clients in this process.
 
-  concurrent_realtime_streams  the most streams, each sending 64 ms chunks at real-time pace (as HA does), that
-                               the server keeps up with: every stream's final answer arrives within
-                               MAX_LAG_S of the end of its audio, no errors (a ladder of stream counts, stopping
-                               at the first level that falls behind)
-  detection_latency_p50_ms     from the end of the spoken word (the piper clip's end, on the real-time clock) to
-  detection_latency_p95_ms     the detection event, at the largest level sustained (negative: the model fired
-                               before the clip's trailing silence ended)
-  served_vs_inprocess_ratio    audio seconds per wall second through the server (STREAMS_UNPACED clients sending
-                               as fast as it reads) / the same streaming detection in-process (FeatureStream +
-                               ModelStream, same chunks, no server): what the protocol and the server cost
-  memory_per_stream_mb         (the server's peak RSS at the largest sustained level - its RSS after a 2-stream
-                               warm-up) / streams (freed memory the allocator keeps makes this a lower bound)
+Each stream is what HA's Wyoming wake-word client sends: detect, audio-start, then one 10 ms audio-chunk
+(160 samples, HA's `MS_PER_CHUNK`) at a time, paced at real time (chunk k leaves when its last sample exists),
+then audio-stop. Every PROBE_CHUNKS chunks the stream also sends a `ping`; the server answers a ping only after
+it has processed every chunk before it, so the pong's arrival time minus the time that audio was due is the
+server's lag behind that stream at that moment. The frames are encoded once (`wyoming.event.write_event`, the
+bytes the package's client writes) and one pacing task writes every stream's due chunks, so the clients cost
+little beside the server on the same cores. All times are measured from when audio was *due*, so a late client
+counts against the server, never for it.
 
-Scale (environment): WAKELINE_BENCH_SERVE_MAX_STREAMS (default 200) caps the ladder, WAKELINE_BENCH_SERVE_STREAM_S
+  concurrent_realtime_streams  the most streams the server sustains (CRITERION below), found by doubling from
+                               START_STREAMS up to WAKELINE_BENCH_SERVE_MAX_STREAMS, then bisecting between the
+                               last level that passed and the first that failed
+  detection_latency_p50_ms     from the end of the spoken word (the piper clip's end, on the stream's real-time
+  detection_latency_p95_ms     clock) to the detection event's arrival, at the largest sustained level (negative:
+                               the model fired before the word's end)
+  served_vs_inprocess_ratio    audio seconds per wall second through the server (STREAMS_UNPACED clients sending
+                               the same 10 ms frames as fast as the server reads them) / the device runtime
+                               in-process on the same audio, chunks and cores (FeatureStream + ModelStream, one
+                               stream after another, no server, no protocol)
+  memory_per_stream_mb         (the server's peak RSS at the largest sustained level - its RSS after a warm-up) /
+                               streams (freed memory the allocator keeps makes this a lower bound)
+
+Scale (environment): WAKELINE_BENCH_SERVE_MAX_STREAMS (default 400) caps the search, WAKELINE_BENCH_SERVE_STREAM_S
 (default 10) is each stream's length. The issue's goals: >= 100 streams on 2 cores, ratio >= 0.8.
+WAKELINE_BENCH_SERVE_PROFILE=PATH runs the server under cProfile and writes its stats there (development).
 """
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import socket
@@ -27,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +49,30 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "tests" / "fixtures" / "esphome-models" / "v2"
 WORD = "hey_jarvis"
 SR = 16_000
-CHUNK_SAMPLES = 1024  # 64 ms, what HA sends
-MAX_STREAMS = int(os.environ.get("WAKELINE_BENCH_SERVE_MAX_STREAMS", "200"))
+CHUNK_MS = 10  # homeassistant/components/assist_pipeline/const.py: MS_PER_CHUNK = 10
+CHUNK_SAMPLES = SR * CHUNK_MS // 1000
+PROBE_CHUNKS = 25  # a ping every 250 ms of audio
+MAX_STREAMS = int(os.environ.get("WAKELINE_BENCH_SERVE_MAX_STREAMS", "400"))
 STREAM_S = float(os.environ.get("WAKELINE_BENCH_SERVE_STREAM_S", "10"))
-LADDER = [1, 10, 25, 50, 75, 100, 150, 200, 300, 400]
+PROFILE = os.environ.get("WAKELINE_BENCH_SERVE_PROFILE")
+START_STREAMS = 25
+START_SPREAD_S = 1.0  # streams start at seeded uniform offsets over this span (their chunks interleave)
 STREAMS_UNPACED = 8
-MAX_LAG_S = 0.5
 WORD_AT_S = 1.0
+
+# What "sustained" means: every one of these holds at that stream count.
+MAX_LAG_P95_MS = 250.0  # the server's lag behind the streams (ping probes), 95th percentile over the run
+MAX_LAG_GROWTH_MS = 100.0  # median lag over the last quarter of the audio minus that over the first quarter
+MAX_LATENCY_P95_MS = 500.0  # word end -> detection event
+MIN_RATE_FRACTION = 0.97  # processed audio-s/s (probe to probe) >= this x streams x 1.0
+CRITERION = (f"N streams of {CHUNK_MS} ms chunks paced at real time are sustained when: every stream completes "
+             f"without an error and gets exactly its one detection; the server's lag behind the streams (pong "
+             f"arrival - when the audio before the ping was due, a ping every {PROBE_CHUNKS * CHUNK_MS} ms) has "
+             f"p95 <= {MAX_LAG_P95_MS:g} ms and does not grow (median over the last quarter of the audio - median "
+             f"over the first quarter <= {MAX_LAG_GROWTH_MS:g} ms); detection latency p95 <= "
+             f"{MAX_LATENCY_P95_MS:g} ms; and the audio the server processed per wall second (first to last probe "
+             f"of each stream, summed) >= {MIN_RATE_FRACTION:g} x N. Times run from when the audio was due, so a "
+             f"late client counts against the server.")
 
 
 def _stream_audio() -> tuple[np.ndarray, float]:
@@ -55,10 +84,42 @@ def _stream_audio() -> tuple[np.ndarray, float]:
     pcm, sr = next(iter(synthesize_many([PiperJob("hey jarvis", 1.0, 0.667, 0.8)], seed=11)))
     word = to_int16(resample(pcm.astype(np.float32) / 32768, sr))
     n = max(int(STREAM_S * SR), int(WORD_AT_S * SR) + len(word) + SR)
+    n -= n % CHUNK_SAMPLES
     audio = (to_int16(coloured_noise(n, np.random.default_rng(3))) // 8).astype(np.int16)
     start = int(WORD_AT_S * SR)
     audio[start:start + len(word)] = word
     return audio, (start + len(word)) / SR
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The wire bytes of one stream, encoded once and shared by every client."""
+
+    head: bytes  # detect + audio-start
+    chunks: list[bytes]  # one audio-chunk each
+    pings: dict[int, bytes]  # after chunk k (k + 1 a multiple of PROBE_CHUNKS): a ping with text k
+    tail: bytes  # audio-stop + ping "end"
+
+
+def _encode(audio: np.ndarray) -> Frames:
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.event import write_event
+    from wyoming.ping import Ping
+    from wyoming.wake import Detect
+
+    def wire(*events) -> bytes:
+        buf = io.BytesIO()
+        for e in events:
+            write_event(e.event(), buf)
+        return buf.getvalue()
+
+    pcm = audio.astype("<i2").tobytes()
+    step = CHUNK_SAMPLES * 2
+    chunks = [wire(AudioChunk(rate=SR, width=2, channels=1, audio=pcm[i:i + step], timestamp=k * CHUNK_MS))
+              for k, i in enumerate(range(0, len(pcm), step))]
+    pings = {k: wire(Ping(text=str(k))) for k in range(PROBE_CHUNKS - 1, len(chunks), PROBE_CHUNKS)}
+    return Frames(wire(Detect(names=[WORD]), AudioStart(rate=SR, width=2, channels=1)), chunks, pings,
+                  wire(AudioStop(), Ping(text="end")))
 
 
 def _free_port() -> int:
@@ -74,73 +135,161 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _stream(port: int, pcm: bytes, paced: bool, word_end_s: float, out: dict) -> None:
-    """One HA-style stream; records the detection latencies and the lag of the final answer."""
-    from wyoming.audio import AudioChunk, AudioStart, AudioStop
-    from wyoming.client import AsyncTcpClient
-    from wyoming.error import Error
-    from wyoming.ping import Ping, Pong
-    from wyoming.wake import Detect, Detection
+@dataclass
+class Client:
+    """One stream's connection and what it measured."""
 
-    step = CHUNK_SAMPLES * 2
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Detect(names=[WORD]).event())
-        await client.write_event(AudioStart(rate=SR, width=2, channels=1).event())
-        t0 = time.perf_counter()
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    start: float = 0.0  # chunk k is due at start + (k + 1) x CHUNK_MS
+    sent: int = 0
+    detections: list[float] = field(default_factory=list)  # arrival times
+    probes: list[tuple[int, float]] = field(default_factory=list)  # (chunk k, pong arrival)
+    errors: int = 0
+    end: float | None = None  # the final pong's arrival
+    late_s: float = 0.0  # the most a chunk left after it was due (this client process's own lateness)
 
-        async def reader() -> None:
-            while True:
-                event = await client.read_event()
-                if event is None or Pong.is_type(event.type):
+    def due(self, k: int) -> float:
+        return self.start + (k + 1) * CHUNK_MS / 1000
+
+    async def read(self) -> None:
+        from wyoming.error import Error
+        from wyoming.event import async_read_event
+        from wyoming.ping import Pong
+        from wyoming.wake import Detection
+
+        while (event := await async_read_event(self.reader)) is not None:
+            now = time.perf_counter()
+            if Pong.is_type(event.type):
+                text = event.data.get("text")
+                if text == "end":
+                    self.end = now
                     return
-                if Detection.is_type(event.type):
-                    out["latency_ms"].append((time.perf_counter() - t0 - word_end_s) * 1000)
-                elif Error.is_type(event.type):
-                    out["errors"] += 1
-
-        task = asyncio.create_task(reader())
-        for k, i in enumerate(range(0, len(pcm), step)):
-            if paced:
-                # a chunk exists once its last sample is recorded: chunk k goes out at (k + 1) x 64 ms, as HA sends it
-                delay = t0 + (k + 1) * CHUNK_SAMPLES / SR - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await client.write_event(AudioChunk(rate=SR, width=2, channels=1, audio=pcm[i:i + step],
-                                                timestamp=k * CHUNK_SAMPLES * 1000 // SR).event())
-        await client.write_event(AudioStop().event())
-        await client.write_event(Ping().event())
-        await task
-        out["lag_s"].append(time.perf_counter() - t0 - len(pcm) / 2 / SR)
+                self.probes.append((int(text), now))
+            elif Detection.is_type(event.type):
+                self.detections.append(now)
+            elif Error.is_type(event.type):
+                self.errors += 1
 
 
-async def _level(port: int, pid: int, pcm: bytes, n: int, paced: bool, word_end_s: float) -> dict:
-    """`n` concurrent streams (started within one chunk of each other, seeded); their measurements."""
-    out: dict = {"latency_ms": [], "lag_s": [], "errors": 0, "peak_rss_mb": _rss_mb(pid)}
-    rng = np.random.default_rng(n)
-    stop = asyncio.Event()
+async def _connect(port: int, frames: Frames, n: int) -> list[Client]:
+    async def one() -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frames.head)
+        return Client(reader, writer)
 
-    async def sampler() -> None:
-        while not stop.is_set():
-            out["peak_rss_mb"] = max(out["peak_rss_mb"], _rss_mb(pid))
-            await asyncio.sleep(0.2)
+    return list(await asyncio.gather(*(one() for _ in range(n))))
 
-    async def one(delay: float) -> None:
-        await asyncio.sleep(delay)
+
+async def _close(clients: list[Client]) -> None:
+    for c in clients:
+        c.writer.close()
+    for c in clients:
         try:
-            await _stream(port, pcm, paced, word_end_s, out)
-        except (OSError, asyncio.IncompleteReadError):
-            out["errors"] += 1
+            await asyncio.wait_for(c.writer.wait_closed(), 5)
+        except (OSError, TimeoutError):
+            pass
 
-    sampling = asyncio.create_task(sampler())
+
+async def _paced(port: int, pid: int, frames: Frames, n: int, seed: int) -> dict:
+    """`n` streams at real time (starts spread over START_SPREAD_S); the raw measurements."""
+    clients = await _connect(port, frames, n)
+    readers = [asyncio.create_task(c.read()) for c in clients]
+    peak = _rss_mb(pid)
+    t0 = time.perf_counter() + 0.2
+    for c, offset in zip(clients, np.random.default_rng(seed).uniform(0, START_SPREAD_S, n)):
+        c.start = t0 + float(offset)
+    total, last_rss = len(frames.chunks), 0.0
+    pending = sorted(clients, key=lambda c: c.start)
+    while pending:
+        now = time.perf_counter()
+        nxt = float("inf")
+        for c in pending:
+            while c.sent < total and c.due(c.sent) <= now:
+                k = c.sent
+                c.late_s = max(c.late_s, now - c.due(k))
+                c.writer.write(frames.chunks[k])
+                if k in frames.pings:
+                    c.writer.write(frames.pings[k])
+                c.sent += 1
+            if c.sent == total:
+                c.writer.write(frames.tail)
+            else:
+                nxt = min(nxt, c.due(c.sent))
+        pending = [c for c in pending if c.sent < total]
+        if now - last_rss > 0.2:
+            peak, last_rss = max(peak, _rss_mb(pid)), now
+        if pending:
+            await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+    done, _ = await asyncio.wait(readers, timeout=60)
+    peak = max(peak, _rss_mb(pid))
+    await _close(clients)
+    for task in readers:
+        task.cancel()
+    return {"clients": clients, "peak_rss_mb": peak, "unfinished": n - sum(c.end is not None for c in clients)}
+
+
+async def _unpaced(port: int, frames: Frames, n: int) -> float:
+    """`n` streams sending as fast as the server reads; audio seconds per wall second."""
+    clients = await _connect(port, frames, n)
+    readers = [asyncio.create_task(c.read()) for c in clients]
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(float(d)) for d in rng.uniform(0, CHUNK_SAMPLES / SR, n)))
-    out["wall_s"] = time.perf_counter() - t0
-    stop.set()
-    await sampling
-    return out
+
+    async def send(c: Client) -> None:
+        for k, chunk in enumerate(frames.chunks):
+            c.writer.write(chunk)
+            if k in frames.pings:
+                c.writer.write(frames.pings[k])
+            if c.writer.transport.get_write_buffer_size() > 64 * 1024:
+                await c.writer.drain()
+        c.writer.write(frames.tail)
+        await c.writer.drain()
+
+    await asyncio.gather(*(send(c) for c in clients))
+    await asyncio.wait(readers, timeout=120)
+    wall = max((c.end or float("inf")) for c in clients) - t0
+    await _close(clients)
+    if any(c.errors or len(c.detections) != 1 for c in clients):
+        raise RuntimeError("an unpaced stream got an error or not exactly one detection")
+    return n * len(frames.chunks) * CHUNK_MS / 1000 / wall
 
 
-def _in_process_throughput(audio: np.ndarray, repeats: int) -> float:
+def _judge(level: dict, n: int, word_end_s: float) -> dict:
+    """The level's figures and whether they meet CRITERION."""
+    clients: list[Client] = level["clients"]
+    lags, early, late, latencies, rate = [], [], [], [], 0.0
+    quarter = len(clients[0].probes) // 4 if clients and clients[0].probes else 0
+    for c in clients:
+        lag = [(t - c.due(k)) * 1000 for k, t in c.probes]
+        lags += lag
+        if quarter:
+            early += lag[:quarter]
+            late += lag[-quarter:]
+        latencies += [(t - c.start - word_end_s) * 1000 for t in c.detections]
+        if len(c.probes) >= 2:
+            (k0, t0), (k1, t1) = c.probes[0], c.probes[-1]
+            rate += (k1 - k0) * CHUNK_MS / 1000 / (t1 - t0)
+    pct = lambda xs, q: float(np.percentile(xs, q)) if xs else float("inf")  # noqa: E731
+    figures = {
+        "streams": n,
+        "errors": sum(c.errors for c in clients),
+        "unfinished": level["unfinished"],
+        "streams_without_one_detection": sum(len(c.detections) != 1 for c in clients),
+        "lag_p50_ms": pct(lags, 50), "lag_p95_ms": pct(lags, 95), "lag_max_ms": max(lags, default=float("inf")),
+        "lag_growth_ms": pct(late, 50) - pct(early, 50) if quarter else float("inf"),
+        "latency_p50_ms": pct(latencies, 50), "latency_p95_ms": pct(latencies, 95),
+        "processed_audio_s_per_s": rate, "client_late_max_ms": max(c.late_s for c in clients) * 1000,
+        "peak_rss_mb": level["peak_rss_mb"],
+    }
+    figures["sustained"] = bool(
+        figures["errors"] == 0 and figures["unfinished"] == 0 and figures["streams_without_one_detection"] == 0
+        and figures["lag_p95_ms"] <= MAX_LAG_P95_MS and figures["lag_growth_ms"] <= MAX_LAG_GROWTH_MS
+        and figures["latency_p95_ms"] <= MAX_LATENCY_P95_MS and rate >= MIN_RATE_FRACTION * n)
+    figures["latencies_ms"] = latencies
+    return figures
+
+
+def _in_process_throughput(audio: np.ndarray, repeats: int, chunk: int) -> float:
     """Audio seconds per wall second of the served streaming detection, in-process (one stream at a time)."""
     from components.serving.catalog import discover
     from components.serving.stream import FeatureStream, ModelStream
@@ -149,25 +298,63 @@ def _in_process_throughput(audio: np.ndarray, repeats: int) -> float:
     t0 = time.perf_counter()
     for _ in range(repeats):
         frontend, stream = FeatureStream(), ModelStream(model.tflite, model.arena, model.cutoff, model.settings)
-        for i in range(0, len(audio), CHUNK_SAMPLES):
-            stream.feed(frontend.feed(audio[i:i + CHUNK_SAMPLES]))
+        for i in range(0, len(audio), chunk):
+            stream.feed(frontend.feed(audio[i:i + chunk]))
     return repeats * len(audio) / SR / (time.perf_counter() - t0)
+
+
+def _search(measure) -> tuple[int, dict | None, list[dict]]:
+    """Double from START_STREAMS while `measure(n)` is sustained (up to MAX_STREAMS), then bisect."""
+    levels: list[dict] = []
+
+    def ok(n: int) -> bool:
+        figures = measure(n)
+        levels.append(figures)
+        log(f"[bench] serve: {n} real-time streams: lag p50/p95/max {figures['lag_p50_ms']:.0f}/"
+            f"{figures['lag_p95_ms']:.0f}/{figures['lag_max_ms']:.0f} ms (growth {figures['lag_growth_ms']:.0f}), "
+            f"latency p50/p95 {figures['latency_p50_ms']:.0f}/{figures['latency_p95_ms']:.0f} ms, "
+            f"{figures['processed_audio_s_per_s']:.1f} audio-s/s, {figures['errors']} errors, client late <= "
+            f"{figures['client_late_max_ms']:.0f} ms -> {'sustained' if figures['sustained'] else 'fell behind'}")
+        return figures["sustained"]
+
+    good, bad = 0, None
+    n = min(START_STREAMS, MAX_STREAMS)
+    while True:
+        if ok(n):
+            good = n
+            if n >= MAX_STREAMS:
+                break
+            n = min(2 * n, MAX_STREAMS)
+        else:
+            bad = n
+            break
+    while bad is not None and bad - good > max(2, good // 20):
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    best = next((lv for lv in reversed(levels) if lv["streams"] == good and lv["sustained"]), None)
+    return good, best, levels
 
 
 def run() -> list[dict]:
     audio, word_end_s = _stream_audio()
-    pcm = audio.astype("<i2").tobytes()
+    frames = _encode(audio)
     audio_s = len(audio) / SR
-    inproc = _in_process_throughput(audio, STREAMS_UNPACED)
-    log(f"[bench] serve: in-process streaming detection: {inproc:.0f} audio s per s")
+    inproc = _in_process_throughput(audio, STREAMS_UNPACED, CHUNK_SAMPLES)
+    whole = _in_process_throughput(audio, STREAMS_UNPACED, len(audio))
+    log(f"[bench] serve: in-process device runtime: {inproc:.0f} audio-s/s in {CHUNK_MS} ms chunks, {whole:.0f} "
+        "fed whole clips")
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "serve.log"
+        prefix = [sys.executable] + (["-m", "cProfile", "-o", PROFILE] if PROFILE else [])
         with open(log_path, "wb") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(MODELS), "--name",
-                                     WORD, "--port", str(port), "--no-http", "--read-timeout-s", "30",
-                                     "--max-connections", str(max(LADDER) + 8)], cwd=REPO, stdout=f,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(prefix + ["-m", "pipeline.cli", "serve", "--store", str(MODELS), "--name", WORD,
+                                              "--port", str(port), "--no-http", "--read-timeout-s", "30",
+                                              "--max-connections", str(MAX_STREAMS + 16)],
+                                    cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -178,45 +365,33 @@ def run() -> list[dict]:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"the server did not start: {log_path.read_text()[-2000:]}") from None
                     time.sleep(0.2)
-            asyncio.run(_level(port, proc.pid, pcm, 2, False, word_end_s))  # warm-up
+            asyncio.run(_unpaced(port, frames, 2))  # warm-up
             idle_mb = _rss_mb(proc.pid)
-            unpaced = asyncio.run(_level(port, proc.pid, pcm, STREAMS_UNPACED, False, word_end_s))
-            served = STREAMS_UNPACED * audio_s / unpaced["wall_s"]
-            log(f"[bench] serve: through the server ({STREAMS_UNPACED} unpaced streams): {served:.0f} audio s per s")
-            best, best_run, levels = 0, None, []
-            for n in [x for x in LADDER if x <= MAX_STREAMS]:
-                level = asyncio.run(_level(port, proc.pid, pcm, n, True, word_end_s))
-                worst_lag = max(level["lag_s"]) if level["lag_s"] else float("inf")
-                ok = level["errors"] == 0 and len(level["lag_s"]) == n and worst_lag <= MAX_LAG_S
-                levels.append({"streams": n, "worst_lag_s": worst_lag, "errors": level["errors"],
-                               "detections": len(level["latency_ms"]), "sustained": ok})
-                log(f"[bench] serve: {n} real-time streams: worst lag {worst_lag:.3f} s, {level['errors']} errors, "
-                    f"{len(level['latency_ms'])} detections -> {'kept up' if ok else 'fell behind'}")
-                if not ok:
-                    break
-                best, best_run = n, level
+            served = asyncio.run(_unpaced(port, frames, STREAMS_UNPACED))
+            log(f"[bench] serve: through the server ({STREAMS_UNPACED} unpaced streams): {served:.0f} audio-s/s")
+            best, best_level, levels = _search(
+                lambda n: _judge(asyncio.run(_paced(port, proc.pid, frames, n, n)), n, word_end_s))
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-    if best_run is None:
-        raise RuntimeError(f"the server did not keep up with even one real-time stream: {levels}")
-    lat = best_run["latency_ms"] or [float("nan")]
+                proc.wait(timeout=60)
+    if best_level is None:
+        raise RuntimeError(f"the server did not sustain even {START_STREAMS} real-time streams: "
+                           f"{[{k: v for k, v in lv.items() if k != 'latencies_ms'} for lv in levels]}")
+    lat = best_level["latencies_ms"]
     p50, p95 = np.percentile(lat, [50, 95])
-    context = {"model": "hey_jarvis v2 (official, TFLite-Micro)", "stream_s": audio_s, "chunk_ms": 64,
-               "max_streams_tried": MAX_STREAMS, "cpu_count": os.cpu_count(), "levels": levels}
-    capped = best == max(x for x in LADDER if x <= MAX_STREAMS)
+    summary = [{k: v for k, v in lv.items() if k != "latencies_ms"} for lv in levels]
+    context = {"model": "hey_jarvis v2 (official, TFLite-Micro)", "stream_s": audio_s, "chunk_ms": CHUNK_MS,
+               "max_streams_tried": MAX_STREAMS, "cpu_count": os.cpu_count(), "levels": summary}
     return [
-        result("concurrent_realtime_streams", best, "streams", max_lag_s=MAX_LAG_S, capped_by_ladder=capped,
-               **context),
-        result("detection_latency_p50_ms", p50, "ms", streams=best, detections=len(best_run["latency_ms"]),
-               word_end_s=word_end_s),
-        result("detection_latency_p95_ms", p95, "ms", streams=best, detections=len(best_run["latency_ms"]),
-               word_end_s=word_end_s),
+        result("concurrent_realtime_streams", best, "streams", criterion=CRITERION,
+               capped_by_search=best >= MAX_STREAMS, **context),
+        result("detection_latency_p50_ms", p50, "ms", streams=best, detections=len(lat), word_end_s=word_end_s),
+        result("detection_latency_p95_ms", p95, "ms", streams=best, detections=len(lat), word_end_s=word_end_s),
         comparison("served_vs_inprocess_ratio", served, inproc, unit="audio s per s", streams=STREAMS_UNPACED,
-                   baseline_name="FeatureStream + ModelStream in-process, same audio and chunks, one stream at a "
-                   "time", note="the unpaced clients run in the benchmark process, beside the server on the same "
-                   "cores"),
-        result("memory_per_stream_mb", (best_run["peak_rss_mb"] - idle_mb) / best, "MB", idle_rss_mb=idle_mb,
-               peak_rss_mb=best_run["peak_rss_mb"], streams=best),
+                   baseline_name=f"FeatureStream + ModelStream in-process, same audio and {CHUNK_MS} ms chunks, one "
+                   "stream at a time", inprocess_whole_clip=whole, served_vs_whole_clip=served / whole,
+                   note="the unpaced clients run in the benchmark process, beside the server on the same cores"),
+        result("memory_per_stream_mb", (best_level["peak_rss_mb"] - idle_mb) / best, "MB", idle_rss_mb=idle_mb,
+               peak_rss_mb=best_level["peak_rss_mb"], streams=best),
     ]
