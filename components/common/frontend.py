@@ -49,18 +49,24 @@ class FeatureStream:
     def __init__(self) -> None:
         from pymicro_features import MicroFrontend
 
-        self._frontend = MicroFrontend()
+        self._process = MicroFrontend().process_samples
         self._pending = b""
+        self.frames = 0  # frames yielded so far
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
-        data = self._pending + np.ascontiguousarray(samples, dtype=np.int16).tobytes()
-        frames, pos = [], 0
-        while pos + _CHUNK_BYTES <= len(data):
-            out = self._frontend.process_samples(data[pos:pos + _CHUNK_BYTES])
+        return self.feed_bytes(np.ascontiguousarray(samples, dtype=np.int16).tobytes())
+
+    def feed_bytes(self, pcm: bytes) -> np.ndarray:
+        """`feed` for 16 kHz int16 little-endian bytes (a whole number of samples)."""
+        data = self._pending + pcm if self._pending else pcm
+        frames, pos, end, process = [], 0, len(data) - _CHUNK_BYTES, self._process
+        while pos <= end:
+            out = process(data[pos:pos + _CHUNK_BYTES])
             pos += out.samples_read * 2
             if out.features:
                 frames.append(out.features)
         self._pending = data[pos:]
         if not frames:
             return np.zeros((0, FEATURE_CHANNELS), np.uint16)
+        self.frames += len(frames)
         return np.rint(np.asarray(frames, dtype=np.float64) / FLOAT_SCALE).astype(np.uint16)

@@ -98,6 +98,13 @@ class StreamConverter:
         mono = _mono_float(data, self.fmt)
         return to_int16(mono if self._stream is None else self._stream.resample_chunk(mono))
 
+    def feed_bytes(self, pcm: bytes) -> bytes:
+        """`feed` as 16 kHz mono int16 little-endian bytes; native audio passes through without a copy when it
+        comes in whole frames."""
+        if self.fmt.is_native and not self._pending and not len(pcm) % 2:
+            return pcm
+        return self.feed(pcm).astype("<i2").tobytes()
+
     def flush(self) -> np.ndarray:
         """What the resampler still holds, at the end of the stream."""
         if self._stream is None:

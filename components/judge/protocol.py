@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from wyoming.event import Event
 
@@ -78,6 +78,23 @@ async def _read_exactly(reader: asyncio.StreamReader, n: int, what: str) -> byte
         raise TruncatedFrame(f"connection closed inside the {what} ({len(e.partial)} of {n} bytes)") from None
 
 
+def _header(line: bytes | bytearray, limits: FrameLimits) -> tuple[str, dict[str, Any], int, int]:
+    """A header line's (type, data, data_length, payload_length), each checked against `limits`."""
+    if len(line) > limits.max_header_bytes:
+        raise FrameTooLarge(f"header line of {len(line)} bytes exceeds the limit of {limits.max_header_bytes}")
+    header = _json_object(line, "the header line")
+    event_type = header.get("type")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_CHARS:
+        raise MalformedFrame(f"type must be a non-empty string of at most {MAX_TYPE_CHARS} characters")
+    data = header.get("data")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        raise MalformedFrame("data in the header line is not a JSON object")
+    return (event_type, data, _length(header, "data_length", limits.max_data_bytes),
+            _length(header, "payload_length", limits.max_payload_bytes))
+
+
 async def read_event(reader: asyncio.StreamReader, limits: FrameLimits = FrameLimits()) -> Event | None:
     """The next event, or None at a clean end of stream. Raises only ProtocolError subclasses (and
     ConnectionError / CancelledError from the transport)."""
@@ -90,23 +107,66 @@ async def read_event(reader: asyncio.StreamReader, limits: FrameLimits = FrameLi
     except asyncio.LimitOverrunError:
         raise FrameTooLarge(f"header line longer than the stream limit ({limits.max_header_bytes} bytes "
                             f"allowed)") from None
-    if len(line) > limits.max_header_bytes:
-        raise FrameTooLarge(f"header line of {len(line)} bytes exceeds the limit of {limits.max_header_bytes}")
-    header = _json_object(line, "the header line")
-    event_type = header.get("type")
-    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_CHARS:
-        raise MalformedFrame(f"type must be a non-empty string of at most {MAX_TYPE_CHARS} characters")
-    data = header.get("data")
-    if data is None:
-        data = {}
-    elif not isinstance(data, dict):
-        raise MalformedFrame("data in the header line is not a JSON object")
-    data_length = _length(header, "data_length", limits.max_data_bytes)
-    payload_length = _length(header, "payload_length", limits.max_payload_bytes)
+    event_type, data, data_length, payload_length = _header(line, limits)
     if data_length:
         data = {**data, **_json_object(await _read_exactly(reader, data_length, "data section"), "the data section")}
     payload = await _read_exactly(reader, payload_length, "payload") if payload_length else None
     return Event(type=event_type, data=data, payload=payload)
+
+
+class FrameParser:
+    """`read_event` without a reader (what a server's read loop uses: one `read` of whatever arrived, then
+    every complete event in it, with no await per event): `feed` the bytes as they come and iterate the
+    complete events; `close` at the end of the stream. The same checks and errors as `read_event`: a header
+    line is looked for only within `max_header_bytes`, and a frame's data and payload are waited for only
+    once its header has declared lengths within the limits, so the buffer never holds more than one frame's
+    limits beyond what one read brought."""
+
+    def __init__(self, limits: FrameLimits = FrameLimits()) -> None:
+        self.limits = limits
+        self._buf = bytearray()
+        self._head: tuple[str, dict[str, Any], int, int] | None = None  # the frame whose header was read
+
+    def feed(self, data: bytes) -> Iterator[Event]:
+        """The complete events that `data` finishes, in order; a ProtocolError where the framing breaks (after
+        the events before it)."""
+        buf, limit = self._buf, self.limits.max_header_bytes
+        buf += data
+        pos = 0
+        try:
+            while True:
+                if self._head is None:
+                    end = buf.find(b"\n", pos, pos + limit)
+                    if end < 0:
+                        if len(buf) - pos >= limit:
+                            raise FrameTooLarge(f"header line longer than the limit of {limit} bytes")
+                        return
+                    self._head = _header(buf[pos:end + 1], self.limits)
+                    pos = end + 1
+                event_type, fields, data_length, payload_length = self._head
+                if data_length:  # as read_event: the data section is checked before the payload is waited for
+                    if len(buf) - pos < data_length:
+                        return
+                    fields = {**fields, **_json_object(buf[pos:pos + data_length], "the data section")}
+                    pos += data_length
+                    self._head = event_type, fields, 0, payload_length
+                if len(buf) - pos < payload_length:
+                    return
+                payload = bytes(buf[pos:pos + payload_length]) if payload_length else None
+                pos += payload_length
+                self._head = None
+                yield Event(type=event_type, data=fields, payload=payload)
+        finally:
+            del buf[:pos]
+
+    def close(self) -> None:
+        """The end of the stream: TruncatedFrame if it came inside a frame."""
+        if self._head is not None:
+            what = "data section" if self._head[2] and len(self._buf) < self._head[2] else "payload"
+            raise TruncatedFrame(f"connection closed inside the {what} ({len(self._buf)} bytes of the frame's "
+                                 f"{self._head[2] + self._head[3]})")
+        if self._buf:
+            raise TruncatedFrame(f"connection closed inside a header line ({len(self._buf)} bytes)")
 
 
 def new_reader(limits: FrameLimits = FrameLimits()) -> asyncio.StreamReader:

@@ -9,7 +9,8 @@ plus `describe` -> `info` (one wake program with the one wake-word model) and `p
 Unknown event types are ignored, as Wyoming peers are expected to do.
 
 Defences (a bad client never takes the server down, nor holds it up):
-- every frame is read through `protocol.read_event` (bounded header, data and payload); a broken frame gets
+- every frame is parsed by `protocol.FrameParser` (`read_event`'s checks: bounded header, data and payload) from
+  what each read of the connection brought, with no await per event; a broken frame gets
   an `error` event and the connection is closed;
 - at most `max_audio_s` seconds of audio per request (checked in the client's own format, before buffering):
   beyond it the request gets an `error` and is dropped (its remaining chunks are ignored up to audio-stop);
@@ -44,7 +45,7 @@ from wyoming.wake import Detect, Detection, NotDetected
 from components.common.artifacts import code_version
 from components.common.cpus import available_cpus
 from components.judge.audio import AudioFormatError, PcmFormat, check_format, to_judge_input
-from components.judge.protocol import FrameLimits, ProtocolError, TruncatedFrame, read_event
+from components.judge.protocol import FrameLimits, FrameParser, ProtocolError, TruncatedFrame
 from components.common.names import slug
 from components.judge.scoring import Judge, JudgeScore, load_judge
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 PROGRAM = "wakeline-judge"
 LINGER_S = 1.0  # after an error: how long to keep draining a client that is still sending (so it reads the error)
 LINGER_BYTES = 1 << 20
+READ_BYTES = 64 * 1024  # what one read of a connection takes; every complete event in it is handled before the next
 ATTRIBUTION = Attribution(name="wakeline", url="https://github.com/wakeline/wakeline")
 
 
@@ -170,23 +172,38 @@ class JudgeHandler(AsyncEventHandler):
         svc.counts["connections"] += 1
         log.debug("%s: connected (%d active)", self.peer, svc.active)
         linger = False
+        loop = asyncio.get_running_loop()
+        parser = FrameParser(settings.limits)
+        deadline = loop.time() + settings.read_timeout_s
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(read_event(self.reader, settings.limits),
-                                                   settings.read_timeout_s)
+                    async with asyncio.timeout_at(deadline):
+                        data = await self.reader.read(READ_BYTES)
                 except TimeoutError:
                     log.info("%s: no complete event for %.1f s, closing", self.peer, settings.read_timeout_s)
                     await self._send_error("timeout", f"no complete event for {settings.read_timeout_s:g} s")
                     linger = True
                     break
+                try:
+                    if not data:
+                        parser.close()
+                        break
+                    go_on, got = True, False
+                    for event in parser.feed(data):
+                        got = True
+                        if not await self.handle_event(event):
+                            go_on = False
+                            break
+                    if not go_on:
+                        break
+                    if got:
+                        deadline = loop.time() + settings.read_timeout_s
                 except ProtocolError as e:
                     log.warning("%s: %s (%s), closing", self.peer, e, e.code)
                     if not isinstance(e, TruncatedFrame):  # nobody is left to read an answer
                         await self._send_error(e.code, str(e))
                         linger = True
-                    break
-                if event is None or not await self.handle_event(event):
                     break
         except (ConnectionError, TimeoutError) as e:
             log.info("%s: connection lost (%s)", self.peer, type(e).__name__)
@@ -219,7 +236,8 @@ class JudgeHandler(AsyncEventHandler):
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
     async def _send(self, event: Event) -> None:
-        await asyncio.wait_for(self.write_event(event), self.service.settings.write_timeout_s)
+        async with asyncio.timeout(self.service.settings.write_timeout_s):
+            await self.write_event(event)
 
     async def _send_error(self, code: str, text: str) -> None:
         """Best effort: the peer may already be gone."""

@@ -30,9 +30,20 @@ ARENA_MARGIN_BYTES = 2048  # on top of the x86-64 minimum; ESPHome's 32-bit stru
 CALIBRATION_SAMPLES = 300
 
 
-def esphome_input(raw: np.ndarray) -> np.ndarray:
-    """ESPHome's integer feature mapping: `(raw*256 + 333) // 666 - 128`, clamped to int8."""
+def _esphome_mapping(raw: np.ndarray) -> np.ndarray:
     return np.clip((raw.astype(np.int64) * 256 + 333) // 666 - 128, -128, 127).astype(np.int8)
+
+
+_ESPHOME_TABLE = _esphome_mapping(np.arange(1 << 16))  # every uint16 value, mapped once
+
+
+def esphome_input(raw: np.ndarray) -> np.ndarray:
+    """ESPHome's integer feature mapping: `(raw*256 + 333) // 666 - 128`, clamped to int8 (a table lookup for
+    the frontend's uint16 features, the same values)."""
+    raw = np.asarray(raw)
+    if raw.dtype == np.uint16:
+        return _ESPHOME_TABLE[raw]
+    return _esphome_mapping(raw)
 
 
 def exact_input(raw: np.ndarray) -> np.ndarray:

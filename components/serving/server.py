@@ -46,11 +46,12 @@ from components.judge.audio import JUDGE_RATE, AudioFormatError, PcmFormat, Stre
 from components.judge.protocol import FrameLimits
 from components.judge.server import ATTRIBUTION, JudgeHandler, LoopThread
 from components.serving.catalog import ServedModel
-from components.serving.stream import FeatureStream, ModelStream
+from components.serving.stream import DeviceStream, Firing, ModelStream
 
 log = logging.getLogger(__name__)
 
 PROGRAM = "wakeline"
+AUDIO_CHUNK = AudioChunk(rate=JUDGE_RATE, width=2, channels=1, audio=b"").event().type
 MAX_HTTP_HEADER_BYTES = 8 * 1024
 
 
@@ -120,7 +121,7 @@ class StreamHandler(JudgeHandler):
         self.names: list[str] | None = None
         self.fmt: PcmFormat | None = None
         self.converter: StreamConverter | None = None
-        self.features: FeatureStream | None = None
+        self.device: DeviceStream | None = None
         self.streams: list[tuple[ServedModel, ModelStream]] = []
         self.base_ms = 0
         self.base_known = False
@@ -130,9 +131,13 @@ class StreamHandler(JudgeHandler):
 
     async def handle_event(self, event: Event) -> bool:
         kind, data = event.type, event.data
-        if Describe.is_type(kind):
+        if kind == AUDIO_CHUNK:  # first: a hundred of these a second per stream
+            await self._chunk(data, event.payload or b"")
+        elif Describe.is_type(kind):
             await self._send(self.service.info_event)
         elif Ping.is_type(kind):
+            if self.device is not None and not self.dropped:  # the pong says: everything before it is answered
+                await self._run(self.device.flush())
             text = data.get("text")
             await self._send(Pong(text=text if isinstance(text, str) else None).event())
         elif Detect.is_type(kind):
@@ -144,8 +149,6 @@ class StreamHandler(JudgeHandler):
             self.names = names or None
         elif AudioStart.is_type(kind):
             await self._start(data)
-        elif AudioChunk.is_type(kind):
-            await self._chunk(data, event.payload or b"")
         elif AudioStop.is_type(kind):
             await self._stop()
         else:
@@ -166,8 +169,9 @@ class StreamHandler(JudgeHandler):
             served = ", ".join(m.name for m in self.service.models)
             await self._drop("unknown-wake-word", f"none of {names} is served here (served: {served})")
             return
-        self.fmt, self.converter, self.features = fmt, StreamConverter(fmt), FeatureStream()
+        self.fmt, self.converter = fmt, StreamConverter(fmt)
         self.streams = [(m, ModelStream(m.tflite, m.arena, m.cutoff, m.settings)) for m in models]
+        self.device = DeviceStream([s for _, s in self.streams])
         self._base(data)
         self.service.counts["streams"] += 1
         if not fmt.is_native:
@@ -181,45 +185,51 @@ class StreamHandler(JudgeHandler):
     async def _chunk(self, data: dict[str, Any], payload: bytes) -> None:
         if self.dropped:
             return
-        if self.fmt is None or self.converter is None or self.features is None:
+        fmt, device = self.fmt, self.device
+        if fmt is None or self.converter is None or device is None:
             await self._drop("protocol", "audio-chunk before audio-start")
             return
-        try:
-            fmt = check_format(data.get("rate"), data.get("width"), data.get("channels"))
-        except AudioFormatError as e:
-            await self._drop(e.code, str(e))
-            return
-        if fmt != self.fmt:
-            await self._drop(AudioFormatError.code, f"audio format changed inside a stream ({self.fmt} -> {fmt})")
+        rate, width, channels = data.get("rate"), data.get("width"), data.get("channels")
+        if not (rate == fmt.rate and width == fmt.width and channels == fmt.channels and type(rate) is int
+                and type(width) is int and type(channels) is int):  # the same format as audio-start: no more checks
+            try:
+                chunk_fmt = check_format(rate, width, channels)
+            except AudioFormatError as e:
+                await self._drop(e.code, str(e))
+                return
+            await self._drop(AudioFormatError.code, f"audio format changed inside a stream ({fmt} -> {chunk_fmt})")
             return
         if self.samples == 0:
             self._base(data)
-        samples = self.converter.feed(payload)
-        self.samples += len(samples)
-        await self._run(self.features.feed(samples))
+        pcm = self.converter.feed_bytes(payload)
+        self.samples += len(pcm) // 2
+        fired = device.feed(pcm)
+        if fired:
+            await self._run(fired)
 
-    async def _run(self, frames) -> None:
-        for model, stream in self.streams:
-            for firing in stream.feed(frames):
-                self.detections += 1
-                self.service.counts["detections"] += 1
-                timestamp = self.base_ms + firing.end_ms
-                log.info("%s: DETECTED %s at %d ms (window mean %.3f, cutoff %g)", self.peer, model.name,
-                         timestamp, firing.probability, model.cutoff)
-                if self.service.on_detection is not None:
-                    self.service.on_detection(model.name, timestamp)
-                await self._send(Detection(name=model.name, timestamp=timestamp, context={
-                    "probability": firing.probability, "cutoff": model.cutoff, "inference": firing.inference,
-                    "version": model.version}).event())
+    async def _run(self, fired: list[tuple[int, Firing]]) -> None:
+        for index, firing in fired:
+            model = self.streams[index][0]
+            self.detections += 1
+            self.service.counts["detections"] += 1
+            timestamp = self.base_ms + firing.end_ms
+            log.info("%s: DETECTED %s at %d ms (window mean %.3f, cutoff %g)", self.peer, model.name,
+                     timestamp, firing.probability, model.cutoff)
+            if self.service.on_detection is not None:
+                self.service.on_detection(model.name, timestamp)
+            await self._send(Detection(name=model.name, timestamp=timestamp, context={
+                "probability": firing.probability, "cutoff": model.cutoff, "inference": firing.inference,
+                "version": model.version}).event())
 
     async def _stop(self) -> None:
         if self.dropped:
             self._new_request()
             return
-        if self.fmt is None or self.converter is None or self.features is None:
+        if self.fmt is None or self.converter is None or self.device is None:
             await self._send_error("protocol", "audio-stop before audio-start")
             return
-        await self._run(self.features.feed(self.converter.flush()))
+        fired = self.device.feed(self.converter.flush().astype("<i2").tobytes())
+        await self._run(fired + self.device.flush())
         detections, audio_s = self.detections, self.samples / JUDGE_RATE
         names = [m.name for m, _ in self.streams]
         self._new_request()

@@ -24,8 +24,8 @@ from wyoming.wake import Detect, NotDetected
 
 from components.judge.audio import AudioFormatError, PcmFormat, check_format, to_judge_input
 from components.judge.client import JudgeClient, JudgeError
-from components.judge.protocol import (FrameLimits, FrameTooLarge, MalformedFrame, ProtocolError, TruncatedFrame,
-                                       read_event)
+from components.judge.protocol import (FrameLimits, FrameParser, FrameTooLarge, MalformedFrame, ProtocolError,
+                                       TruncatedFrame, read_event)
 from components.judge.scoring import JudgeModelError, load_judge
 from components.judge.server import ServerSettings, ServerThread
 
@@ -165,6 +165,8 @@ def test_malformed_frames_raise_their_named_error(data, error):
     assert parsed == [] and isinstance(found, error), found
     if error is FrameTooLarge:
         assert exact == []  # refused before reading the oversized part
+    got, found = parse_fed(data)
+    assert got == [] and isinstance(found, error), found  # the server's parser: the same verdict
 
 
 def test_data_section_merges_over_header_data_and_clean_eof_is_none():
@@ -172,6 +174,70 @@ def test_data_section_merges_over_header_data_and_clean_eof_is_none():
     parsed, error, _ = parse(data)
     assert error is None and parsed == [Event("audio-start", {"rate": 16000, "a": 1})]
     assert parse(b"") == ([], None, [])
+
+
+def parse_fed(data: bytes, limits: FrameLimits = LIMITS, pieces: int = 1) -> tuple[list[Event], Exception | None]:
+    """`parse` with the server's FrameParser: `data` fed in `pieces` parts, then closed."""
+    parser, events = FrameParser(limits), []
+    step = max(1, -(-len(data) // pieces))
+    try:
+        for i in range(0, len(data), step):
+            events += parser.feed(data[i:i + step])
+        parser.close()
+    except ProtocolError as e:
+        return events, e
+    return events, None
+
+
+def same_outcome(data: bytes, limits: FrameLimits, pieces: int) -> None:
+    """The parser finds the events read_event finds and fails (or not) with the same kind of error."""
+    expected, error, _ = parse(data, limits, pieces)
+    got, found = parse_fed(data, limits, pieces)
+    assert [(e.type, e.data, e.payload) for e in got] == [(e.type, e.data, e.payload) for e in expected]
+    assert type(found) is type(error), (found, error)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events, min_size=1, max_size=4), st.integers(1, 7))
+def test_the_frame_parser_round_trips_well_formed_events_whatever_the_packet_boundaries(evs, pieces):
+    same_outcome(encode(*evs), FrameLimits(1 << 16, 1 << 16, 1 << 16), pieces)
+    assert parse_fed(encode(*evs), FrameLimits(1 << 16, 1 << 16, 1 << 16), pieces)[0] == evs
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=3000), st.integers(1, 5))
+def test_the_frame_parser_agrees_with_read_event_on_random_bytes(data, pieces):
+    same_outcome(data, LIMITS, pieces)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events, min_size=1, max_size=3), st.data())
+def test_the_frame_parser_agrees_with_read_event_on_mutated_frames(evs, data):
+    raw = bytearray(encode(*evs))
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        raw[data.draw(st.integers(0, len(raw) - 1), label="at")] = data.draw(st.integers(0, 255), label="byte")
+    raw = raw[:data.draw(st.integers(1, len(raw)), label="cut")]
+    same_outcome(bytes(raw), LIMITS, data.draw(st.integers(1, 4), label="pieces"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(headers, st.binary(max_size=5000), st.integers(1, 4))
+def test_the_frame_parser_agrees_with_read_event_on_arbitrary_headers(header, tail, pieces):
+    same_outcome(json.dumps(header).encode() + b"\n" + tail, LIMITS, pieces)
+
+
+def test_the_frame_parser_refuses_an_oversized_frame_before_buffering_it():
+    parser = FrameParser(LIMITS)
+    with pytest.raises(FrameTooLarge):
+        list(parser.feed(b'{"type": "x", "payload_length": 4097}\n'))
+    parser = FrameParser(LIMITS)
+    with pytest.raises(FrameTooLarge):
+        list(parser.feed(b"a" * LIMITS.max_header_bytes))  # no newline within the limit: not waited for
+    parser = FrameParser(LIMITS)
+    assert list(parser.feed(b'{"type": "x", "payload_length": 3}\nab')) == []
+    assert list(parser.feed(b"cd")) == [Event("x", {}, b"abc")]
+    with pytest.raises(TruncatedFrame):
+        parser.close()  # "d" began a header line
 
 
 # -- audio formats -----------------------------------------------------------------------------------------
