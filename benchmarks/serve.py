@@ -128,6 +128,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_s(pid: int) -> float:
+    """The process's CPU time so far (user + system, all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -195,7 +201,7 @@ async def _paced(port: int, pid: int, frames: Frames, n: int, seed: int) -> dict
     """`n` streams at real time (starts spread over START_SPREAD_S); the raw measurements."""
     clients = await _connect(port, frames, n)
     readers = [asyncio.create_task(c.read()) for c in clients]
-    peak = _rss_mb(pid)
+    peak, cpu0, own0 = _rss_mb(pid), _cpu_s(pid), time.process_time()
     t0 = time.perf_counter() + 0.2
     for c, offset in zip(clients, np.random.default_rng(seed).uniform(0, START_SPREAD_S, n)):
         c.start = t0 + float(offset)
@@ -222,18 +228,20 @@ async def _paced(port: int, pid: int, frames: Frames, n: int, seed: int) -> dict
         if pending:
             await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
     done, _ = await asyncio.wait(readers, timeout=60)
-    peak = max(peak, _rss_mb(pid))
+    peak, cpu, own = max(peak, _rss_mb(pid)), _cpu_s(pid) - cpu0, time.process_time() - own0
     await _close(clients)
     for task in readers:
         task.cancel()
-    return {"clients": clients, "peak_rss_mb": peak, "unfinished": n - sum(c.end is not None for c in clients)}
+    return {"clients": clients, "peak_rss_mb": peak, "unfinished": n - sum(c.end is not None for c in clients),
+            "server_cpu_s": cpu, "client_cpu_s": own}
 
 
-async def _unpaced(port: int, frames: Frames, n: int) -> float:
-    """`n` streams sending as fast as the server reads; audio seconds per wall second."""
+async def _unpaced(port: int, pid: int, frames: Frames, n: int) -> tuple[float, float]:
+    """`n` streams sending as fast as the server reads; (audio seconds per wall second, the server's CPU ms per
+    audio second)."""
     clients = await _connect(port, frames, n)
     readers = [asyncio.create_task(c.read()) for c in clients]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s(pid)
 
     async def send(c: Client) -> None:
         for k, chunk in enumerate(frames.chunks):
@@ -247,14 +255,15 @@ async def _unpaced(port: int, frames: Frames, n: int) -> float:
 
     await asyncio.gather(*(send(c) for c in clients))
     await asyncio.wait(readers, timeout=120)
-    wall = max((c.end or float("inf")) for c in clients) - t0
+    wall, cpu = max((c.end or float("inf")) for c in clients) - t0, _cpu_s(pid) - cpu0
     await _close(clients)
     if any(c.errors or len(c.detections) != 1 for c in clients):
         raise RuntimeError("an unpaced stream got an error or not exactly one detection")
-    return n * len(frames.chunks) * CHUNK_MS / 1000 / wall
+    audio_s = n * len(frames.chunks) * CHUNK_MS / 1000
+    return audio_s / wall, cpu * 1000 / audio_s
 
 
-def _judge(level: dict, n: int, word_end_s: float) -> dict:
+def _judge(level: dict, n: int, word_end_s: float, audio_s: float) -> dict:
     """The level's figures and whether they meet CRITERION."""
     clients: list[Client] = level["clients"]
     lags, early, late, latencies, rate = [], [], [], [], 0.0
@@ -280,6 +289,10 @@ def _judge(level: dict, n: int, word_end_s: float) -> dict:
         "latency_p50_ms": pct(latencies, 50), "latency_p95_ms": pct(latencies, 95),
         "processed_audio_s_per_s": rate, "client_late_max_ms": max(c.late_s for c in clients) * 1000,
         "peak_rss_mb": level["peak_rss_mb"],
+        # what the level cost, whatever else ran on the machine: the server's and this process's CPU time per
+        # second of one stream's audio
+        "server_cpu_ms_per_stream_s": level["server_cpu_s"] * 1000 / (n * audio_s),
+        "client_cpu_ms_per_stream_s": level["client_cpu_s"] * 1000 / (n * audio_s),
     }
     figures["sustained"] = bool(
         figures["errors"] == 0 and figures["unfinished"] == 0 and figures["streams_without_one_detection"] == 0
@@ -289,18 +302,20 @@ def _judge(level: dict, n: int, word_end_s: float) -> dict:
     return figures
 
 
-def _in_process_throughput(audio: np.ndarray, repeats: int, chunk: int) -> float:
-    """Audio seconds per wall second of the served streaming detection, in-process (one stream at a time)."""
+def _in_process_throughput(audio: np.ndarray, repeats: int, chunk: int) -> tuple[float, float]:
+    """Audio seconds per wall second of the served streaming detection, in-process (one stream at a time), and
+    the CPU ms it took per audio second."""
     from components.serving.catalog import discover
     from components.serving.stream import FeatureStream, ModelStream
 
     model = discover(MODELS, [WORD])[0]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         frontend, stream = FeatureStream(), ModelStream(model.tflite, model.arena, model.cutoff, model.settings)
         for i in range(0, len(audio), chunk):
             stream.feed(frontend.feed(audio[i:i + chunk]))
-    return repeats * len(audio) / SR / (time.perf_counter() - t0)
+    audio_s = repeats * len(audio) / SR
+    return audio_s / (time.perf_counter() - t0), (time.process_time() - cpu0) * 1000 / audio_s
 
 
 def _search(measure) -> tuple[int, dict | None, list[dict]]:
@@ -314,7 +329,8 @@ def _search(measure) -> tuple[int, dict | None, list[dict]]:
             f"{figures['lag_p95_ms']:.0f}/{figures['lag_max_ms']:.0f} ms (growth {figures['lag_growth_ms']:.0f}), "
             f"latency p50/p95 {figures['latency_p50_ms']:.0f}/{figures['latency_p95_ms']:.0f} ms, "
             f"{figures['processed_audio_s_per_s']:.1f} audio-s/s, {figures['errors']} errors, client late <= "
-            f"{figures['client_late_max_ms']:.0f} ms -> {'sustained' if figures['sustained'] else 'fell behind'}")
+            f"{figures['client_late_max_ms']:.0f} ms, server CPU {figures['server_cpu_ms_per_stream_s']:.2f} ms per "
+            f"stream-s -> {'sustained' if figures['sustained'] else 'fell behind'}")
         return figures["sustained"]
 
     good, bad = 0, None
@@ -342,8 +358,8 @@ def run() -> list[dict]:
     audio, word_end_s = _stream_audio()
     frames = _encode(audio)
     audio_s = len(audio) / SR
-    inproc = _in_process_throughput(audio, STREAMS_UNPACED, CHUNK_SAMPLES)
-    whole = _in_process_throughput(audio, STREAMS_UNPACED, len(audio))
+    inproc, inproc_cpu_ms = _in_process_throughput(audio, STREAMS_UNPACED, CHUNK_SAMPLES)
+    whole, _ = _in_process_throughput(audio, STREAMS_UNPACED, len(audio))
     log(f"[bench] serve: in-process device runtime: {inproc:.0f} audio-s/s in {CHUNK_MS} ms chunks, {whole:.0f} "
         "fed whole clips")
     port = _free_port()
@@ -365,12 +381,13 @@ def run() -> list[dict]:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"the server did not start: {log_path.read_text()[-2000:]}") from None
                     time.sleep(0.2)
-            asyncio.run(_unpaced(port, frames, 2))  # warm-up
+            asyncio.run(_unpaced(port, proc.pid, frames, 2))  # warm-up
             idle_mb = _rss_mb(proc.pid)
-            served = asyncio.run(_unpaced(port, frames, STREAMS_UNPACED))
-            log(f"[bench] serve: through the server ({STREAMS_UNPACED} unpaced streams): {served:.0f} audio-s/s")
+            served, served_cpu_ms = asyncio.run(_unpaced(port, proc.pid, frames, STREAMS_UNPACED))
+            log(f"[bench] serve: through the server ({STREAMS_UNPACED} unpaced streams): {served:.0f} audio-s/s, "
+                f"{served_cpu_ms:.2f} ms of server CPU per audio second")
             best, best_level, levels = _search(
-                lambda n: _judge(asyncio.run(_paced(port, proc.pid, frames, n, n)), n, word_end_s))
+                lambda n: _judge(asyncio.run(_paced(port, proc.pid, frames, n, n)), n, word_end_s, audio_s))
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -391,6 +408,8 @@ def run() -> list[dict]:
         comparison("served_vs_inprocess_ratio", served, inproc, unit="audio s per s", streams=STREAMS_UNPACED,
                    baseline_name=f"FeatureStream + ModelStream in-process, same audio and {CHUNK_MS} ms chunks, one "
                    "stream at a time", inprocess_whole_clip=whole, served_vs_whole_clip=served / whole,
+                   server_cpu_ms_per_audio_s=served_cpu_ms, inprocess_cpu_ms_per_audio_s=inproc_cpu_ms,
+                   served_vs_inprocess_cpu_ratio=inproc_cpu_ms / served_cpu_ms,
                    note="the unpaced clients run in the benchmark process, beside the server on the same cores"),
         result("memory_per_stream_mb", (best_level["peak_rss_mb"] - idle_mb) / best, "MB", idle_rss_mb=idle_mb,
                peak_rss_mb=best_level["peak_rss_mb"], streams=best),

@@ -23,6 +23,8 @@ from typing import Any, Iterator
 from wyoming.event import Event
 
 MAX_TYPE_CHARS = 64
+SEEN_HEADERS = 16  # FrameParser: distinct header lines remembered per connection ...
+SEEN_HEADER_BYTES = 256  # ... each at most this long (an audio-chunk's is about 90 bytes)
 
 
 class ProtocolError(Exception):
@@ -126,6 +128,21 @@ class FrameParser:
         self.limits = limits
         self._buf = bytearray()
         self._head: tuple[str, dict[str, Any], int, int] | None = None  # the frame whose header was read
+        self._seen: dict[bytes, tuple[str, dict[str, Any], int, int]] = {}  # header lines already checked
+
+    def _header(self, line: bytearray) -> tuple[str, dict[str, Any], int, int]:
+        """`_header`, remembered for lines seen before (a stream's audio-chunk headers are all alike)."""
+        key = bytes(line)
+        head = self._seen.get(key)
+        if head is None:
+            head = _header(key, self.limits)
+            if len(key) > SEEN_HEADER_BYTES:
+                return head
+            if len(self._seen) >= SEEN_HEADERS:
+                self._seen.clear()
+            self._seen[key] = head
+        event_type, data, data_length, payload_length = head
+        return event_type, dict(data), data_length, payload_length  # each event its own data dict
 
     def feed(self, data: bytes) -> Iterator[Event]:
         """The complete events that `data` finishes, in order; a ProtocolError where the framing breaks (after
@@ -141,7 +158,7 @@ class FrameParser:
                         if len(buf) - pos >= limit:
                             raise FrameTooLarge(f"header line longer than the limit of {limit} bytes")
                         return
-                    self._head = _header(buf[pos:end + 1], self.limits)
+                    self._head = self._header(buf[pos:end + 1])
                     pos = end + 1
                 event_type, fields, data_length, payload_length = self._head
                 if data_length:  # as read_event: the data section is checked before the payload is waited for

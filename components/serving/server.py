@@ -13,10 +13,16 @@ refractory period. `timestamp` is where the firing inference's audio ends, in ms
 audio-start's `timestamp`, else the first chunk's, else 0, plus the audio received since). Audio in any format
 the judge takes (8-48 kHz, mono or stereo, 16- or 32-bit) is converted to 16 kHz mono 16-bit; the connection
 handling, limits and defences are the judge's (`components.judge.server.JudgeHandler`: bounded frames, read and
-write timeouts, a connection cap, an `error` event before closing). The audio is processed on the event loop as
-it arrives (about 0.6 ms per 64 ms chunk and model on the shared 2-core development machine, measured by
-benchmarks/serve.py at a tiny scale), which also paces a client that sends faster than the models run; one
-process therefore uses one core.
+write timeouts, a connection cap, an `error` event before closing); every complete event in one read of a
+connection is parsed and handled with no await per event (`protocol.FrameParser`).
+
+The audio runs on the event loop, in the connection's own read loop, which also paces a client that sends
+faster than the models run. A chunk's audio waits only until it completes a model's next stride of features
+(`stream.DeviceStream`: a detection can happen only there), so answers are as early as with per-chunk
+processing and 10 ms chunks cost a third of the model calls. A `ping` is answered after everything before it
+has been processed, so its `pong` tells a client how far behind the server is. The frontend and TFLite-Micro
+hold the GIL (two threads run them no faster than one), so worker threads would not add a core: one process
+uses one core.
 
 HTTP (`http_port`): `GET /<name>.json` is the model's manifest with `model` set to `<name>.tflite`, which
 `GET /<name>.tflite` serves, so ESPHome's `micro_wake_word: models: - model: http://HOST:PORT/<name>.json`
