@@ -12,13 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from components.common.audio import resample, to_int16
-from components.common.frontend import features_uint16
+from components.common.frontend import features_uint16, n_frames
 from components.common.metrics import DetectorSettings, activations
 from components.judge.audio import PcmFormat, StreamConverter, to_judge_input
 from components.quantization.stage import TflmStreamer
 from components.serving.catalog import CatalogError, discover, esphome_config
 from components.serving.server import ModelFiles, ServeSettings, wake_info
-from components.serving.stream import DeviceDetector, FeatureStream, ModelStream
+from components.serving.stream import DeviceDetector, DeviceStream, FeatureStream, ModelStream
 from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +110,41 @@ def test_the_model_streamed_in_chunks_detects_as_the_verified_runtime_does():
     expected = activations(probs, cutoff, settings, quantized=True).tolist()
     assert len(expected) >= 2
     assert got == expected
+
+
+def test_the_device_stream_runs_each_stride_as_soon_as_its_audio_is_in_and_detects_as_the_verified_runtime():
+    """10 ms chunks (what HA sends), two models: after every chunk each model has run exactly the inferences
+    that the audio so far completes (waiting for a stride adds no delay), and the detections are the verified
+    runtime's, in the order of the audio."""
+    vad, jarvis = discover(MODELS, ["vad"])[0], discover(MODELS, ["hey_jarvis"])[0]
+    noise = _noise(6.0, 7)
+    bursts = np.repeat(np.random.default_rng(2).random(30) > 0.5, len(noise) // 30 + 1)[:len(noise)]
+    audio = (noise * bursts).astype(np.int16)
+    cutoffs = [0.01, jarvis.cutoff]
+    streams = [ModelStream(m.tflite, m.arena, c, m.settings) for m, c in zip((vad, jarvis), cutoffs)]
+    device = DeviceStream(streams)
+    fired, pcm = [], audio.astype("<i2").tobytes()
+    for i in range(0, len(pcm), 320):
+        fired += device.feed(pcm[i:i + 320])
+        received = min(len(pcm), i + 320) // 2
+        assert [s.inferences for s in streams] == [n_frames(received) // s.stride for s in streams]
+    fired += device.flush()
+    features = features_uint16(audio)
+    for k, (m, cutoff) in enumerate(zip((vad, jarvis), cutoffs)):
+        probs = TflmStreamer(m.tflite, m.arena)(features)
+        assert [f.inference for i, f in fired if i == k] == activations(probs, cutoff, m.settings,
+                                                                         quantized=True).tolist()
+    assert sum(i == 0 for i, _ in fired) >= 2
+    ends = [f.end_ms for _, f in fired]
+    assert ends == sorted(ends)
+
+
+def test_esphome_input_table_equals_the_formula():
+    from components.quantization.stage import _esphome_mapping, esphome_input
+
+    raw = np.arange(1 << 16, dtype=np.uint16).reshape(-1, 64)
+    np.testing.assert_array_equal(esphome_input(raw), _esphome_mapping(raw))
+    np.testing.assert_array_equal(esphome_input(raw.astype(np.int64)), _esphome_mapping(raw))
 
 
 def test_discovery_finds_the_latest_published_model_per_wake_word_and_flat_pairs(tmp_path):
