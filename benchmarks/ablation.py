@@ -1,7 +1,7 @@
 """Ablation: what each part of the training data buys, measured on real people.
 
 Trains (through kfp.local, exactly as `make run`) the `default` preset for "hey chatterbox" with every part
-("all") and with one part taken out at a time, and measures each shipped model, at its own shipped cutoff, on
+("all"), with one part taken out at a time, or with one part grown, and measures each shipped model, at its own shipped cutoff, on
 what no part of training ever saw:
 
   real_wakeword_frr      FRR on ../shared/data/real-wakeword-dev/hey_chatterbox (56 recordings of one person)
@@ -20,6 +20,10 @@ runs/bench/accuracy/ablation-<name>/ when config and source are unchanged):
   old-voices          the voices before this recipe: no Kokoro, no hibari, no perturbation
   old-negatives       speech negatives as before this recipe: piper + espeak only, 600 template sentences, no
                       other languages, no hum, no channel speech in the background streams
+  more-speech         more general speech: 3,000 espeak-ng + 1,500 hibari + 200 Kokoro + 200 piper sentences
+                      (was 1,400 + 600 + 100 + 100) from 4,000 generated sentences (was 1,500)
+  neural-positives    positives from the voices a real-speech model accepts (the realism check): 400 piper +
+                      500 Kokoro + 600 hibari + 150 espeak-ng (was 250 + 250 + 400 + 500)
 Each variant costs a full default run (about 30 min on 2 cores).
 """
 from __future__ import annotations
@@ -58,6 +62,11 @@ VARIANTS = {
     "old-negatives": lambda: ["data_prep.speech.kokoro_clips=0", "data_prep.speech.hibari_clips=0",
                               "data_prep.speech.espeak_clips=2000", "data_prep.other_languages.espeak_clips=0",
                               "data_prep.generated_sentences=600", "data_prep.ambient.kinds=[babble, noise, music]"],
+    "more-speech": lambda: ["data_prep.speech.espeak_clips=3000", "data_prep.speech.hibari_clips=1500",
+                            "data_prep.speech.kokoro_clips=200", "data_prep.speech.piper_clips=200",
+                            "data_prep.generated_sentences=4000"],
+    "neural-positives": lambda: ["data_prep.positives.piper_clips=400", "data_prep.positives.espeak_clips=150",
+                                 "data_prep.positives.kokoro_clips=500", "data_prep.positives.hibari_clips=600"],
 }
 
 
