@@ -1,8 +1,8 @@
 """Ablation: what each part of the training data buys, measured on real people.
 
 Trains (through kfp.local, exactly as `make run`) the `default` preset for "hey chatterbox" with every part
-("all"), with one part taken out at a time, or with one part grown, and measures each shipped model, at its own shipped cutoff, on
-what no part of training ever saw:
+("all"), with one part taken out at a time, or with one part grown, and measures each shipped model, at its own
+shipped cutoff, on what no part of training ever saw:
 
   real_wakeword_frr      FRR on ../shared/data/real-wakeword-dev/hey_chatterbox (56 recordings of one person)
   real_speech_fa_per_hour  FA/h on ../shared/data/real-speech-dev (real speech, 8 kHz, no wake word)
