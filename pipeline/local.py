@@ -97,31 +97,59 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
                  "WAKELINE_TRACKING_STRICT")
 
 
+class DockerNetwork(str, enum.Enum):
+    """The network every task container gets. The stages need none unless they talk to a server: an S3 store
+    (data sources, the artifact store) or an MLflow server. kfp 2.17's DockerRunner gives every task the same
+    `docker run` arguments, so this is chosen per run (`docker_network`), not per task."""
+
+    NONE = "none"  # no interface but loopback
+    HOST = "host"  # the host's network (the only other one a daemon started with --bridge=none has)
+
+
 @dataclass(frozen=True)
 class DockerOptions:
     images: Images
     gpus: DockerGpus = DockerGpus.NONE
+    network: DockerNetwork | None = None  # None: `docker_network` decides from the config and the environment
 
 
-def docker_run_kwargs(gpus: DockerGpus, run_dir: Path, user: str, environment: Mapping[str, str]) -> dict[str, Any]:
+# The working directory of every task container, inside the pipeline root (the one host folder they see):
+# what the stages write to relative paths (runs/checkpoints, runs/mining, the embedded MLflow store runs/mlflow.db,
+# the default publish store runs/published) lands in <run>/kfp/.wakeline/runs/ and outlives each container.
+# A dot folder, like kfp's own .kfp_cache, so nothing takes it for a pipeline run.
+DOCKER_WORKDIR = ".wakeline"
+
+
+def docker_network(config_json: str, environment: Mapping[str, str]) -> DockerNetwork:
+    """`host` when the run talks to a server (an s3:// location in the config, an S3 endpoint or an http(s)
+    MLflow URI in the environment), else `none`."""
+    tracking = environment.get("MLFLOW_TRACKING_URI") or ""
+    if ("s3://" in config_json or environment.get("AWS_ENDPOINT_URL") or environment.get("AWS_ENDPOINT_URL_S3")
+            or tracking.startswith(("http://", "https://"))):
+        return DockerNetwork.HOST
+    return DockerNetwork.NONE
+
+
+def docker_run_kwargs(gpus: DockerGpus, pipeline_root: Path, user: str | None, environment: Mapping[str, str],
+                      network: DockerNetwork = DockerNetwork.NONE) -> dict[str, Any]:
     """The `docker run` arguments the docker runner gives every task container.
 
-    kfp.local mounts the pipeline root (`<run_dir>/kfp`) at its own path; the whole run directory is mounted
-    the same way and is the working directory, so what the stages write to relative paths (`runs/checkpoints`,
-    `runs/mining`, the embedded MLflow store `runs/mlflow.db`) lands in `<run_dir>/runs/` on this machine rather
-    than in the image's read-only /opt/wakeline. `user` ("uid:gid") makes the files this user's; HOME=/tmp
-    because that uid has no home in the image.
+    kfp.local mounts the pipeline root at its own path, and that is the only host folder a container sees: no
+    other mount is added. The working directory is `DOCKER_WORKDIR` inside it. `user` None runs the image's own
+    (non-root) user; "uid:gid" runs that one instead (a non-root caller, so that the files stay the caller's).
+    HOME=/tmp: a uid from the caller has no home in the image.
     """
-    from docker.types import DeviceRequest, Mount
-
-    run_dir = str(Path(run_dir).resolve())
+    pipeline_root = Path(pipeline_root).resolve()
     kwargs: dict[str, Any] = {
-        "user": user,
-        "working_dir": run_dir,
-        "mounts": [Mount(target=run_dir, source=run_dir, type="bind")],
+        "working_dir": str(pipeline_root / DOCKER_WORKDIR),
+        "network_mode": network.value,
         "environment": {"HOME": "/tmp", **{k: environment[k] for k in FORWARDED_ENV if environment.get(k)}},
     }
+    if user is not None:
+        kwargs["user"] = user
     if gpus is DockerGpus.ALL:
+        from docker.types import DeviceRequest
+
         kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return kwargs
 
@@ -137,9 +165,22 @@ def make_runner(runner: Runner, docker_kwargs: Mapping[str, Any] | None = None):
     return local.DockerRunner(**dict(docker_kwargs or {}))
 
 
-def check_docker(images: Images, environment: Mapping[str, str] | None = None) -> None:
-    """Fail fast, before a run directory exists: a Docker daemon must answer, and both images must be on this
-    machine or pullable. `environment` is where DOCKER_HOST etc. come from (default: this process's)."""
+def image_user(config_user: str, image: str) -> tuple[int, int]:
+    """The image's USER as (uid, gid). The images say `USER uid:gid`; a name, a missing group or root is refused:
+    the stages must run as a known non-root user."""
+    uid, sep, gid = (config_user or "").partition(":")
+    if not (uid.isdigit() and sep and gid.isdigit()):
+        raise DockerUnavailable(f"image {image} has USER {config_user or '(none: root)'!r}; the docker runner needs "
+                                f"a numeric non-root `USER uid:gid` (images/*/Dockerfile say USER 1000:1000)")
+    if int(uid) == 0:
+        raise DockerUnavailable(f"image {image} runs as root (USER {config_user}); the stages must not")
+    return int(uid), int(gid)
+
+
+def check_docker(images: Images, environment: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """Fail fast, before a run directory exists: a Docker daemon must answer, and the images must be on this
+    machine or pullable, each with a non-root USER uid:gid. Returns that user (the cpu image's; the gpu image's
+    must be the same). `environment` is where DOCKER_HOST etc. come from (default: this process's)."""
     try:
         import docker
     except ImportError:
@@ -153,20 +194,36 @@ def check_docker(images: Images, environment: Mapping[str, str] | None = None) -
             f"--runner docker needs a running Docker daemon, and none answered at {where} ({e}).\n"
             f"Start Docker (or point DOCKER_HOST at one), or run without --runner docker: the default runner "
             f"(subprocess) needs no Docker.") from None
+    users = set()
     try:
-        for image in (images.cpu, images.gpu):
+        for image in dict.fromkeys((images.cpu, images.gpu)):
             try:
-                client.images.get(image)
+                found = client.images.get(image)
             except docker.errors.ImageNotFound:
                 try:
-                    client.images.pull(image)
+                    found = client.images.pull(image)
                 except docker.errors.APIError as e:
                     raise DockerUnavailable(
                         f"image {image} is not on this machine and could not be pulled ({e}).\n"
-                        f"Build both images with `make images` (REGISTRY=...), or name built ones with "
-                        f"--registry/--version.") from None
+                        f"Build it with `make images` (REGISTRY=...), name built ones with --registry/--version, "
+                        f"or run the GPU stages in the cpu image with --cpu-image-only.") from None
+            users.add(image_user(found.attrs.get("Config", {}).get("User", ""), image))
     finally:
         client.close()
+    if len(users) != 1:
+        raise DockerUnavailable(f"images {images.cpu} and {images.gpu} run as different users {sorted(users)}; "
+                                f"they share the pipeline root, so they must be one user")
+    return users.pop()
+
+
+def prepare_pipeline_root(pipeline_root: Path, owner: tuple[int, int] | None) -> None:
+    """Make the pipeline root and the containers' working directory; `owner` (uid, gid) gets both (a root
+    caller, whose containers run as the image's user, which must be able to write there)."""
+    work = pipeline_root / DOCKER_WORKDIR
+    work.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        for path in (pipeline_root, work):
+            os.chown(path, *owner)
 
 
 def new_run_id(config: WakelineConfig, now: _dt.datetime | None = None) -> str:
@@ -188,7 +245,7 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
 
     if runner is Runner.DOCKER:
         docker = docker or DockerOptions(Images.for_version(code_version()))
-        check_docker(docker.images)
+        image_owner = check_docker(docker.images)
     elif docker is not None:
         raise ValueError("docker options were given for the subprocess runner")
     images = docker.images if docker else Images.for_version(code_version())
@@ -199,9 +256,17 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
-    docker_kwargs = (docker_run_kwargs(docker.gpus, run_dir, f"{os.getuid()}:{os.getgid()}", os.environ)
-                     if runner is Runner.DOCKER else None)
-    local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(run_dir / "kfp"), raise_on_error=True)
+    pipeline_root = run_dir / "kfp"
+    docker_kwargs = None
+    if runner is Runner.DOCKER:
+        # As root here, the containers run as the image's own user, which gets the pipeline root; as anyone
+        # else, as this uid:gid (no chown possible, and the files stay this user's). Never as root.
+        as_root = os.geteuid() == 0
+        prepare_pipeline_root(pipeline_root, image_owner if as_root else None)
+        network = docker.network or docker_network(config.to_json(), os.environ)
+        docker_kwargs = docker_run_kwargs(docker.gpus, pipeline_root,
+                                          None if as_root else f"{os.getuid()}:{os.getgid()}", os.environ, network)
+    local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = create_pipeline(images, cluster=None)  # kfp.local ignores Kubernetes settings
     t0 = time.monotonic()
     with routed_stdout(run_dir / LOGS_DIR, echo=verbose) as router:
