@@ -118,6 +118,9 @@ class DockerOptions:
 # the default publish store runs/published) lands in <run>/kfp/.wakeline/runs/ and outlives each container.
 # A dot folder, like kfp's own .kfp_cache, so nothing takes it for a pipeline run.
 DOCKER_WORKDIR = ".wakeline"
+# Every task container carries this label, set to its pipeline root: what watches or cleans up a run's containers
+# finds them by it (auto_remove deletes them when they exit).
+DOCKER_LABEL = "org.wakeline.pipeline-root"
 
 
 def docker_network(config_json: str, environment: Mapping[str, str]) -> DockerNetwork:
@@ -143,6 +146,7 @@ def docker_run_kwargs(gpus: DockerGpus, pipeline_root: Path, user: str | None, e
     kwargs: dict[str, Any] = {
         "working_dir": str(pipeline_root / DOCKER_WORKDIR),
         "network_mode": network.value,
+        "labels": {DOCKER_LABEL: str(pipeline_root)},
         "environment": {"HOME": "/tmp", **{k: environment[k] for k in FORWARDED_ENV if environment.get(k)}},
     }
     if user is not None:

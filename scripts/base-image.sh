@@ -51,10 +51,11 @@ run chroot "$root" apt-get install -y --no-install-recommends python3 python3-ve
 run chroot "$root" apt-get clean
 run rm -rf "$root/var/lib/apt/lists" "$root/var/cache/apt" "$root/var/log/apt" "$root/tmp" "$root/root/.cache"
 run install -d -m 1777 "$root/tmp"
+import_line="$(quote_cmd tar -C "$root" --numeric-owner -c .) | $(quote_cmd docker import --change 'CMD ["python3"]' - "$image")"
 if ((DRY_RUN)); then
-  quote_cmd tar -C "$root" -c . '|' docker import - "$image"
+  echo "$import_line"
 else
-  note "+ tar -C $root -c . | docker import - $image"
+  note "+ $import_line"
   tar -C "$root" --numeric-owner -c . | docker import --change 'CMD ["python3"]' - "$image" >/dev/null
   note "built $image ($(docker image inspect --format '{{.Size}}' "$image") bytes)"
 fi

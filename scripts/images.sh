@@ -52,20 +52,18 @@ done
 
 need_docker_daemon
 cd "$WAKELINE_ROOT"
-if [[ "$action" == build ]] && ((!DRY_RUN)); then
-  for flavor in "${flavor_list[@]}"; do
-    compgen -G "wheelhouse/$flavor/*.whl" >/dev/null ||
-      die "wheelhouse/$flavor has no wheels: run \`make wheelhouse FLAVORS=$flavor\` first (the build itself has no network)"
-  done
-  if [[ -n "$base" ]] && ! docker image inspect "$base" >/dev/null 2>&1 && [[ "$base" == "$DEFAULT_BASE_IMAGE" ]]; then
-    die "base image $base is not in the Docker engine: run \`make base-image\` first (or BASE_IMAGE=<an image a registry has>)"
-  fi
+if [[ "$action" == build && "$base" == "$DEFAULT_BASE_IMAGE" ]] && ((!DRY_RUN)); then
+  docker image inspect "$base" >/dev/null 2>&1 ||
+    die "base image $base is not in the Docker engine: run \`make base-image\` first (or --base <an image a registry has>)"
 fi
+# The classic builder: the Debian docker.io engine (20.10) builds with it, and a newer client without the buildx
+# plugin has no other. It honours --network=none for every RUN step.
+export DOCKER_BUILDKIT=0
 for flavor in "${flavor_list[@]}"; do
   image="$registry/wakeline-$flavor:$version"
   case "$action" in
     # --network=none: no RUN step reaches anything; the base image itself is the engine's (or pulled by it).
-    build) DOCKER_BUILDKIT=0 run docker build --network=none ${base:+--build-arg "BASE_IMAGE=$base"} -f "images/$flavor/Dockerfile" -t "$image" . ;;
+    build) run docker build --network=none ${base:+--build-arg "BASE_IMAGE=$base"} -f "images/$flavor/Dockerfile" -t "$image" . ;;
     push) run docker push "$image" ;;
   esac
 done

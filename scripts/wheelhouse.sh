@@ -60,6 +60,7 @@ fi
 # set from the wheelhouse alone.
 run "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$dest" \
   $([[ "$flavor" == cpu ]] && echo --no-deps) -r "$lock" -r images/build-tools.txt
+run touch "$dest/.complete" # what `make images` checks: newer than the lock, or the wheelhouse is stale
 if ((!DRY_RUN)); then
   note "wheelhouse $dest: $(find "$dest" -name '*.whl' | wc -l) wheels, $(du -sh "$dest" | cut -f1)"
 fi
