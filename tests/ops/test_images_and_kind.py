@@ -112,8 +112,10 @@ def test_images_are_python_311_and_run_as_uid_1000(flavor):
     assert froms == ["FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"], froms
     final_stage = ins[ins.index(froms[-1]):]
     assert "USER 1000:1000" in final_stage
-    assert "COPY --from=build /opt/venv /opt/venv" in final_stage
-    assert "COPY --from=build /opt/wakeline /opt/wakeline" in final_stage  # the code (and configs/presets) stays
+    assert "COPY --from=build /opt/venv /opt/venv" in final_stage  # the dependencies only
+    # the code (and configs/presets) in the final stage, on top of the venv, installed editable with no index
+    assert "COPY pipeline /opt/wakeline/pipeline" in final_stage and "COPY configs /opt/wakeline/configs" in final_stage
+    assert "RUN pip install --no-index --no-build-isolation --no-deps -e /opt/wakeline" in final_stage
 
 
 @pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
@@ -130,22 +132,23 @@ def test_stages_run_in_a_directory_uid_1000_owns(flavor):
 
 
 OFFLINE = "pip install --no-index --find-links /tmp/wheelhouse"
+EDITABLE = "pip install --no-index --no-build-isolation --no-deps -e /opt/wakeline"
 
 
 def test_cpu_image_installs_exactly_the_lock():
     ins = instructions(DOCKERFILES["cpu"])
     assert "COPY wheelhouse/cpu /tmp/wheelhouse" in ins
     assert "COPY images/build-tools.txt requirements.lock /tmp/" in ins
-    # from the wheelhouse only: the build tools, the lock, then wakeline itself
+    # from the wheelhouse only: the build tools, the lock, then wakeline itself with what the venv holds
     assert pip_installs(DOCKERFILES["cpu"]) == [f"{OFFLINE} -r /tmp/build-tools.txt",
                                                 f"{OFFLINE} -r /tmp/requirements.lock",
-                                                f"{OFFLINE} --no-deps -e /opt/wakeline"]
+                                                EDITABLE]
 
 
 @pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
 def test_no_pip_install_can_reach_an_index(flavor):
     installs = pip_installs(DOCKERFILES[flavor])
-    assert installs and all(i.startswith(OFFLINE + " ") for i in installs), installs
+    assert installs and all(i.startswith(OFFLINE + " ") or i == EDITABLE for i in installs), installs
     assert f"COPY wheelhouse/{flavor} /tmp/wheelhouse" in instructions(DOCKERFILES[flavor])
 
 
@@ -179,8 +182,7 @@ def test_gpu_image_installs_the_lock_with_only_tensorflow_swapped():
     assert [(a, b) for a, b in zip(original, swapped) if a != b] == [
         (f"tensorflow_cpu=={tf_version}", f"tensorflow[and-cuda]=={tf_version}")]
     installs = pip_installs(DOCKERFILES["gpu"])
-    assert installs == [f"{OFFLINE} -r /tmp/build-tools.txt", f"{OFFLINE} -r {gpu_lock}",
-                        f"{OFFLINE} --no-deps -e /opt/wakeline"]
+    assert installs == [f"{OFFLINE} -r /tmp/build-tools.txt", f"{OFFLINE} -r {gpu_lock}", EDITABLE]
 
 
 def test_gpu_dockerfile_is_the_cpu_one_but_for_the_install_and_the_driver_env():
