@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,31 @@ class StageFailed(RuntimeError):
     def __init__(self, run_dir: Path, task: str, log: Path) -> None:
         self.run_dir, self.task, self.log = run_dir, task, log
         super().__init__(f"stage {task} failed; what it printed, the error included, is in {log}")
+
+
+class ContainerOutputLost(StageFailed):
+    """kfp 2.17's DockerRunner counts a task as succeeded when its container was removed before its exit code
+    could be read (kubeflow/pipelines#13332): a container that fails at once can pass. The executor's last line
+    ("Wrote executor output file") is then missing from the task's log, and the run is failed here instead."""
+
+    def __init__(self, run_dir: Path, task: str, log: Path) -> None:
+        super().__init__(run_dir, task, log)
+        self.args = (f"stage {task}: kfp.local reported success, but its container's output never reached {log} "
+                     f"(the executor's last line is missing; kfp 2.17 DockerRunner counts a container removed "
+                     f"before its exit code was read as a success, kubeflow/pipelines#13332): the run is not "
+                     f"trusted; run it again",)
+
+
+EXECUTOR_DONE = "Wrote executor output file"  # kfp.dsl.executor's last line, printed from inside the container
+
+
+def check_container_outputs(run_dir: Path) -> None:
+    """Every task kfp.local calls a success must show the executor's last line in its log (ContainerOutputLost)."""
+    for log in sorted((run_dir / LOGS_DIR).glob("*.log")):
+        text = log.read_text(errors="replace")
+        success = re.search(r"Task '([^']+)' finished with status SUCCESS", text)
+        if success and EXECUTOR_DONE not in text:
+            raise ContainerOutputLost(run_dir, success.group(1), log)
 
 
 class DockerUnavailable(InputError, RuntimeError):
@@ -281,6 +307,8 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
                 raise
             raise StageFailed(run_dir, *router.failed) from e
     wall = time.monotonic() - t0
+    if runner is Runner.DOCKER:
+        check_container_outputs(run_dir)
 
     links = run_dir / "outputs"
     links.mkdir(exist_ok=True)

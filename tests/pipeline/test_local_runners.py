@@ -121,3 +121,21 @@ def test_cli_docker_options_need_the_docker_runner(tmp_path, capsys):
 def test_cpu_image_only_runs_every_stage_in_the_cpu_image():
     images = Images.for_version("1.2.3", "reg.example").cpu_only()
     assert images.cpu == images.gpu == "reg.example/wakeline-cpu:1.2.3"
+
+
+def test_a_task_whose_container_output_was_lost_fails_the_run(tmp_path):
+    """kfp#13332: DockerRunner calls a container removed before its exit code was read a success. The executor's
+    last line, printed from inside the container, is what proves the task ran to the end."""
+    from pipeline.local import ContainerOutputLost, StageFailed, check_container_outputs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "pipeline.log").write_text("Pipeline 'wakeline' finished with status SUCCESS\n")
+    (logs / "data-prep.log").write_text("[KFP Executor]: Wrote executor output file to /x/executor_output.json.\n"
+                                        "Task 'data-prep' finished with status SUCCESS\n")
+    check_container_outputs(tmp_path)  # a whole run: nothing to say
+    (logs / "publish.log").write_text("Found image 'img'\nTask 'publish' finished with status SUCCESS\n")
+    with pytest.raises(ContainerOutputLost) as err:
+        check_container_outputs(tmp_path)
+    assert isinstance(err.value, StageFailed) and err.value.task == "publish"  # the CLI's exit 3, its log named
+    assert "#13332" in str(err.value) and str(logs / "publish.log") in str(err.value)
