@@ -40,6 +40,9 @@ class LocalRun:
     preset: str
     wall_s: float
     outputs: dict[str, OutputArtifact]  # the pipeline's outputs by name: dataset, features, ...
+    # Where the stages' relative paths (runs/published, runs/mlflow.db, ...) start when it is not this process's
+    # working directory: the docker runner's containers work in <run>/kfp/.wakeline.
+    workdir: Path | None = None
 
     @property
     def dataset_path(self) -> Path:
@@ -51,7 +54,7 @@ class LocalRun:
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "preset": self.preset,
-                "wall_s": round(self.wall_s, 1),
+                "wall_s": round(self.wall_s, 1), **({"workdir": str(self.workdir)} if self.workdir else {}),
                 **{name: {"path": str(a.path), "metadata": a.metadata} for name, a in self.outputs.items()}}
 
 
@@ -316,6 +319,7 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
     for name, artifact in task.outputs.items():
         (links / name).symlink_to(Path(artifact.path))
         outputs[name] = OutputArtifact(Path(artifact.path), dict(artifact.metadata))
-    result = LocalRun(run_id, run_dir, preset, wall, outputs)
+    result = LocalRun(run_id, run_dir, preset, wall, outputs,
+                      pipeline_root / DOCKER_WORKDIR if runner is Runner.DOCKER else None)
     atomic.write_text(run_dir / "summary.json", dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     return result
