@@ -147,6 +147,10 @@ class DockerOptions:
 # the default publish store runs/published) lands in <run>/kfp/.wakeline/runs/ and outlives each container.
 # A dot folder, like kfp's own .kfp_cache, so nothing takes it for a pipeline run.
 DOCKER_WORKDIR = ".wakeline"
+# kfp.local always makes a workspace (a temp dir unless given) and the DockerRunner mounts it at /kfp-workspace.
+# The docker runner puts it inside the pipeline root, so that the pipeline root is still all a container sees of
+# this machine. kfp.local deletes it when the run ends.
+DOCKER_WORKSPACE = ".kfp-workspace"
 # Every task container carries this label, set to its pipeline root: what watches or cleans up a run's containers
 # finds them by it (auto_remove deletes them when they exit).
 DOCKER_LABEL = "org.wakeline.pipeline-root"
@@ -250,12 +254,12 @@ def check_docker(images: Images, environment: Mapping[str, str] | None = None) -
 
 
 def prepare_pipeline_root(pipeline_root: Path, owner: tuple[int, int] | None) -> None:
-    """Make the pipeline root and the containers' working directory; `owner` (uid, gid) gets both (a root
-    caller, whose containers run as the image's user, which must be able to write there)."""
-    work = pipeline_root / DOCKER_WORKDIR
-    work.mkdir(parents=True, exist_ok=True)
+    """Make the pipeline root, the containers' working directory and kfp's workspace; `owner` (uid, gid) gets
+    them (a root caller, whose containers run as the image's user, which must be able to write there)."""
+    for path in (pipeline_root / DOCKER_WORKDIR, pipeline_root / DOCKER_WORKSPACE):
+        path.mkdir(parents=True, exist_ok=True)
     if owner is not None:
-        for path in (pipeline_root, work):
+        for path in (pipeline_root, pipeline_root / DOCKER_WORKDIR, pipeline_root / DOCKER_WORKSPACE):
             os.chown(path, *owner)
 
 
@@ -299,7 +303,8 @@ def run_local(config: WakelineConfig, preset: str, runs_dir: Path, run_id: str |
         network = docker.network or docker_network(config.to_json(), os.environ)
         docker_kwargs = docker_run_kwargs(docker.gpus, pipeline_root,
                                           None if as_root else f"{os.getuid()}:{os.getgid()}", os.environ, network)
-    local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(runner=make_runner(runner, docker_kwargs), pipeline_root=str(pipeline_root), raise_on_error=True,
+               **({"workspace_root": str(pipeline_root / DOCKER_WORKSPACE)} if runner is Runner.DOCKER else {}))
     pipeline = create_pipeline(images, cluster=None)  # kfp.local ignores Kubernetes settings
     t0 = time.monotonic()
     with routed_stdout(run_dir / LOGS_DIR, echo=verbose) as router:

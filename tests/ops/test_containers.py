@@ -24,7 +24,8 @@ import yaml
 from components.common.artifacts import code_version
 from components.common.config import load_config
 from components.common.images import Images
-from pipeline.local import DOCKER_LABEL, DOCKER_WORKDIR, DockerOptions, Runner, run_local
+from pipeline.console import PIPELINE_LOG
+from pipeline.local import DOCKER_LABEL, DOCKER_WORKDIR, DOCKER_WORKSPACE, DockerOptions, Runner, run_local
 from pipeline.summary import format_summary
 from tests.conftest import DOCKER_ENV, docker_unavailable
 
@@ -292,20 +293,24 @@ def test_smoke_preset_runs_every_stage_in_its_container(container_run):
     run, watch, images = container_run
     pipeline_root = str(run.run_dir / "kfp")
     assert not watch.missed, f"containers gone before they could be inspected: {watch.missed}"
-    logs = sorted(p.stem for p in (run.run_dir / "logs").glob("*.log"))
+    logs = sorted(p.stem for p in (run.run_dir / "logs").glob("*.log") if p.name != PIPELINE_LOG)  # one a task
     assert len(watch.seen) == len(logs) > 8, (len(watch.seen), logs)  # one container per task that ran
     expected_image = ir_images(images)
+    # as root here, the image's own user; as anyone else, that uid:gid (never root)
+    user = IMAGE_USER if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
     for c in watch.seen:
         function = re.search(r"--function_to_execute\s+(\S+)", " ".join(c["Config"]["Cmd"])).group(1)
         assert c["Config"]["Image"] == expected_image[function], function
-        assert c["Config"]["User"] == IMAGE_USER, function  # the image's user: nothing overrides it
+        assert c["Config"]["User"] == user, function
         assert c["HostConfig"]["NetworkMode"] == "none", function
-        assert [(m["Source"], m["Destination"]) for m in c["Mounts"]] == [(pipeline_root, pipeline_root)], function
+        # the pipeline root, and kfp.local's workspace, which the runner keeps inside it: nothing else of this machine
+        assert sorted((m["Source"], m["Destination"]) for m in c["Mounts"]) == [
+            (pipeline_root, pipeline_root), (f"{pipeline_root}/{DOCKER_WORKSPACE}", "/kfp-workspace")], function
         assert c["Config"]["WorkingDir"] == f"{pipeline_root}/{DOCKER_WORKDIR}", function
     # What the stages wrote is the image user's, and the run ends as a subprocess run does.
     model = run.outputs["esphome_model"]
     tflite = model.path / str(model.metadata["tflite"])
-    assert tflite.stat().st_uid == 1000 and tflite.stat().st_size > 10_000
+    assert str(tflite.stat().st_uid) == user.split(":")[0] and tflite.stat().st_size > 10_000
     summary = format_summary(run)
     assert summary.startswith(f"wakeline run {run.run_id}  (preset smoke") and "ESPHome" in summary
     assert json.loads((run.run_dir / "summary.json").read_text())["run_id"] == run.run_id

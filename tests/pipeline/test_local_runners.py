@@ -70,10 +70,11 @@ def test_pipeline_root_goes_to_the_image_user(tmp_path):
 
     root = tmp_path / "run" / "kfp"
     prepare_pipeline_root(root, None)
-    assert (root / ".wakeline").is_dir() and root.stat().st_uid == os.getuid()
+    made = (root, root / ".wakeline", root / ".kfp-workspace")
+    assert all(p.is_dir() and p.stat().st_uid == os.getuid() for p in made)
     if os.geteuid() == 0:
         prepare_pipeline_root(root, (1000, 1000))
-        assert [(p.stat().st_uid, p.stat().st_gid) for p in (root, root / ".wakeline")] == [(1000, 1000)] * 2
+        assert [(p.stat().st_uid, p.stat().st_gid) for p in made] == [(1000, 1000)] * 3
 
 
 def test_forwarded_variables_cover_what_the_stages_read():
