@@ -194,13 +194,23 @@ def test_no_layer_holds_a_credential(docker_client, cpu_image):
     assert history_findings(docker_client, cpu_image) == []
 
 
+# The planted image's base: the small debootstrap base where it is here (`make base-image`), else the cpu image.
+PLANTED_BASE = "wakeline-base:bookworm-python3.11"
+
+
 @pytest.fixture(scope="module")
 def planted_image(docker_client, cpu_image, tmp_path_factory):
-    """A throwaway image on the cpu image with credentials planted (a .netrc, a pip.conf with a token, a private
-    key, then deleted in a later layer), and a token in its history."""
+    """A throwaway image with credentials planted (a .netrc, then deleted in a later layer, a pip.conf with a
+    token, a private key) and a token in its history."""
+    import docker
+
+    try:
+        base = docker_client.images.get(PLANTED_BASE)
+    except docker.errors.ImageNotFound:
+        base = cpu_image
     context = tmp_path_factory.mktemp("planted")
     (context / "Dockerfile").write_text(
-        f"FROM {cpu_image.id}\nUSER 0\n"
+        f"FROM {base.id}\nUSER 0\n"
         "RUN printf 'machine pypi.example login u password p\\n' > /root/.netrc && mkdir -p /etc/xdg/pip "
         "&& printf '[global]\\nindex-url = https://u:t0ken@pypi.example/simple\\n' > /etc/xdg/pip/pip.conf "
         "&& printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\\nx\\n' > /opt/deploy.key\n"
