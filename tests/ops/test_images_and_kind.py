@@ -558,3 +558,21 @@ def test_kind_up_reuses_an_existing_cluster(bare_path, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "exists" in result.stderr
     assert fake_calls(log) == [["kind", "get", "clusters"], *kind_up_commands()[1:]]
+
+
+# ---------------------------------------------------------------- when the `container` tests run
+
+
+def test_container_tests_skip_only_where_no_daemon_is_expected(monkeypatch):
+    import tests.conftest as conftest
+
+    monkeypatch.setattr(conftest, "docker_unavailable", lambda: "no Docker daemon answered at the default socket")
+    assert conftest.container_skip_reason({}).startswith("no Docker daemon answered")  # one line, then skipped
+    assert conftest.container_skip_reason({"CI": "true"}) is None  # CI expects one: run them, and fail loudly
+    assert conftest.container_skip_reason({"WAKELINE_DOCKER": "expected"}) is None
+    declared = {"CI": "true", "WAKELINE_DOCKER": "unavailable: dockerd did not start: no cgroup mount"}
+    assert conftest.container_skip_reason(declared) == "WAKELINE_DOCKER=unavailable: dockerd did not start: no cgroup mount"
+    with pytest.raises(pytest.UsageError, match="expected"):
+        conftest.container_skip_reason({"WAKELINE_DOCKER": "yes"})
+    monkeypatch.setattr(conftest, "docker_unavailable", lambda: None)
+    assert conftest.container_skip_reason({}) is None
