@@ -48,11 +48,12 @@ def _load_with_cluster_options(args) -> tuple:
 def cmd_run(args) -> int:
     from components.common.artifacts import code_version
     from components.common.images import DEFAULT_REGISTRY, Images
-    from pipeline.local import DockerGpus, DockerOptions, Runner, StageFailed, new_run_id, run_local
+    from pipeline.local import DockerGpus, DockerNetwork, DockerOptions, Runner, StageFailed, new_run_id, run_local
     from pipeline.summary import format_summary
 
     runner = Runner(args.runner)
-    docker_only = [f"--{name.replace('_', '-')}" for name in ("gpus", "registry", "version")
+    docker_only = [f"--{name.replace('_', '-')}" for name in ("gpus", "registry", "version", "cpu_image_only",
+                                                              "network")
                    if getattr(args, name) is not None]
     if runner is not Runner.DOCKER and docker_only:
         print(f"wakeline: {', '.join(docker_only)}: only for --runner docker", file=sys.stderr)
@@ -60,7 +61,10 @@ def cmd_run(args) -> int:
     docker = None
     if runner is Runner.DOCKER:
         images = Images.for_version(args.version or code_version(), args.registry or DEFAULT_REGISTRY)
-        docker = DockerOptions(images, DockerGpus(args.gpus or DockerGpus.NONE.value))
+        if args.cpu_image_only:
+            images = images.cpu_only()
+        docker = DockerOptions(images, DockerGpus(args.gpus or DockerGpus.NONE.value),
+                               DockerNetwork(args.network) if args.network else None)
     config, preset = _load(args)  # the whole config is validated before any stage starts
     if runner is Runner.SUBPROCESS:
         _check_mixed_precision_here(config)
@@ -473,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cluster import DEFAULT_EXPERIMENT
     from pipeline.compile import COMPILED_IR
     from pipeline.dag import PIPELINE_NAME
-    from pipeline.local import DockerGpus, Runner
+    from pipeline.local import DockerGpus, DockerNetwork, Runner
     from components.common.images import DEFAULT_REGISTRY
 
     parser = argparse.ArgumentParser(prog="wakeline", description=__doc__, epilog=EXIT_CODES,
@@ -494,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "--gpus all (kfp.local cannot give them to the GPU stages alone) (default: none)")
     run.add_argument("--registry", help=f"--runner docker: image registry (default: {DEFAULT_REGISTRY})")
     run.add_argument("--version", help="--runner docker: image tag (default: the package version)")
+    run.add_argument("--cpu-image-only", action="store_true", default=None,
+                     help="--runner docker: run the GPU stages in the cpu image too (where no gpu image was built; "
+                          "they run on the CPU as they would on a machine without a GPU)")
+    run.add_argument("--network", choices=[n.value for n in DockerNetwork],
+                     help="--runner docker: the network of every stage container (default: none, or host when the "
+                          "config names s3:// or the environment an S3 endpoint or an http(s) MLflow server)")
     run.set_defaults(func=cmd_run)
 
     cfg = sub.add_parser("config", help="validate a config and print it fully resolved")

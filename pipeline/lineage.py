@@ -97,7 +97,8 @@ def from_registry(uri: str) -> Chain:
 
 
 def _pipeline_dir(run_dir: Path) -> Path:
-    candidates = sorted((d for d in (run_dir / "kfp").iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    candidates = sorted((d for d in (run_dir / "kfp").iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: d.stat().st_mtime)  # not .kfp_cache, not the docker runner's .wakeline
     if not candidates:
         raise LineageError(f"{run_dir}: kfp/ holds no pipeline run")
     return candidates[-1]

@@ -180,7 +180,10 @@ def _published_lines(run: LocalRun) -> list[str]:
     if record is None:
         return ["Published   nothing (publish runs only for a blessed model)"]
     location = str(record.get("location", ""))
-    where = location if location.startswith("s3://") else _rel(Path(location))
+    if location.startswith("s3://"):
+        where = location
+    else:  # a relative store is the stages' working directory's (the containers' for the docker runner)
+        where = _rel(run.workdir / location if run.workdir and not Path(location).is_absolute() else Path(location))
     again = "  (already there: the same model)" if record.get("already_published") else ""
     lines = [f"Published   {where}{again}  -> wakeline lineage {where}"]
     name, status = record.get("registered_model"), record.get("registry_status")

@@ -8,6 +8,9 @@ WAKELINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 {
   DEFAULT_REGISTRY="ghcr.io/wakeline" # = components/common/images.py DEFAULT_REGISTRY
   DEFAULT_CLUSTER="wakeline"
+  # The images' base where no registry is reachable: made by scripts/base-image.sh (debootstrap), local only.
+  DEFAULT_BASE_IMAGE="wakeline-base:bookworm-python3.11"
+  DEFAULT_DEBIAN_MIRROR="http://deb.debian.org/debian"
 }
 DRY_RUN=0
 

@@ -17,6 +17,11 @@ class Images:
         registry = registry.rstrip("/")
         return cls(cpu=f"{registry}/wakeline-cpu:{version}", gpu=f"{registry}/wakeline-gpu:{version}")
 
+    def cpu_only(self) -> "Images":
+        """Every stage in the cpu image: for a machine where no gpu image was built (the GPU stages then run
+        on the CPU, as they do on a machine without a GPU)."""
+        return Images(cpu=self.cpu, gpu=self.cpu)
+
 
 # The placeholder every component is declared with; pipelines always override it with Images.cpu/gpu.
 PLACEHOLDER_IMAGE = f"{DEFAULT_REGISTRY}/wakeline-cpu:unset"

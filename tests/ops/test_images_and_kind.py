@@ -106,12 +106,16 @@ def test_hadolint_reports_what_it_should(tmp_path):
 @pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
 def test_images_are_python_311_and_run_as_uid_1000(flavor):
     ins = instructions(DOCKERFILES[flavor])
+    # Both stages on the BASE_IMAGE build argument, whose default is the official Python 3.11 bookworm image.
+    assert ins[0] == "ARG BASE_IMAGE=python:3.11.7-slim-bookworm", ins[0]
     froms = [i for i in ins if i.startswith("FROM ")]
-    assert froms and all(re.fullmatch(r"FROM python:3\.11\.\d+-slim-bookworm( AS build)?", f) for f in froms), froms
+    assert froms == ["FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"], froms
     final_stage = ins[ins.index(froms[-1]):]
-    assert "USER 1000" in final_stage
-    assert "COPY --from=build /opt/venv /opt/venv" in final_stage
-    assert "COPY --from=build /opt/wakeline /opt/wakeline" in final_stage  # the code (and configs/presets) stays
+    assert "USER 1000:1000" in final_stage
+    assert "COPY --from=build /opt/venv /opt/venv" in final_stage  # the dependencies only
+    # the code (and configs/presets) in the final stage, on top of the venv, installed editable with no index
+    assert "COPY pipeline /opt/wakeline/pipeline" in final_stage and "COPY configs /opt/wakeline/configs" in final_stage
+    assert "RUN pip install --no-index --no-build-isolation --no-deps -e /opt/wakeline" in final_stage
 
 
 @pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
@@ -124,15 +128,44 @@ def test_stages_run_in_a_directory_uid_1000_owns(flavor):
     assert workdirs == ["WORKDIR /var/lib/wakeline"], workdirs
     creates = [n for n, i in enumerate(final_stage)
                if i.startswith("RUN ") and "install -d -o 1000 -g 1000 -m 0755 /var/lib/wakeline" in i]
-    assert creates and creates[0] < final_stage.index(workdirs[0]) < final_stage.index("USER 1000")
+    assert creates and creates[0] < final_stage.index(workdirs[0]) < final_stage.index("USER 1000:1000")
+
+
+OFFLINE = "pip install --no-index --find-links /tmp/wheelhouse"
+EDITABLE = "pip install --no-index --no-build-isolation --no-deps -e /opt/wakeline"
 
 
 def test_cpu_image_installs_exactly_the_lock():
     ins = instructions(DOCKERFILES["cpu"])
-    assert "COPY requirements.lock /tmp/requirements.lock" in ins
-    installs = pip_installs(DOCKERFILES["cpu"])
-    assert installs[1:] == ["pip install -r /tmp/requirements.lock", "pip install --no-deps -e /opt/wakeline"]
-    assert re.fullmatch(r"pip install pip==[\d.]+", installs[0]), installs[0]
+    assert "COPY wheelhouse/cpu /tmp/wheelhouse" in ins
+    assert "COPY images/build-tools.txt requirements.lock /tmp/" in ins
+    # from the wheelhouse only: the build tools, the lock, then wakeline itself with what the venv holds
+    assert pip_installs(DOCKERFILES["cpu"]) == [f"{OFFLINE} -r /tmp/build-tools.txt",
+                                                f"{OFFLINE} -r /tmp/requirements.lock",
+                                                EDITABLE]
+
+
+@pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
+def test_no_pip_install_can_reach_an_index(flavor):
+    installs = pip_installs(DOCKERFILES[flavor])
+    assert installs and all(i.startswith(OFFLINE + " ") or i == EDITABLE for i in installs), installs
+    assert f"COPY wheelhouse/{flavor} /tmp/wheelhouse" in instructions(DOCKERFILES[flavor])
+
+
+def test_build_tools_are_pinned_and_not_in_the_lock():
+    """pip freeze leaves pip, setuptools and wheel out of the lock; images/build-tools.txt pins them, and
+    setuptools satisfies pyproject.toml's build requirement (the editable install builds with it offline)."""
+    tools = {}
+    for line in (ROOT / "images" / "build-tools.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[\d.]+", version), line
+            tools[name] = version
+    assert sorted(tools) == ["pip", "setuptools", "wheel"]
+    locked = {line.partition("==")[0].lower() for line in LOCK.read_text().splitlines()}
+    assert not locked & set(tools)
+    assert PYPROJECT["build-system"]["requires"] == ["setuptools>=68"]
+    assert tuple(int(p) for p in tools["setuptools"].split(".")[:2]) >= (68, 0)
 
 
 def test_gpu_image_installs_the_lock_with_only_tensorflow_swapped():
@@ -149,16 +182,16 @@ def test_gpu_image_installs_the_lock_with_only_tensorflow_swapped():
     assert [(a, b) for a, b in zip(original, swapped) if a != b] == [
         (f"tensorflow_cpu=={tf_version}", f"tensorflow[and-cuda]=={tf_version}")]
     installs = pip_installs(DOCKERFILES["gpu"])
-    assert installs == [pip_installs(DOCKERFILES["cpu"])[0], f"pip install -r {gpu_lock}",
-                        "pip install --no-deps -e /opt/wakeline"]
+    assert installs == [f"{OFFLINE} -r /tmp/build-tools.txt", f"{OFFLINE} -r {gpu_lock}", EDITABLE]
 
 
 def test_gpu_dockerfile_is_the_cpu_one_but_for_the_install_and_the_driver_env():
     cpu, gpu = instructions(DOCKERFILES["cpu"]), instructions(DOCKERFILES["gpu"])
     assert len(cpu) == len(gpu)
     differing = [(c, g) for c, g in zip(cpu, gpu) if c != g]
-    assert len(differing) == 2, differing
-    (cpu_install, gpu_install), (cpu_env, gpu_env) = differing
+    assert len(differing) == 3, differing
+    wheelhouse, (cpu_install, gpu_install), (cpu_env, gpu_env) = differing
+    assert wheelhouse == ("COPY wheelhouse/cpu /tmp/wheelhouse", "COPY wheelhouse/gpu /tmp/wheelhouse")
     assert cpu_install.startswith("RUN pip install") and gpu_install.startswith("RUN sed ")
     assert gpu_env == cpu_env + " NVIDIA_DRIVER_CAPABILITIES=compute,utility"
 
@@ -172,9 +205,11 @@ def test_docker_context_keeps_what_the_images_copy():
         for ins in instructions(path):
             if ins.startswith("COPY ") and "--from=" not in ins:
                 sources.update(ins.split()[1:-1])
-    assert {"requirements.lock", "pyproject.toml", "components", "pipeline", "configs"} <= sources
+    assert {"requirements.lock", "pyproject.toml", "components", "pipeline", "configs", "images/build-tools.txt",
+            "wheelhouse/cpu", "wheelhouse/gpu"} <= sources
     for source in sorted(sources):
-        assert (ROOT / source).exists(), source
+        # the wheelhouses are made by `make wheelhouse` (not in git); everything else is in the tree
+        assert source.startswith("wheelhouse/") or (ROOT / source).exists(), source
         assert not [p for p in patterns if fnmatch.fnmatch(source, p)], f"{source} is excluded by .dockerignore"
 
 
@@ -183,9 +218,27 @@ def test_image_names_and_tag_follow_the_package_version():
     assert code_version() == VERSION, "the venv is stale: `make install` re-installs the package"
     images = Images.for_version(VERSION)
     assert dry_run("images.sh", "build") == [
-        ["docker", "build", "-f", "images/cpu/Dockerfile", "-t", images.cpu, "."],
-        ["docker", "build", "-f", "images/gpu/Dockerfile", "-t", images.gpu, "."]]
+        ["docker", "build", "--network=none", "-f", "images/cpu/Dockerfile", "-t", images.cpu, "."],
+        ["docker", "build", "--network=none", "-f", "images/gpu/Dockerfile", "-t", images.gpu, "."]]
     assert images.cpu == f"{DEFAULT_REGISTRY}/wakeline-cpu:{VERSION}"
+
+
+def test_the_ir_names_exactly_the_images_make_images_builds(tmp_path):
+    """Every executor of the compiled IR runs one of the two images `make images FLAVORS="cpu gpu"` tags, and
+    both are used (the GPU stages in the gpu image)."""
+    from pipeline.compile import compile_pipeline
+
+    ir = next(yaml.safe_load_all(compile_pipeline(tmp_path / "ir.yaml").read_text()))
+    used = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    built = subprocess.run([make, "-s", "images", "DRY_RUN=1", "FLAVORS=cpu gpu"], cwd=ROOT, capture_output=True,
+                           text=True, check=True, timeout=SCRIPT_TIMEOUT_S).stdout
+    tags = {words[words.index("-t") + 1] for words in map(shlex.split, built.splitlines())}
+    assert used == tags == {Images.for_version(VERSION).cpu, Images.for_version(VERSION).gpu}
+    committed = next(yaml.safe_load_all((ROOT / "pipeline" / "compiled" / "wakeline.yaml").read_text()))
+    assert {e["container"]["image"] for e in committed["deploymentSpec"]["executors"].values()} == tags
 
 
 # ---------------------------------------------------------------- manifests under configs/
@@ -347,8 +400,16 @@ def test_dry_run_lines_are_shell_quoted():
 def test_images_dry_run():
     version = VERSION
     assert dry_run("images.sh", "build", "--registry", "registry.example:5000/team/") == [
-        ["docker", "build", "-f", "images/cpu/Dockerfile", "-t", f"registry.example:5000/team/wakeline-cpu:{version}", "."],
-        ["docker", "build", "-f", "images/gpu/Dockerfile", "-t", f"registry.example:5000/team/wakeline-gpu:{version}", "."]]
+        ["docker", "build", "--network=none", "-f", "images/cpu/Dockerfile", "-t",
+         f"registry.example:5000/team/wakeline-cpu:{version}", "."],
+        ["docker", "build", "--network=none", "-f", "images/gpu/Dockerfile", "-t",
+         f"registry.example:5000/team/wakeline-gpu:{version}", "."]]
+    assert dry_run("images.sh", "build", "--flavors", "cpu", "--base", "wakeline-base:bookworm-python3.11") == [
+        ["docker", "build", "--network=none", "--build-arg", "BASE_IMAGE=wakeline-base:bookworm-python3.11",
+         "-f", "images/cpu/Dockerfile", "-t", Images.for_version(version).cpu, "."]]
+    assert dry_run("images.sh", "build", FLAVORS="gpu", BASE_IMAGE="python:3.11.7-slim-bookworm") == [
+        ["docker", "build", "--network=none", "--build-arg", "BASE_IMAGE=python:3.11.7-slim-bookworm",
+         "-f", "images/gpu/Dockerfile", "-t", Images.for_version(version).gpu, "."]]
     assert dry_run("images.sh", "push", REGISTRY="reg.example") == [
         ["docker", "push", f"reg.example/wakeline-cpu:{version}"],
         ["docker", "push", f"reg.example/wakeline-gpu:{version}"]]
@@ -362,6 +423,8 @@ def test_images_refuses_bad_arguments():
     assert no_action.returncode != 0 and "build or push" in no_action.stderr
     bad_tag = run_script("images.sh", "build", "--dry-run", "--version", "0.1.0+local")
     assert bad_tag.returncode != 0 and "not a valid Docker tag" in bad_tag.stderr and bad_tag.stdout == ""
+    bad_flavor = run_script("images.sh", "build", "--dry-run", "--flavors", "cpu tpu")
+    assert bad_flavor.returncode != 0 and "unknown flavor 'tpu'" in bad_flavor.stderr and bad_flavor.stdout == ""
 
 
 def test_kind_load_dry_run():
@@ -372,6 +435,9 @@ def test_kind_load_dry_run():
     assert dry_run("kind-load.sh", "--name", "dev", "--registry", "reg.example/x") == [
         ["kind", "load", "docker-image", "--name", "dev", other.cpu],
         ["kind", "load", "docker-image", "--name", "dev", other.gpu]]
+    # the same FLAVORS as `make images`: the cpu image alone where only it was built
+    assert dry_run("kind-load.sh", "--flavors", "cpu") == dry_run("kind-load.sh", FLAVORS="cpu") == [
+        ["kind", "load", "docker-image", "--name", "wakeline", Images.for_version(VERSION).cpu]]
 
 
 def test_make_targets_call_the_scripts():
@@ -380,13 +446,26 @@ def test_make_targets_call_the_scripts():
         pytest.skip("make is not installed")
     listed = subprocess.run([make, "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True,
                             timeout=SCRIPT_TIMEOUT_S).stdout
-    for target in ("images", "images-push", "kind-up", "kind-load"):
+    for target in ("base-image", "wheelhouse", "images", "images-push", "run-containers", "test-containers",
+                   "kind-up", "kind-load"):
         assert re.search(rf"^  make {re.escape(target)}\s+\S", listed, re.M), target
     built = subprocess.run([make, "-s", "images", "DRY_RUN=1", "REGISTRY=reg.example"], cwd=ROOT,
                            capture_output=True, text=True, check=True, timeout=SCRIPT_TIMEOUT_S)
+    # by default the cpu image, on the debootstrap base `make base-image` makes, with no network
     assert [shlex.split(line) for line in built.stdout.splitlines()] == [
-        ["docker", "build", "-f", "images/cpu/Dockerfile", "-t", f"reg.example/wakeline-cpu:{VERSION}", "."],
-        ["docker", "build", "-f", "images/gpu/Dockerfile", "-t", f"reg.example/wakeline-gpu:{VERSION}", "."]]
+        ["docker", "build", "--network=none", "--build-arg", "BASE_IMAGE=wakeline-base:bookworm-python3.11",
+         "-f", "images/cpu/Dockerfile", "-t", f"reg.example/wakeline-cpu:{VERSION}", "."]]
+    base = subprocess.run([make, "-s", "base-image", "DRY_RUN=1"], cwd=ROOT, capture_output=True, text=True,
+                          check=True, timeout=SCRIPT_TIMEOUT_S).stdout.splitlines()
+    assert shlex.split(base[0])[:3] == ["debootstrap", "--variant=minbase", "bookworm"]
+    assert " | docker import " in base[-1] and base[-1].endswith(" - wakeline-base:bookworm-python3.11")
+    wheels = subprocess.run([make, "-s", "wheelhouse", "DRY_RUN=1", "FLAVORS=cpu gpu", "PY=py"], cwd=ROOT,
+                            capture_output=True, text=True, check=True, timeout=SCRIPT_TIMEOUT_S).stdout
+    pip_wheels = [shlex.split(line) for line in wheels.splitlines() if " pip wheel " in line]
+    assert [w[w.index("--wheel-dir") + 1] for w in pip_wheels] == ["wheelhouse/cpu", "wheelhouse/gpu"]
+    assert "--no-deps" in pip_wheels[0] and "--no-deps" not in pip_wheels[1]  # the gpu lock is not complete
+    assert all(w[-4:-2] == ["-r", "images/build-tools.txt"] or w[-2:] == ["-r", "images/build-tools.txt"]
+               for w in pip_wheels)
     up = subprocess.run([make, "-s", "kind-up", "DRY_RUN=1", "CLUSTER=c2"], cwd=ROOT, capture_output=True,
                         text=True, check=True, timeout=SCRIPT_TIMEOUT_S)
     assert [shlex.split(line) for line in up.stdout.splitlines()] == kind_up_commands("c2")
@@ -479,3 +558,21 @@ def test_kind_up_reuses_an_existing_cluster(bare_path, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "exists" in result.stderr
     assert fake_calls(log) == [["kind", "get", "clusters"], *kind_up_commands()[1:]]
+
+
+# ---------------------------------------------------------------- when the `container` tests run
+
+
+def test_container_tests_skip_only_where_no_daemon_is_expected(monkeypatch):
+    import tests.conftest as conftest
+
+    monkeypatch.setattr(conftest, "docker_unavailable", lambda: "no Docker daemon answered at the default socket")
+    assert conftest.container_skip_reason({}).startswith("no Docker daemon answered")  # one line, then skipped
+    assert conftest.container_skip_reason({"CI": "true"}) is None  # CI expects one: run them, and fail loudly
+    assert conftest.container_skip_reason({"WAKELINE_DOCKER": "expected"}) is None
+    declared = {"CI": "true", "WAKELINE_DOCKER": "unavailable: dockerd did not start: no cgroup mount"}
+    assert conftest.container_skip_reason(declared) == "WAKELINE_DOCKER=unavailable: dockerd did not start: no cgroup mount"
+    with pytest.raises(pytest.UsageError, match="expected"):
+        conftest.container_skip_reason({"WAKELINE_DOCKER": "yes"})
+    monkeypatch.setattr(conftest, "docker_unavailable", lambda: None)
+    assert conftest.container_skip_reason({}) is None
