@@ -8,7 +8,7 @@ WAKE_WORD ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-accuracy bench-ablation compile lock clean
+.PHONY: help install run test test-fast bench bench-accuracy bench-ablation lint-imports compile lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench-accuracy: install ## wakeline vs the official model on held-out voices, co
 
 bench-ablation: install ## what each part of the training data buys, on real recordings (~30 min per variant)
 	$(PY) -m benchmarks ablation
+
+lint-imports: install ## check the architecture rules (pyproject.toml [tool.importlinter]: layers, stages independent, serving apart from training, kfp only in components)
+	$(VENV)/bin/lint-imports
 
 compile: install ## compile the pipeline IR -> pipeline/compiled/wakeline.yaml
 	$(VENV)/bin/wakeline compile

@@ -91,8 +91,8 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
 
 
 def _model(path: Path):
-    from components.esphome_verification.stage import find_pair
-    from components.quantization.stage import TflmStreamer
+    from components.common.artifacts import find_pair
+    from components.runtime.tflm import TflmStreamer
 
     tflite, manifest_path = find_pair(path)
     manifest = json.loads(manifest_path.read_text())
@@ -109,7 +109,7 @@ def store_breakdown(model_path: Path, features: Path, heldout: list[str]):
 
 
 def folder_report(model_path: Path, positives: list[Path] = (), ambient: list[Path] = ()):
-    from components.esphome_verification.folders import evaluate_folders
+    from components.runtime.folders import evaluate_folders
 
     return evaluate_folders(model_path, list(positives), list(ambient))
 

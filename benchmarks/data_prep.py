@@ -27,7 +27,8 @@ from benchmarks.common import SEED, comparison, log, result, timer
 from components.common.artifacts import SAMPLE_RATE_HZ
 from components.common.config import EspeakSettings, PiperSettings, Quality
 from components.common.storage import SourceFile
-from components.data_prep import espeak, ingest, phrases, piper_tts
+from components.data_prep import ingest, phrases
+from components.synthesis import espeak, piper_tts
 
 WAKE_WORD = "hey jarvis"
 N_PIPER = 40

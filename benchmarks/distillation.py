@@ -26,7 +26,7 @@ def _test_frr(model_dir: Path, store, config) -> dict[str, float]:
 
     from components.common.artifacts import Split
     from components.common.metrics import evaluate
-    from components.common.scoring import split_scores
+    from components.training.scoring import split_scores
 
     spec = config.distillation.student
     model = keras.models.load_model(model_dir / "model.keras")

@@ -1,5 +1,5 @@
 """Does a front end that has heard real speech help? A small head on openWakeWord's frozen speech embeddings
-(`components.common.speech_embedding`), trained only on a wakeline Dataset, scored on real recordings.
+(`components.training.speech_embedding`), trained only on a wakeline Dataset, scored on real recordings.
 
   1. fit `EmbeddingHead` on the TRAIN split: positives vs negatives + adversarial negatives + 16-embedding
      windows cut from train background files; each train clip also gets seeded augmented copies (a segment
@@ -61,7 +61,7 @@ def augment(clip: np.ndarray, rng: np.random.Generator, noises: list[np.ndarray]
     over the whole padded length (5-20 dB SNR against the clip) and a random gain of -10..+6 dB."""
     from scipy.signal import fftconvolve
 
-    from components.common.speech_embedding import SpeechEmbedding
+    from components.training.speech_embedding import SpeechEmbedding
 
     x = clip.astype(np.float32)
     if rirs and rng.random() < rir_prob:
@@ -132,7 +132,7 @@ class Embedder:
     """The front end plus an on-disk cache of unaugmented files' embeddings and extraction timing."""
 
     def __init__(self, cache: Path | None):
-        from components.common.speech_embedding import SpeechEmbedding
+        from components.training.speech_embedding import SpeechEmbedding
 
         self.front, self.cache = SpeechEmbedding(), cache
         self.clip_s = self.clip_n = self.stream_s = self.stream_audio_s = 0.0
@@ -227,7 +227,7 @@ def clip_peaks(head, emb: Embedder, paths: list[Path]) -> np.ndarray:
 def measure(dataset: Path, *, seed: int = 1234, pos_copies: int = 2, neg_copies: int = 1, rir_prob: float = 0.25,
             bg_stride: int = 2, speech_streams: int = 2, hidden: int = 64, epochs: int = 20, cache: Path | None = None,
             save_head: Path | None = None) -> tuple[list[dict], dict]:
-    from components.common.embedding_head import EmbeddingHead, HeadConfig
+    from components.training.embedding_head import EmbeddingHead, HeadConfig
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -36,7 +36,7 @@ IN_PROCESS_RUNS = 200
 def _clip() -> np.ndarray:
     """2 s of coloured noise at -20 dBFS: the judge's cost does not depend on what is said."""
     from components.common.audio import to_int16
-    from components.data_prep.ambient import coloured_noise
+    from components.synthesis.ambient import coloured_noise
 
     return to_int16(coloured_noise(int(CLIP_S * 16_000), np.random.default_rng(7)))
 
@@ -104,7 +104,7 @@ async def _load(uri: str, clip: np.ndarray, clients: int, requests: int) -> tupl
 
 
 def run() -> list[dict]:
-    from components.judge.scoring import load_judge
+    from components.runtime.judge import load_judge
 
     clip = _clip()
     judge = load_judge(MODEL)

@@ -56,7 +56,7 @@ class _ZeroScorer:
 
 def _audio(root: Path) -> list[miner.Recording]:
     from components.common.config import Ambient, AmbientKind
-    from components.data_prep.ambient import ambient_file
+    from components.synthesis.ambient import ambient_file
 
     cfg = Ambient(kinds=[AmbientKind.NOISE, AmbientKind.MUSIC])
     bases = [ambient_file(FILE_S, kind, cfg, [], seed=11 + i)

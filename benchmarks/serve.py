@@ -78,8 +78,8 @@ CRITERION = (f"N streams of {CHUNK_MS} ms chunks paced at real time are sustaine
 def _stream_audio() -> tuple[np.ndarray, float]:
     """STREAM_S of seeded noise with one piper "hey jarvis" at WORD_AT_S; (audio, word end in s)."""
     from components.common.audio import resample, to_int16
-    from components.data_prep.ambient import coloured_noise
-    from components.data_prep.piper_tts import PiperJob, synthesize_many
+    from components.synthesis.ambient import coloured_noise
+    from components.synthesis.piper_tts import PiperJob, synthesize_many
 
     pcm, sr = next(iter(synthesize_many([PiperJob("hey jarvis", 1.0, 0.667, 0.8)], seed=11)))
     word = to_int16(resample(pcm.astype(np.float32) / 32768, sr))

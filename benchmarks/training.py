@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import SEED, comparison, load_average, log, result, timer
-from components.common.batches import Batch
+from components.training.batches import Batch
 from components.common.config import ModelSpec, Training, load_config
-from components.common.trainer import Trainer, build_model, use_mixed_precision, use_xla
+from components.training.trainer import Trainer, build_model, use_mixed_precision, use_xla
 
 STUDENT = ModelSpec(name="mixednet-v2", pointwise_filters=[64, 64, 64, 64],
                     mixconv_kernels=[[5], [7, 11], [9, 15], [23]], first_conv_filters=32, first_conv_kernel=5,
@@ -83,7 +83,7 @@ class _Side:
         import keras
         import tensorflow as tf
 
-        from components.common.models import build
+        from components.training.models import build
 
         self.label, self.device = label, device
         self._tmp = tempfile.TemporaryDirectory(prefix=f"wakeline-bench-train-{label}-")

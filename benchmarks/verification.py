@@ -23,7 +23,7 @@ def _ambient_features(minutes: float, seed: int) -> np.ndarray:
     """Real frontend features of synthetic ambient audio (noise + music-like tones)."""
     from components.common.config import Ambient, AmbientKind
     from components.common.frontend import features_uint16
-    from components.data_prep.ambient import ambient_file
+    from components.synthesis.ambient import ambient_file
 
     audio = ambient_file(minutes * 60, AmbientKind.NOISE, Ambient(kinds=[AmbientKind.NOISE, AmbientKind.MUSIC]), [],
                          seed=seed)
@@ -34,7 +34,7 @@ def _evaluate(args) -> tuple[float, float]:
     """Evaluate one stream; returns (audio seconds, wall seconds) for the TFLite-Micro + metrics part."""
     raw, = args
     from components.common.metrics import DEVICE, activations
-    from components.quantization.stage import TflmStreamer
+    from components.runtime.tflm import TflmStreamer
 
     streamer = TflmStreamer(MODEL, 26080)
     t0 = time.perf_counter()

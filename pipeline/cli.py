@@ -94,7 +94,7 @@ def _check_mixed_precision_here(config) -> None:
     if config.training.mixed_precision is not Toggle.ON or not cpus.native_float16_flags():
         return
     from components.common import xp as xpmod
-    from components.common.trainer import use_mixed_precision
+    from components.training.trainer import use_mixed_precision
 
     try:
         gpu = xpmod.select(config.training.device, key="training.device").is_gpu
@@ -255,7 +255,7 @@ def cmd_verify(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Report FRR and FA/h of a published model on the user's own folders; it reports, it does not bless."""
-    from components.esphome_verification.folders import EvaluationInputError, evaluate_folders, format_report
+    from components.runtime.folders import EvaluationInputError, evaluate_folders, format_report
 
     if not (args.positives or args.ambient):
         print("wakeline: evaluate needs at least one --positives DIR or --ambient DIR", file=sys.stderr)
@@ -286,7 +286,7 @@ def cmd_presets(_args) -> int:
 def cmd_judge_serve(args) -> int:
     import logging
 
-    from components.judge.scoring import JudgeModelError, load_judge
+    from components.runtime.judge import JudgeModelError, load_judge
     from components.judge.server import ServerSettings, default_workers, serve
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

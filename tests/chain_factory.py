@@ -170,7 +170,8 @@ def _cascade(pipeline_dir: Path, config: WakelineConfig, tflite_sha: str, judge_
              features: Path) -> Upstream:
     """The cascade evaluation's document for the published model with teacher A as its judge (numbers made up,
     shaped as components.cascade.stage writes them), and its artifact metadata as the stage computes it."""
-    from components.cascade.stage import SCHEMA, artifact_metadata
+    from components.cascade.stage import artifact_metadata
+    from components.common.artifacts import CASCADE_SCHEMA as SCHEMA
 
     chosen = {"sentry_cutoff": 0.62, "judge_cutoff": 0.5, "frr": 0.05, "false_accepts": 0, "fa_per_hour": 0.0,
               "judge_requests_per_hour": 12.0}

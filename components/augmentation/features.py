@@ -17,7 +17,7 @@ def _featurise(clips: list[np.ndarray]) -> list[np.ndarray]:
 def _featurise_and_embed(clips: list[np.ndarray], embed_samples: int | None = None
                          ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Features of each whole clip; the embedding of its first `embed_samples` (all when None)."""
-    from components.common import speech_embedding
+    from components.training import speech_embedding
 
     # one front end per worker, loaded once
     embeddings = speech_embedding.default().for_clips([c[:embed_samples] for c in clips])

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from components.background_mining.scorer import NumpyMixedNet, _Block, identity_hash
+from components.runtime.scorers import NumpyMixedNet, _Block, identity_hash
 from components.common.artifacts import DatasetLayout, Label, ManifestRecord, Split
 from components.common.audio import read_wav_int16
 from components.common.config import Mining, ModelSpec
@@ -66,7 +66,7 @@ def probe_identity(mining: Mining, seed: int, clips: list[ManifestRecord]) -> st
 
 def _beds(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Long float beds at -20 dBFS: silence, coloured noise (two colours), music-like tones."""
-    from components.data_prep.ambient import coloured_noise, music_like
+    from components.synthesis.ambient import coloured_noise, music_like
 
     return [np.zeros(n), coloured_noise(n, rng), coloured_noise(n, rng), music_like(n, rng)]
 
@@ -123,8 +123,8 @@ def train(x_raw: np.ndarray, y: np.ndarray, mining: Mining, seed: int, workdir: 
 
     from components.common.config import Toggle, Training
     from components.common.frontend import FLOAT_SCALE
-    from components.common.models import build
-    from components.common.trainer import Trainer
+    from components.training.models import build
+    from components.training.trainer import Trainer
 
     keras.utils.set_random_seed(seed)
     model = build(mining.probe)

@@ -27,31 +27,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from components.common.frontend import FEATURE_STEP_MS, FEATURE_WINDOW_MS, n_frames
+from components.runtime.scorers import Geometry  # where a scorer's outputs fall: the scorer's own fact
 
 SR = 16_000
 HOP = SR * FEATURE_STEP_MS // 1000  # samples per feature frame (160)
 WINDOW = SR * FEATURE_WINDOW_MS // 1000  # samples under one frame (480)
 WARMUP_S = 3.0  # frontend warm-up before each chunk (part of the session key: it shapes the features)
 HIST_BINS = 50  # score histogram over [0, 1]
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where a scorer's outputs fall in the feature frames of a recording."""
-
-    stride: int  # frames per output
-    first_end: int  # frame at which output 0 ends
-    context: int  # frames of history one output depends on (the warm-up covers at least this)
-
-    def outputs(self, frames: int) -> int:
-        """Outputs for `frames` feature frames."""
-        return 0 if frames <= self.first_end else (frames - 1 - self.first_end) // self.stride + 1
-
-    def end_frame(self, n: int) -> int:
-        return self.first_end + n * self.stride
-
-    def first_output_ending_at_or_after(self, frame: int) -> int:
-        return max(0, -(-(frame - self.first_end) // self.stride))
 
 
 @dataclass(frozen=True)

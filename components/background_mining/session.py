@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from components.background_mining.scan import ChunkResult, Geometry, ScanParams
-from components.background_mining.scorer import identity_hash
+from components.runtime.scorers import identity_hash
 from components.common.jsonio import dumps
 
 SCAN_VERSION = "scan-v1"  # bump when a chunk's result would change for the same inputs

@@ -23,7 +23,7 @@ from components.background_mining import miner
 from components.background_mining.probe import get_probe
 from components.background_mining.report import report_html
 from components.background_mining.scan import HIST_BINS, SR, ScanParams, merge_histograms, top_k
-from components.background_mining.scorer import describe, load_scorer, resolve_previous_model
+from components.runtime.scorers import describe, load_scorer, resolve_previous_model
 from components.background_mining.session import Session
 from components.common.artifacts import (DatasetLayout, Label, Lineage, ManifestRecord, Split, code_version,
                                          sha256_file, write_jsonl)

@@ -15,13 +15,12 @@ import numpy as np
 
 from components.cascade.cascade import (CascadeResult, SegmentWindow, Stream, evaluate_cascade,
                                         judge_cutoff_grid, sentry_cutoff_grid)
-from components.common.artifacts import FeatureStoreLayout, Lineage, Split, code_version, sha256_file
+from components.common.artifacts import (CASCADE_FILE, CASCADE_SCHEMA, FeatureStoreLayout, Lineage, Split, code_version,
+                                         sha256_file)
 from components.common.config import WakelineConfig
 from components.common.jsonio import dumps
 from components.common import atomic
 
-SCHEMA = "wakeline.cascade/1"
-CASCADE_FILE = "cascade.json"
 REPORT_FILE = "report.html"
 JUDGE_FOLDER = "judge/"  # where publish puts the judge model, beside the sentry
 STREAM_NOTE = ("The judge scored the stream's own features around each activation, so the frontend's state (noise "
@@ -37,8 +36,8 @@ def sentry_streams(model: Path, manifest: dict[str, Any], store: FeatureStoreLay
                    split: Split = Split.TEST) -> tuple[list[Stream], list[Stream]]:
     """A split's positive clips (each from fresh state) and ambient recordings through the sentry in
     TFLite-Micro with ESPHome's integer feature mapping: (positives, ambient)."""
-    from components.esphome_verification.stage import EvalAudio
-    from components.quantization.stage import TflmStreamer
+    from components.runtime.evaluate import EvalAudio
+    from components.runtime.tflm import TflmStreamer
 
     audio = EvalAudio.from_store(store, split)
     tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
@@ -59,7 +58,7 @@ def chosen_on_validation(validation: CascadeResult, test: CascadeResult) -> Casc
 
 
 def _judge_facts(judge, role: str) -> dict[str, Any]:
-    from components.common.fit import SPEC_FILE
+    from components.training.fit import SPEC_FILE
 
     model_file = Path(judge.source)
     spec_path = model_file.parent / SPEC_FILE
@@ -73,8 +72,8 @@ def _judge_facts(judge, role: str) -> dict[str, Any]:
 def run(config: WakelineConfig, tflite_dir: Path, judge_model_dir: Path, features_dir: Path, output_dir: Path,
         *, judge_role: str | None = None) -> dict[str, Any]:
     """Evaluate the cascade; write `cascade.json` and `report.html` into `output_dir`; return the document."""
-    from components.esphome_verification.stage import find_pair
-    from components.judge.scoring import load_judge
+    from components.common.artifacts import find_pair
+    from components.runtime.judge import load_judge
 
     t0 = time.monotonic()
     settings = config.cascade
@@ -104,7 +103,7 @@ def run(config: WakelineConfig, tflite_dir: Path, judge_model_dir: Path, feature
     judge_s = time.monotonic() - t_judge
     result = chosen_on_validation(results[Split.VALIDATION], results[Split.TEST])
     chosen = result.chosen
-    doc = {"schema": SCHEMA, "wake_word": config.wake_word,
+    doc = {"schema": CASCADE_SCHEMA, "wake_word": config.wake_word,
            "sentry": {"tflite": model.name, "manifest": manifest_path.name, "sha256": sha256_file(model),
                       "shipped_cutoff": shipped},
            "judge": _judge_facts(judge, role),

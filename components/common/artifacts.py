@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from components.common.errors import InputError
 from components.common.jsonio import dumps
 from components.common import atomic
 
@@ -344,6 +345,100 @@ class FeatureSetWriter:
             counts[name] = counts.get(name, 0) + 1
         return {"clips": len(self._labels), "frames": self._offsets[-1], "counts": counts,
                 "sha256": {f.name: sha256_file(f) for f in sorted(self.dir.iterdir())}}
+
+
+# --------------------------------------------------------------------------------------------------
+# The ESPHome model pair: a `.tflite` and its micro_wake_word v2 manifest (a `.json` with a `micro` section)
+# side by side, as quantization writes them, verification and the cascade read them, publish stores them and
+# `wakeline serve` serves them.
+
+
+class ModelInputError(InputError, ValueError):
+    """The path given as a model is not one: missing, the wrong kind of file, or several models to choose from."""
+
+
+def manifests_in(folder: Path) -> list[Path]:
+    """The micro_wake_word manifests in a folder (JSON objects with a `micro` section), sorted: a published
+    folder or a quantization output also holds other JSON files (cascade.json, lineage.json, parity.json)."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("micro"), dict):
+            out.append(p)
+    return out
+
+
+def _manifest_doc(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelInputError(f"{path}: not a readable JSON manifest ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("micro"), dict):
+        raise ModelInputError(f"{path}: not a micro_wake_word manifest (no `micro` section)")
+    return doc
+
+
+def find_pair(path: Path) -> tuple[Path, Path]:
+    """(model.tflite, manifest.json) from a manifest, its .tflite, or a folder holding exactly one manifest.
+    Raises ModelInputError saying what was found instead and what to give."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelInputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        manifests = manifests_in(path)
+        if len(manifests) > 1:
+            raise ModelInputError(f"{path} holds {len(manifests)} models ({', '.join(m.name for m in manifests)}); "
+                                  f"choose one by its manifest, e.g. {manifests[0]}")
+        if not manifests:
+            tflites = sorted(p.name for p in path.glob("*.tflite"))
+            if (path / "model.keras").is_file():
+                raise ModelInputError(f"{path}: a Keras model folder (a teacher or the student), not an ESPHome "
+                                      "model; give a .tflite with its .json manifest (a run's esphome_model output "
+                                      "or a published folder)")
+            if tflites:
+                raise ModelInputError(f"{path}: {', '.join(tflites)} without a manifest (.json with a `micro` "
+                                      "section) beside it; ESPHome needs both")
+            raise ModelInputError(f"{path}: no micro_wake_word model in this folder (no .json manifest with a "
+                                  "`micro` section)")
+        manifest = manifests[0]
+    elif path.suffix.lower() == ".tflite":
+        beside = [m for m in manifests_in(path.parent)
+                  if (m.parent / str(_manifest_doc(m).get("model", ""))).resolve() == path.resolve()]
+        if not beside:
+            raise ModelInputError(f"{path}: no manifest beside it names it (expected {path.with_suffix('.json').name}"
+                                  ", a .json with a `micro` section); ESPHome needs both")
+        manifest = beside[0]
+    elif path.suffix.lower() == ".json":
+        manifest = path
+    else:
+        raise ModelInputError(f"{path}: not a model; give a manifest .json, its .tflite, or the folder holding them")
+    doc = _manifest_doc(manifest)
+    named = doc.get("model")
+    if not isinstance(named, str) or not named.strip():
+        raise ModelInputError(f"{manifest}: names no model file (its `model` key is {named!r})")
+    model = manifest.parent / named
+    if not model.is_file():
+        raise ModelInputError(f"{manifest}: its model file {named} is missing (expected {model})")
+    return model, manifest
+
+
+# --------------------------------------------------------------------------------------------------
+# The cascade evaluation (cascade_evaluation writes it; publish checks its schema and stores it beside the model)
+CASCADE_FILE = "cascade.json"
+CASCADE_SCHEMA = "wakeline.cascade/1"
+
+
+class PublishedLayout:
+    """A model store: `<wake word>/<version>/` folders, each finished by COMPLETE (written last), VERSIONS listing
+    every version published, LATEST naming the newest complete one, LINEAGE beside each model."""
+
+    COMPLETE = "published.json"
+    VERSIONS = "versions.jsonl"
+    LATEST = "latest.json"
+    LINEAGE = "lineage.json"
 
 
 _KFP_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics", "HTML", "Markdown",

@@ -537,7 +537,7 @@ class AgreementWeighting(str, enum.Enum):
 
 class EmbeddingTeacher(Strict):
     """A third teacher that has heard real speech: a small head on openWakeWord's frozen speech embeddings
-    (`components.common.speech_embedding`), fitted by distillation on the augmented training clips that
+    (`components.training.speech_embedding`), fitted by distillation on the augmented training clips that
     augmentation embeds. Its logit joins the two teachers' weighted mean with `weight`; 0 turns it off (and
     augmentation then computes no embeddings)."""
 

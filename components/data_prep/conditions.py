@@ -12,7 +12,7 @@ import numpy as np
 from components.common.artifacts import SAMPLE_RATE_HZ
 from components.common.channels import change_speed, reverberate, telephone
 from components.common.config import Ambient, SpeechCondition
-from components.data_prep.ambient import _db, _normalise, coloured_noise, music_like
+from components.synthesis.ambient import _db, _normalise, coloured_noise, music_like
 
 SR = SAMPLE_RATE_HZ
 PAUSE_S = (0.15, 1.2)

@@ -18,7 +18,8 @@ from components.common.config import AmbientKind, WakelineConfig
 from components.common.cpus import available_cpus
 from components.common.progress import progress
 from components.common.storage import materialize
-from components.data_prep import ambient, conditions, ingest, phrases, rirs, splits, synth
+from components.data_prep import conditions, ingest, phrases, splits, synth
+from components.synthesis import ambient, rirs
 from components.common.jsonio import dumps
 from components.common import atomic
 
@@ -238,7 +239,7 @@ def _speaker_spread(jobs: list[synth.Job], clips: list[ingest.Clip], seed: int, 
     the target speaker classes drawn: how wide the speakers range, measured rather than assumed."""
     import numpy as np
 
-    from components.data_prep import perturb
+    from components.synthesis import perturb
 
     positives = [c for c in clips if c.label is Label.POSITIVE and c.source != "user"]
     by_origin = {j.origin: j for j in jobs}

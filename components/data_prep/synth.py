@@ -11,7 +11,8 @@ import numpy as np
 
 from components.common.artifacts import SAMPLE_RATE_HZ, Label, QuarantineRecord
 from components.common.config import ClipCounts, WakelineConfig
-from components.data_prep import espeak, neural_tts, perturb, phrases, piper_tts
+from components.data_prep import phrases
+from components.synthesis import espeak, neural_tts, perturb, piper_tts
 from components.data_prep.ingest import Clip, Quarantined, condition
 from components.data_prep.synth_cache import SynthCache, key as cache_key
 

@@ -33,7 +33,7 @@ def default_dir() -> Path:
 @lru_cache(maxsize=None)
 def engine_version(engine: str) -> str:
     """Package versions and driver source of an engine: part of every key."""
-    from components.data_prep import espeak, neural_tts, piper_tts
+    from components.synthesis import espeak, neural_tts, piper_tts
 
     module = {"espeak": espeak, "piper": piper_tts, "kokoro": neural_tts, "hibari": neural_tts}[engine]
     parts = []

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common.config import ModelSpec
-from components.common.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
+from components.training.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
 
 
 class TeacherMismatch(ValueError):

@@ -1,6 +1,6 @@
 """The embedding teacher: the only teacher that has heard real speech.
 
-A small head (`components.common.embedding_head`) on openWakeWord's frozen speech embeddings, fitted on the
+A small head (`components.training.embedding_head`) on openWakeWord's frozen speech embeddings, fitted on the
 embeddings augmentation stored for the augmented training clips of the first `embedded_epochs` epochs
 (positives vs everything else, classes balanced), checked on the validation clips' embeddings. Each training
 clip's probability comes from a head fitted on the other `folds` - 1 folds of items (out-of-fold): a head asked
@@ -22,7 +22,7 @@ import numpy as np
 
 from components.common.artifacts import LABEL_CODES, FeatureSet, FeatureStoreLayout, Label, Split
 from components.common.config import EmbeddingTeacher as EmbeddingTeacherConfig
-from components.common.embedding_head import EmbeddingHead, HeadConfig
+from components.training.embedding_head import EmbeddingHead, HeadConfig
 
 HEAD_FILE = "embedding_teacher.npz"
 CUTOFF = 0.5  # the validation figures are reported at this probability

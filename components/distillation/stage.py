@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from components.common.artifacts import FeatureStoreLayout, sha256_file
-from components.common.batches import Batch, TrainingBatches
+from components.training.batches import Batch, TrainingBatches
 from components.common.config import AgreementWeighting, Distillation, WakelineConfig
-from components.common.fit import MODEL_FILE, FitPlan, fit_and_save
+from components.training.fit import MODEL_FILE, FitPlan, fit_and_save
 from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
 from components.distillation.embedding_teacher import FittedEmbeddingTeacher

@@ -214,7 +214,7 @@ def manifest_generation(manifest: dict[str, Any] | None) -> str:
 
 def tflm_check(model_path: Path, manifest: dict[str, Any] | None) -> Check:
     """Loads and runs in TFLite-Micro with the manifest's arena (in a child process)."""
-    from components.esphome_verification.tflm import probe
+    from components.runtime.arena import probe
 
     arena = (manifest or {}).get("micro", {}).get("tensor_arena_size") if isinstance(manifest, dict) else None
     if not isinstance(arena, int) or arena <= 0:

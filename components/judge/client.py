@@ -20,7 +20,7 @@ from wyoming.error import Error
 from wyoming.info import Describe, Info
 from wyoming.wake import Detect, Detection, NotDetected
 
-from components.judge.scoring import SAMPLE_RATE_HZ, as_int16
+from components.runtime.judge import SAMPLE_RATE_HZ, as_int16
 
 DEFAULT_URI = "tcp://127.0.0.1:10400"
 CHUNK_SAMPLES = 1024  # 64 ms per audio-chunk

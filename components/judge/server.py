@@ -47,7 +47,7 @@ from components.common.cpus import available_cpus
 from components.judge.audio import AudioFormatError, PcmFormat, check_format, to_judge_input
 from components.judge.protocol import FrameLimits, FrameParser, ProtocolError, TruncatedFrame
 from components.common.names import slug
-from components.judge.scoring import Judge, JudgeScore, load_judge
+from components.runtime.judge import Judge, JudgeScore, load_judge
 
 log = logging.getLogger(__name__)
 

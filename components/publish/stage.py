@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from components.common.artifacts import code_version, sha256_file
+from components.common.artifacts import CASCADE_SCHEMA, code_version, sha256_file
 from components.common.config import Registration as RegistryMode
 from components.common.config import WakelineConfig
 from components.publish import lineage, registry
@@ -80,14 +80,12 @@ class CascadeFiles:
 def cascade_files(upstream: Mapping[str, Upstream], sentry_sha256: str) -> CascadeFiles:
     """The cascade evaluation of this very model, and the judge it names (`judge.role`: one of the run's teachers,
     whose model file must be the one evaluated). The judge's folder is published file by file (top level)."""
-    from components.cascade.stage import SCHEMA
-
     path = Path(upstream["cascade"].path)
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise PublishError(f"cascade evaluation {path}: unreadable ({e})") from None
-    if doc.get("schema") != SCHEMA:
+    if doc.get("schema") != CASCADE_SCHEMA:
         raise PublishError(f"{path}: not a cascade evaluation (schema {doc.get('schema')!r})")
     if doc.get("sentry", {}).get("sha256") != sentry_sha256:
         raise PublishError(f"the cascade evaluation is for the model {doc.get('sentry', {}).get('sha256')}, not "
@@ -120,7 +118,7 @@ def cascade_files(upstream: Mapping[str, Upstream], sentry_sha256: str) -> Casca
 
 
 def _model_pair(model_dir: Path) -> tuple[Path, Path]:
-    from components.esphome_verification.stage import find_pair
+    from components.common.artifacts import find_pair
 
     model, manifest = find_pair(model_dir)
     if not model.is_file():

@@ -29,14 +29,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from components.common.errors import InputError
-from components.common.artifacts import sha256_file
+from components.common.artifacts import PublishedLayout, sha256_file
 from components.common.names import slug
 from components.common.jsonio import dumps
 
-COMPLETE = "published.json"
-VERSIONS = "versions.jsonl"
-LATEST = "latest.json"
-LINEAGE = "lineage.json"
+COMPLETE, VERSIONS, LATEST, LINEAGE = (PublishedLayout.COMPLETE, PublishedLayout.VERSIONS, PublishedLayout.LATEST,
+                                       PublishedLayout.LINEAGE)  # the layout, declared in the catalog
 DIGEST_CHARS = 16
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from components.common import atomic
 from components.common.config import Architecture, ModelSpec
-from components.common.models import HEAD_INPUT
+from components.training.models import HEAD_INPUT
 
 FEATURE_MAX = 26.0  # float features lie in [0, 26]; the representative data must reach both ends
 

@@ -47,7 +47,7 @@ class ServedModel:
 
 
 def load_served(manifest_path: Path, version: str | None = None) -> ServedModel:
-    from components.esphome_verification.folders import EvaluationInputError, load_model
+    from components.runtime.folders import EvaluationInputError, load_model
 
     try:
         model = load_model(manifest_path)
@@ -62,10 +62,10 @@ def load_served(manifest_path: Path, version: str | None = None) -> ServedModel:
 
 def _published(word_folder: Path) -> tuple[Path, str] | None:
     """(manifest, version) of the latest model published in a store's wake-word folder, or None."""
-    from components.esphome_verification.stage import manifests_in
-    from components.publish.store import COMPLETE, LATEST
+    from components.common.artifacts import manifests_in
+    from components.common.artifacts import PublishedLayout
 
-    latest = word_folder / LATEST
+    latest = word_folder / PublishedLayout.LATEST
     if not latest.is_file():
         return None
     try:
@@ -73,7 +73,7 @@ def _published(word_folder: Path) -> tuple[Path, str] | None:
     except (OSError, ValueError) as e:
         raise CatalogError(f"{latest}: unreadable ({e})") from None
     folder = word_folder / str(entry.get("folder", ""))
-    if not entry.get("folder") or not (folder / COMPLETE).is_file():
+    if not entry.get("folder") or not (folder / PublishedLayout.COMPLETE).is_file():
         raise CatalogError(f"{latest}: names {folder}, which is not a complete published model")
     manifests = manifests_in(folder)
     if len(manifests) != 1:
@@ -84,7 +84,7 @@ def _published(word_folder: Path) -> tuple[Path, str] | None:
 def discover(folder: Path, names: Sequence[str] = ()) -> list[ServedModel]:
     """The models in `folder` (a store or a folder of manifests), only those in `names` when given (by id or
     phrase). Two models with one name are refused: `detect` could not tell them apart."""
-    from components.esphome_verification.stage import manifests_in
+    from components.common.artifacts import manifests_in
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -18,7 +18,7 @@ import numpy as np
 
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, FeatureStream
 from components.common.metrics import DetectorSettings
-from components.quantization.stage import esphome_input
+from components.runtime.tflm import esphome_input
 
 _FRAME_BYTES = 2 * 16 * FEATURE_STEP_MS  # 10 ms of 16 kHz int16: one frontend step
 _WARMUP_FRAMES = FEATURE_WINDOW_MS // FEATURE_STEP_MS - 1  # steps before the first frame (a full window)

@@ -6,7 +6,7 @@ from typing import Any
 
 from components.common.artifacts import FeatureStoreLayout
 from components.common.config import WakelineConfig
-from components.common.fit import MODEL_FILE, SPEC_FILE, FitPlan, checkpoint_dir, fit_and_save
+from components.training.fit import MODEL_FILE, SPEC_FILE, FitPlan, checkpoint_dir, fit_and_save
 
 __all__ = ["MODEL_FILE", "SPEC_FILE", "checkpoint_dir", "run"]
 

@@ -576,7 +576,7 @@ def test_embedding_teacher_gets_embeddings_of_the_augmented_train_and_validation
 def test_the_worker_embeds_the_audio_it_featurises():
     """The pool's worker function gives each clip's frontend features and its front end's embedding."""
     from components.augmentation.features import _featurise_and_embed
-    from components.common import speech_embedding
+    from components.training import speech_embedding
     from components.common.frontend import features_uint16
 
     clips = [(speechlike(2.0, seed=k) * 32767).astype(np.int16) for k in range(3)]

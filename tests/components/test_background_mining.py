@@ -36,18 +36,18 @@ def config(session_root: Path, *extra: str):
 
 def _speech(text: str, engine: str) -> np.ndarray:
     if engine == "piper":
-        from components.data_prep.piper_tts import PiperJob, synthesize_many
+        from components.synthesis.piper_tts import PiperJob, synthesize_many
 
         pcm, sr = next(synthesize_many([PiperJob(text, 1.0, 0.667, 0.8)], seed=0))
     else:
-        from components.data_prep.espeak import EspeakJob, synthesize_many
+        from components.synthesis.espeak import EspeakJob, synthesize_many
 
         pcm, sr = next(synthesize_many([EspeakJob(text, "en-us+m7", 160, 50, 1)], 1))
     return resample(pcm.astype(np.float32) / 32768, sr)
 
 
 def _noise(seconds: float, seed: int, dbfs: float) -> np.ndarray:
-    from components.data_prep.ambient import coloured_noise
+    from components.synthesis.ambient import coloured_noise
 
     x = coloured_noise(int(seconds * SR), np.random.default_rng(seed))  # at -20 dBFS
     return x * 10 ** ((dbfs + 20) / 20)
@@ -262,7 +262,7 @@ def test_a_previous_keras_model_from_the_mlflow_registry(planted, tmp_path):
     import keras
     from mlflow.tracking import MlflowClient
 
-    from components.common.models import build
+    from components.training.models import build
     from components.common.tracking import tracking_uri
 
     root, layout, _ = planted

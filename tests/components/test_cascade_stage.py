@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.cascade.stage import CASCADE_FILE, REPORT_FILE, SCHEMA, run, run_for_pipeline
+from components.cascade.stage import REPORT_FILE, run, run_for_pipeline
+from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA as SCHEMA
 from components.common.artifacts import FeatureSetWriter, FeatureStoreLayout, Label, sha256_file
 from components.common.config import JudgeChoice, load_config, write_config_artifact
 
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.slow,
 
 def _speech(texts: list[str], seed: int) -> list[np.ndarray]:
     from components.common.audio import resample, to_int16
-    from components.data_prep.piper_tts import PiperJob, synthesize_many
+    from components.synthesis.piper_tts import PiperJob, synthesize_many
 
     jobs = [PiperJob(text, length, 0.667, 0.8) for text, length in texts]
     return [to_int16(resample(pcm.astype(np.float32) / 32768, sr)) for pcm, sr in synthesize_many(jobs, seed=seed)]
@@ -62,8 +63,8 @@ def store(tmp_path_factory) -> Path:
 
 def _teacher(folder: Path, spec, bias: float) -> Path:
     """A Model directory as fit.py lays it out; a zero head kernel and `bias` fix the output at sigmoid(bias)."""
-    from components.common.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
-    from components.common.models import build
+    from components.training.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
+    from components.training.models import build
 
     model = build(spec)
     head = model.get_layer("probability")
@@ -91,7 +92,7 @@ def parts(tmp_path_factory, store):
 
 
 def test_an_accepting_judge_gives_the_sentry_alone_as_verification_measures_it(parts, store, tmp_path):
-    from components.esphome_verification.stage import EvalAudio, behaviour
+    from components.runtime.evaluate import EvalAudio, behaviour
     from components.common.artifacts import Split
 
     config, sentry, accept, _ = parts

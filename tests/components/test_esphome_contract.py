@@ -8,7 +8,7 @@ import pytest
 
 from components.esphome_verification.contract import (flatbuffer_checks, manifest_checks, parse, verify_contract,
                                                       _schema)
-from components.esphome_verification.tflm import minimum_arena, probe
+from components.runtime.arena import minimum_arena, probe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models"
 WAKE_WORDS = ["okay_nabu", "hey_jarvis", "alexa", "hey_mycroft"]
@@ -139,7 +139,7 @@ def okay_nabu_audio(tmp_path_factory):
     import soundfile as sf
 
     from components.common.audio import resample
-    from components.data_prep.piper_tts import PiperJob, synthesize_many
+    from components.synthesis.piper_tts import PiperJob, synthesize_many
 
     root = tmp_path_factory.mktemp("okay_nabu_audio")
     (root / "positive").mkdir()
@@ -196,7 +196,7 @@ def test_device_budget_refuses_a_model_that_does_not_fit(okay_nabu_audio, tmp_pa
 def test_find_pair_takes_the_manifest_not_other_json_beside_it(tmp_path):
     """A quantization output holds parity.json and a published folder cascade.json and lineage.json: a wake
     word sorting after them ("zebra" > "parity") must still be found by its `micro` section, not by name."""
-    from components.esphome_verification.stage import ModelInputError, find_pair, manifests_in
+    from components.common.artifacts import ModelInputError, find_pair, manifests_in
 
     doc = json.loads((FIXTURES / "v2" / "hey_jarvis.json").read_text())
     (tmp_path / "zebra.json").write_text(json.dumps({**doc, "model": "zebra.tflite"}))

@@ -14,8 +14,8 @@ import soundfile as sf
 from components.common.audio import read_audio, resample, to_int16, to_mono
 from components.common.evaluation import poisson_upper
 from components.common.frontend import features_uint16
-from components.esphome_verification import folders
-from components.esphome_verification.folders import (EvaluationInputError, evaluate_folders, folder_labels,
+from components.runtime import folders
+from components.runtime.folders import (EvaluationInputError, evaluate_folders, folder_labels,
                                                      load_file, load_folder, load_model)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ SR = 16_000
 @pytest.fixture(scope="module")
 def jarvis() -> tuple[np.ndarray, int]:
     """piper's "hey jarvis" at piper's own rate (22.05 kHz int16), which the official model detects."""
-    from components.data_prep.piper_tts import PiperJob, synthesize_many
+    from components.synthesis.piper_tts import PiperJob, synthesize_many
 
     pcm, sr = next(synthesize_many([PiperJob("hey jarvis", 1.0, 0.667, 0.8)], seed=11))
     assert len(pcm) > sr // 2
@@ -35,7 +35,7 @@ def jarvis() -> tuple[np.ndarray, int]:
 
 
 def _noise(seconds: float, seed: int, gain: float = 1.0) -> np.ndarray:
-    from components.data_prep.ambient import coloured_noise
+    from components.synthesis.ambient import coloured_noise
 
     return coloured_noise(int(seconds * SR), np.random.default_rng(seed)) * gain
 

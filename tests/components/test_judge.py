@@ -23,7 +23,7 @@ from wyoming.wake import Detection
 
 from components.common.audio import resample, to_int16, write_wav
 from components.judge.client import JudgeClient, JudgeError, read_clip
-from components.judge.scoring import load_judge
+from components.runtime.judge import load_judge
 
 pytestmark = pytest.mark.slow  # starts `wakeline judge serve`, synthesises clips with piper, trains a MixedNet
 
@@ -36,7 +36,7 @@ LOAD_CLIENTS, LOAD_REQUESTS = 32, 20
 
 def _piper(texts_and_scales: list[tuple[str, float, float]], seed: int, pad: bool = True) -> list[np.ndarray]:
     """16 kHz int16 speech, with 0.5 s of silence either side when `pad` (as a device would capture it)."""
-    from components.data_prep.piper_tts import PiperJob, synthesize_many
+    from components.synthesis.piper_tts import PiperJob, synthesize_many
 
     jobs = [PiperJob(text, length, noise, 0.8) for text, length, noise in texts_and_scales]
     speech = [to_int16(resample(pcm.astype(np.float32) / 32768, sr)) for pcm, sr in synthesize_many(jobs, seed=seed)]
@@ -44,7 +44,7 @@ def _piper(texts_and_scales: list[tuple[str, float, float]], seed: int, pad: boo
 
 
 def _noise(seconds: float, seed: int) -> np.ndarray:
-    from components.data_prep.ambient import coloured_noise
+    from components.synthesis.ambient import coloured_noise
 
     return to_int16(coloured_noise(int(seconds * SR), np.random.default_rng(seed)))
 
@@ -238,7 +238,7 @@ def keras_model(tmp_path_factory):
     from components.background_mining.probe import build_examples, train
     from components.common.artifacts import DatasetLayout, Label, ManifestRecord, Split
     from components.common.config import Mining
-    from components.common.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
+    from components.training.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
 
     root = tmp_path_factory.mktemp("keras-judge")
     layout = DatasetLayout(root / "dataset")
@@ -273,7 +273,7 @@ def keras_model(tmp_path_factory):
 def test_a_keras_model_directory_judges_unseen_clips_in_process_and_served(keras_model, clips):
     from components.common.frontend import features_uint16
     from components.common.metrics import sliding_mean
-    from components.common.scoring import stream_probabilities
+    from components.training.scoring import stream_probabilities
     from components.judge.server import ServerSettings, ServerThread
 
     model_dir, model, spec = keras_model

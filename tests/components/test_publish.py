@@ -249,7 +249,7 @@ def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monk
     `wakeline promote` moves `production`; mining's scorer loads models:/...@production; lineage reads it."""
     from mlflow.tracking import MlflowClient
 
-    from components.background_mining.scorer import load_scorer, resolve_previous_model
+    from components.runtime.scorers import load_scorer, resolve_previous_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     config = _config(f"publish.store={tmp_path / 'store'}", "publish.registry=required")
@@ -312,7 +312,7 @@ def test_register_promote_and_mine_with_production(mlflow_server, tmp_path, monk
 def test_the_embedded_registry_serves_models_uris_without_a_server(tmp_path):
     """No MLFLOW_TRACKING_URI: the publish stage registers into ./runs/mlflow.db, and mining's `models:/` URIs
     resolve in that same store's registry (MLflow alone would look for a registry elsewhere)."""
-    from components.background_mining.scorer import load_scorer, resolve_previous_model
+    from components.runtime.scorers import load_scorer, resolve_previous_model
     from components.publish.registry import promote
 
     out = run(_inputs(tmp_path), tmp_path / "record", _config(f"publish.store={tmp_path / 'store'}"))

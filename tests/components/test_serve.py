@@ -31,7 +31,7 @@ from components.common.audio import resample, to_int16
 from components.common.frontend import features_uint16
 from components.common.metrics import activations
 from components.judge.protocol import read_event
-from components.quantization.stage import TflmStreamer
+from components.runtime.tflm import TflmStreamer
 from components.serving.catalog import discover
 from components.serving.server import ServeSettings, ServeThread
 from components.serving.stream import inference_end_ms
@@ -57,8 +57,8 @@ class Recording:
 @pytest.fixture(scope="module")
 def jarvis_stream() -> Recording:
     """~20 s: 2 s of noise, then four piper "hey jarvis" each followed by 3 s of noise (seeded)."""
-    from components.data_prep.ambient import coloured_noise
-    from components.data_prep.piper_tts import PiperJob, synthesize_many
+    from components.synthesis.ambient import coloured_noise
+    from components.synthesis.piper_tts import PiperJob, synthesize_many
 
     jobs = [PiperJob("hey jarvis", length, noise, 0.8) for length, noise in
             [(1.0, 0.667), (1.15, 0.5), (0.9, 0.667), (1.05, 0.6)]]

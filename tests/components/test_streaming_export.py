@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from components.common.config import ModelSpec
-from components.common.models import build
+from components.training.models import build
 from components.esphome_verification.contract import flatbuffer_checks
-from components.esphome_verification.tflm import minimum_arena
+from components.runtime.arena import minimum_arena
 from components.quantization.streaming import convert_int8, extract, representative, stream, streaming_module
 
 SPEC = ModelSpec(name="v2like", pointwise_filters=[64, 64, 64, 64])  # the official v2 hyperparameters

@@ -12,9 +12,9 @@ import pytest
 from components.augmentation.stage import run as augment
 from components.common.artifacts import FeatureStoreLayout, Split
 from components.common.config import load_config
-from components.common.models import build
-from components.common.scoring import split_scores
-from components.common.trainer import operating_point
+from components.training.models import build
+from components.training.scoring import split_scores
+from components.training.trainer import operating_point
 from components.data_prep.stage import run as prepare
 from components.teacher_training.stage import checkpoint_dir, run
 
@@ -102,7 +102,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(features, tmp_path):
 
 
 def test_batches_are_a_function_of_the_step(features):
-    from components.common.batches import TrainingBatches
+    from components.training.batches import TrainingBatches
 
     cfg, root = features
     store = FeatureStoreLayout(root / "features")

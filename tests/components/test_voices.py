@@ -11,7 +11,8 @@ import pytest
 
 from components.common.artifacts import Label
 from components.common.config import load_config
-from components.data_prep import neural_tts, synth
+from components.data_prep import synth
+from components.synthesis import neural_tts
 from components.data_prep.synth_cache import SynthCache
 
 
@@ -77,7 +78,7 @@ def test_synthesis_needs_no_network():
     if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
         pytest.skip("this kernel does not allow an unprivileged network namespace")
     code = (
-        "from components.data_prep import neural_tts, piper_tts, espeak\n"
+        "from components.synthesis import neural_tts, piper_tts, espeak\n"
         "k = neural_tts._Kokoro().synthesize(neural_tts.NeuralJob('kokoro', 'hey there', 'jf_alpha', 1.0, 'us'))\n"
         "h = neural_tts._Hibari().synthesize(neural_tts.NeuralJob('hibari', 'hey there', 'heart', 1.0, 'gb'))\n"
         "p = next(piper_tts.synthesize_many([piper_tts.PiperJob('hey there', 1.0, 0.6, 0.8)], seed=0))[0]\n"

@@ -115,7 +115,7 @@ def test_the_cascade_is_evaluated_and_published_beside_the_model(smoke_run):
     import math
     from pathlib import Path
 
-    from components.judge.scoring import load_judge
+    from components.runtime.judge import load_judge
     from pipeline.summary import published_record
 
     report = smoke_run.outputs["cascade_report"].path

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from components.common.config import Ambient, AmbientKind
-from components.data_prep.ambient import ambient_file
+from components.synthesis.ambient import ambient_file
 from tests.factories import speechlike
 
 
@@ -28,7 +28,7 @@ def test_channel_speech_and_hum_streams_are_seeded_and_sound_like_their_kind():
     import numpy as np
 
     from components.common.config import Ambient, AmbientKind
-    from components.data_prep import ambient as amb
+    from components.synthesis import ambient as amb
 
     rng = np.random.default_rng(0)
     t = np.arange(8000) / 16000

@@ -64,8 +64,8 @@ def test_writes_replace_whole_and_keep_the_suffixes_writers_choose_formats_by(tm
 @pytest.mark.slow  # builds a Keras model
 def test_a_crash_while_saving_training_state_resumes_from_the_previous_state(tmp_path, monkeypatch):
     from components.common.config import ModelSpec, Training
-    from components.common.models import build
-    from components.common.trainer import Trainer, TrainResult
+    from components.training.models import build
+    from components.training.trainer import Trainer, TrainResult
 
     spec = ModelSpec(name="tiny", input_frames=59, first_conv_filters=8, pointwise_filters=[8, 8],
                      mixconv_kernels=[[5], [7, 9]], dropout=0.0)

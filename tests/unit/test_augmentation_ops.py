@@ -169,7 +169,7 @@ def test_convolve_rir_matches_scipy_fftconvolve():
 
 def test_augment_batch_reverb_is_fftconvolve_shifted_by_the_direct_path():
     from components.common.config import RoomImpulseResponses
-    from components.data_prep.rirs import room_impulse_response
+    from components.synthesis.rirs import room_impulse_response
 
     room, _ = room_impulse_response(RoomImpulseResponses(max_image_order=6, rt60_s_range=(0.2, 0.4)), seed=5)
     rirs = [synthetic_rir(0, 1200, seed=2), synthetic_rir(37, 3000, seed=3, scale=2.0),

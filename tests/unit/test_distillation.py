@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.common.config import AgreementWeighting, Distillation, ModelSpec
-from components.common.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE, feature_config
+from components.training.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE, feature_config
 from components.distillation.compat import TeacherMismatch, check_teachers
 from components.distillation.stage import distillation_loss, logit, soft_targets
 
@@ -18,7 +18,7 @@ STORE = {"feature_channels": 40, "feature_scale": 0.0390625, "frames_per_clip": 
 
 
 def _save_teacher(root, spec=TEACHER, frr=0.2):
-    from components.common.models import build
+    from components.training.models import build
 
     root.mkdir(parents=True)
     build(spec).save(root / MODEL_FILE)

@@ -42,7 +42,7 @@ def test_fit_learns_the_embeddings_and_scores_every_training_clip(tmp_path):
     again = embedding_teacher.fit(store, cfg, seed=3)  # seeded: the same head
     np.testing.assert_array_equal(again.train_probabilities[0], fitted.train_probabilities[0])
     path = fitted.save(tmp_path)
-    from components.common.embedding_head import EmbeddingHead
+    from components.training.embedding_head import EmbeddingHead
 
     emb = np.asarray(train.embeddings(), np.float32)
     np.testing.assert_allclose(EmbeddingHead.load(path).predict_proba(emb), fitted.head.predict_proba(emb), rtol=1e-6)

@@ -26,7 +26,7 @@ from components.judge.audio import AudioFormatError, PcmFormat, check_format, to
 from components.judge.client import JudgeClient, JudgeError
 from components.judge.protocol import (FrameLimits, FrameParser, FrameTooLarge, MalformedFrame, ProtocolError,
                                        TruncatedFrame, read_event)
-from components.judge.scoring import JudgeModelError, load_judge
+from components.runtime.judge import JudgeModelError, load_judge
 from components.judge.server import ServerSettings, ServerThread
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models" / "v2"
@@ -310,7 +310,7 @@ def free_port() -> int:
 
 
 def noise(seconds: float, seed: int = 0) -> np.ndarray:
-    from components.data_prep.ambient import coloured_noise
+    from components.synthesis.ambient import coloured_noise
     from components.common.audio import to_int16
 
     return to_int16(coloured_noise(int(seconds * SR), np.random.default_rng(seed)))
@@ -518,7 +518,7 @@ def test_scoring_runs_off_the_event_loop(server):
     import dataclasses
     import threading
 
-    from components.judge.scoring import Judge
+    from components.runtime.judge import Judge
 
     started, released = threading.Event(), threading.Event()
     unblocked: list[bool] = []

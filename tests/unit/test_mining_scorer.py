@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.background_mining.scorer import (KerasWindowScorer, ModelNotFound, NumpyMixedNet, TfliteScorer,
+from components.runtime.scorers import (KerasWindowScorer, ModelNotFound, NumpyMixedNet, TfliteScorer,
                                                  load_scorer, resolve_previous_model)
 from components.common.artifacts import sha256_file
-from components.common.batches import stream_windows
+from components.training.batches import stream_windows
 from components.common.config import Architecture, Mining, ModelSpec
 from components.common.frontend import FLOAT_SCALE
 
@@ -23,7 +23,7 @@ SPECS = [Mining().probe,
 def _model(spec: ModelSpec, seed: int = 1):
     import keras
 
-    from components.common.models import build
+    from components.training.models import build
 
     keras.utils.set_random_seed(seed)
     model = build(spec)
@@ -78,7 +78,7 @@ def test_keras_models_open_as_the_fastest_scorer_that_fits(tmp_path):
     assert isinstance(bare, KerasWindowScorer) and bare.identity == scorer.identity and bare.portable() is None
     np.testing.assert_allclose(bare.score(raw), scorer.score(raw), atol=2e-6)
 
-    from components.common.models import build
+    from components.training.models import build
 
     tcn = ModelSpec(name="tcn", architecture=Architecture.TCN, input_frames=100, tcn_channels=8, tcn_dilations=[1, 2])
     t = _save_model_dir(tmp_path / "tcn", tcn, build(tcn))
@@ -88,7 +88,7 @@ def test_keras_models_open_as_the_fastest_scorer_that_fits(tmp_path):
 
 
 def test_an_esphome_tflite_opens_in_tflite_micro(tmp_path):
-    from components.quantization.stage import TflmStreamer
+    from components.runtime.tflm import TflmStreamer
 
     d = tmp_path / "published"
     d.mkdir()

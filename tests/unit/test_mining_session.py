@@ -26,7 +26,7 @@ class LoudnessScorer:
         return self
 
     def score(self, raw):
-        from components.common.batches import stream_windows
+        from components.training.batches import stream_windows
 
         level = stream_windows(np.asarray(raw, np.float32), 30, 3)[:, -10:].mean(axis=(1, 2))
         return (1 / (1 + np.exp(-(level - 400) / 20))).astype(np.float32)

@@ -3,10 +3,10 @@ loss or gradient, naming the step, instead of saving a NaN model."""
 import numpy as np
 import pytest
 
-from components.common.batches import Batch
+from components.training.batches import Batch
 from components.common.config import ConfigError, Toggle, Training
 from components.common.cpus import native_float16_flags
-from components.common.trainer import NonFiniteLoss, use_mixed_precision
+from components.training.trainer import NonFiniteLoss, use_mixed_precision
 
 SPEC_ARGS = dict(name="tiny", input_frames=59, first_conv_filters=8, pointwise_filters=[8, 8],
                  mixconv_kernels=[[5], [7, 9]], dropout=0.0)
@@ -46,8 +46,8 @@ def test_mixed_precision_on_is_refused_on_a_cpu_with_native_float16():
 
 def _fit(tmp_path, *, nan_at=None, loss_fn=None, steps=6):
     from components.common.config import ModelSpec
-    from components.common.models import build
-    from components.common.trainer import Trainer
+    from components.training.models import build
+    from components.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     trainer = Trainer(build(ModelSpec(**SPEC_ARGS)), Training(steps=[steps], learning_rates=[1e-3],

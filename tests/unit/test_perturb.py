@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from components.common.config import PerturbationMethod, SpeakerClass, SpeakerPerturbation
-from components.data_prep import perturb
+from components.synthesis import perturb
 
 SR = 16_000
 

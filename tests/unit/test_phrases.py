@@ -1,6 +1,6 @@
 import numpy as np
 
-from components.data_prep import espeak
+from components.synthesis import espeak
 from components.data_prep.phrases import adversarial_phrases, rendition_texts, speech_sentences
 
 

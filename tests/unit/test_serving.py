@@ -15,7 +15,7 @@ from components.common.audio import resample, to_int16
 from components.common.frontend import features_uint16, n_frames
 from components.common.metrics import DetectorSettings, activations
 from components.judge.audio import PcmFormat, StreamConverter, to_judge_input
-from components.quantization.stage import TflmStreamer
+from components.runtime.tflm import TflmStreamer
 from components.serving.catalog import CatalogError, discover, esphome_config
 from components.serving.server import ModelFiles, ServeSettings, wake_info
 from components.serving.stream import DeviceDetector, DeviceStream, FeatureStream, ModelStream
@@ -58,7 +58,7 @@ def test_the_incremental_detector_fires_where_the_batch_rule_does(window, refrac
 
 
 def _noise(seconds: float, seed: int) -> np.ndarray:
-    from components.data_prep.ambient import coloured_noise
+    from components.synthesis.ambient import coloured_noise
 
     return to_int16(coloured_noise(int(seconds * SR), np.random.default_rng(seed)))
 
@@ -140,7 +140,7 @@ def test_the_device_stream_runs_each_stride_as_soon_as_its_audio_is_in_and_detec
 
 
 def test_esphome_input_table_equals_the_formula():
-    from components.quantization.stage import _esphome_mapping, esphome_input
+    from components.runtime.tflm import _esphome_mapping, esphome_input
 
     raw = np.arange(1 << 16, dtype=np.uint16).reshape(-1, 64)
     np.testing.assert_array_equal(esphome_input(raw), _esphome_mapping(raw))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from components.common.config import SpecAugment
-from components.common.specaugment import draw_masks, spec_augment
+from components.training.specaugment import draw_masks, spec_augment
 
 
 def _runs(hit: np.ndarray) -> list[int]:

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from components.common import speech_embedding as se
-from components.common.embedding_head import EmbeddingHead, HeadConfig
+from components.training import speech_embedding as se
+from components.training.embedding_head import EmbeddingHead, HeadConfig
 
 pytest.importorskip("pyopen_wakeword")  # ships the two models
 

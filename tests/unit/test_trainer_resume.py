@@ -15,8 +15,8 @@ TRAINING = Training(steps=[6], learning_rates=[1e-2])
 def _trainer(workdir):
     import keras
 
-    from components.common.models import build
-    from components.common.trainer import Trainer
+    from components.training.models import build
+    from components.training.trainer import Trainer
 
     keras.utils.set_random_seed(0)  # as fit_and_save does before building
     return Trainer(build(SPEC), TRAINING, workdir, xla=False, seed=0)
@@ -29,7 +29,7 @@ def _batch(step):
 
 
 def _resumed(tmp_path, name, restore_rng=True):
-    from components.common.trainer import TrainResult
+    from components.training.trainer import TrainResult
 
     first = _trainer(tmp_path / name)
     for step in range(3):

@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from components.common.config import ModelSpec, Toggle, Training
 from components.common.cpus import native_float16_flags
-from components.common.models import build
-from components.common.trainer import Trainer, lr_at, use_xla
+from components.training.models import build
+from components.training.trainer import Trainer, lr_at, use_xla
 
 SPEC = ModelSpec(name="tiny", input_frames=59, first_conv_filters=8, pointwise_filters=[8, 8],
                  mixconv_kernels=[[5], [7, 9]], dropout=0.0)
@@ -49,7 +49,7 @@ def test_learning_rate_phases():
                     f"({', '.join(sorted(native_float16_flags()))}): mixed precision trained to NaN there (issue 19), "
                     "so training.mixed_precision: on is refused on it (tests/unit/test_nonfinite.py)")
 def test_mixed_precision_computes_in_float16_and_still_learns(tmp_path):
-    from components.common.trainer import build_model
+    from components.training.trainer import build_model
 
     model = build_model(build, SPEC, mixed_precision=True)
     convs = [layer for layer in model.layers if "conv" in layer.name or "pointwise" in layer.name]
@@ -93,7 +93,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from components.common.config import Training
-from components.common.trainer import Trainer
+from components.training.trainer import Trainer
 
 def toy():  # no BatchNorm, no dropout: data-parallel gradients must equal single-device ones exactly
     keras.utils.set_random_seed(0)

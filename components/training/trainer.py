@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from components.common import atomic, cpus
-from components.common.batches import Batch
+from components.training.batches import Batch
 from components.common.config import ConfigError, Toggle, Training
 from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        better_checkpoint, evaluate)
@@ -121,7 +121,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from components.common.models import split_body_head
+        from components.training.models import split_body_head
 
         self.model, self.training, self.workdir, self.xla = model, training, Path(workdir), xla
         self.workdir.mkdir(parents=True, exist_ok=True)

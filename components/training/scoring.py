@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
-from components.common.batches import stream_windows
+from components.training.batches import stream_windows
 from components.common.frontend import FLOAT_SCALE
 from components.common.metrics import StreamScores
 

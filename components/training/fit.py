@@ -17,14 +17,14 @@ from typing import Any, Callable
 
 from components.common import xp as xpmod
 from components.common.artifacts import FeatureStoreLayout, Lineage, Split, code_version, sha256_file
-from components.common.batches import Batch
+from components.training.batches import Batch
 from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE
-from components.common.models import build
+from components.training.models import build
 from components.common.observability import ResourceMonitor
-from components.common.scoring import split_scores
+from components.training.scoring import split_scores
 from components.common.tracking import stage_run
-from components.common.trainer import (Trainer, build_model, operating_point, training_strategy,
+from components.training.trainer import (Trainer, build_model, operating_point, training_strategy,
                                        use_mixed_precision, use_xla)
 from components.common.jsonio import dumps
 from components.common import atomic
@@ -72,7 +72,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     Returns (model metadata, scalar metrics, the Keras model)."""
     import keras
 
-    from components.common.batches import TrainingBatches
+    from components.training.batches import TrainingBatches
 
     t0 = time.monotonic()
     spec = plan.spec

@@ -9,7 +9,7 @@ import numpy as np
 from components.common.artifacts import LABEL_CODES, FeatureSet, FeatureStoreLayout, Label, Split
 from components.common.config import SpecAugment, Training
 from components.common.frontend import FLOAT_SCALE
-from components.common.specaugment import spec_augment
+from components.training.specaugment import spec_augment
 
 
 @dataclass

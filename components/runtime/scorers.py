@@ -8,7 +8,7 @@ same scorer), a `Geometry` (stride, where output 0 ends, how much history an out
   NumPy: the body over the whole chunk once, the dense head as a convolution, so overlapping windows share their
   work (about 30x fewer operations than scoring window by window). Picklable: it runs in the scan's workers.
 - `KerasWindowScorer`: any other Keras model over `[batch, input_frames, 40]`, window by window, in the main process.
-- `TfliteScorer`: a streaming ESPHome `.tflite` in TFLite-Micro (the quantization stage's `TflmStreamer`) with
+- `TfliteScorer`: a streaming ESPHome `.tflite` in TFLite-Micro (`runtime.tflm.TflmStreamer`) with
   ESPHome's integer input mapping; probability = uint8 output / 256. Runs in the workers (one interpreter each).
 
 `resolve_previous_model` turns `mining.previous_model` (a local path, `s3://bucket/key`, `models:/name@alias`,
@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from components.background_mining.scan import Geometry
 from components.common.artifacts import sha256_file
 from components.common.config import Architecture, ModelSpec
 from components.common.frontend import FLOAT_SCALE
@@ -33,6 +32,25 @@ MODEL_FILE = "model.keras"  # what teacher_training writes
 SPEC_FILE = "model_spec.json"
 TFLITE_CONTEXT_FRAMES = 300  # history a streaming .tflite may depend on; the chunk warm-up covers it
 DEFAULT_STRIDE = 3  # ESPHome's feature frames per inference, for a Keras file without a spec
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a scorer's outputs fall in the feature frames of a recording."""
+
+    stride: int  # frames per output
+    first_end: int  # frame at which output 0 ends
+    context: int  # frames of history one output depends on (the warm-up covers at least this)
+
+    def outputs(self, frames: int) -> int:
+        """Outputs for `frames` feature frames."""
+        return 0 if frames <= self.first_end else (frames - 1 - self.first_end) // self.stride + 1
+
+    def end_frame(self, n: int) -> int:
+        return self.first_end + n * self.stride
+
+    def first_output_ending_at_or_after(self, frame: int) -> int:
+        return max(0, -(-(frame - self.first_end) // self.stride))
 
 
 class Scorer(Protocol):
@@ -63,7 +81,7 @@ class _Block:
 
 
 class NumpyMixedNet:
-    """A Keras MixedNet (components.common.models.mixednet) as a fully convolutional NumPy function."""
+    """A Keras MixedNet (components.training.models.mixednet) as a fully convolutional NumPy function."""
 
     def __init__(self, spec: ModelSpec, first: np.ndarray, blocks: list[_Block], head: np.ndarray, head_bias: float,
                  *, kind: str, identity: str) -> None:
@@ -154,7 +172,7 @@ class KerasWindowScorer:
         return None
 
     def score(self, raw: np.ndarray) -> np.ndarray:
-        from components.common.batches import stream_windows
+        from components.training.batches import stream_windows
 
         g = self.geometry
         windows = stream_windows(np.asarray(raw), g.context, g.stride)
@@ -177,7 +195,7 @@ class TfliteScorer:
 
     def _interpreter(self):
         if self._streamer is None:
-            from components.quantization.stage import TflmStreamer
+            from components.runtime.tflm import TflmStreamer
 
             self._streamer = TflmStreamer(self.path, self.arena)
         return self._streamer

@@ -3,13 +3,13 @@
 
 A judge model is either
 - a wakeline `Model` directory (`model.keras` + `model_spec.json` + `validation.json`, as
-  `components.common.fit` writes for teachers and students): the cutoff is `validation.json`'s `cutoff`
+  `components.training.fit` writes for teachers and students): the cutoff is `validation.json`'s `cutoff`
   (calibrated at the config's FA/h target); probabilities are float;
 - an ESPHome `.tflite` (or a directory holding one) with its v2 manifest beside it: the cutoff is the
   manifest's `probability_cutoff`, probabilities are the INT8 model's uint8 outputs in TFLite-Micro (run by
-  `components.quantization.stage.TflmStreamer`), compared as ESPHome compares them.
+  `components.runtime.tflm.TflmStreamer`), compared as ESPHome compares them.
 
-The windows are scored by `components.background_mining.scorer` (NumPy MixedNet, Keras window by window, or
+The windows are scored by `components.runtime.scorers` (NumPy MixedNet, Keras window by window, or
 TFLite-Micro); the decision is `components.common.metrics.clip_detected`, the rule FRR is measured with.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from components.common.errors import InputError
 from components.common.audio import to_int16
-from components.common.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
+from components.training.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
 from components.common.metrics import DEVICE, DetectorSettings, clip_detected, sliding_mean
 from components.common.names import slug
@@ -55,7 +55,7 @@ class JudgeScore:
 class Judge:
     """A loaded judge model. Thread-safe: TFLite-Micro interpreters are per thread, other scorers are pure."""
 
-    scorer: Any  # a components.background_mining.scorer.Scorer
+    scorer: Any  # a components.runtime.scorers.Scorer
     cutoff: float
     name: str  # the wake word id (e.g. "hey_jarvis")
     phrase: str  # the wake word as spoken (e.g. "Hey Jarvis")
@@ -167,7 +167,7 @@ def _resolve(path: Path) -> Path:
 
 def load_judge(path: Path | str, *, cutoff: float | None = None, name: str | None = None) -> Judge:
     """Open a judge model. `cutoff` overrides the calibrated one; `name` overrides the wake word."""
-    from components.background_mining.scorer import load_scorer
+    from components.runtime.scorers import load_scorer
 
     model_file = _resolve(Path(path))
     phrase, found_cutoff, languages, window = None, None, [], DEVICE.sliding_window

@@ -254,7 +254,7 @@ class Model:
 def load_model(path: Path, cutoff: float | None = None) -> Model:
     """The model from a manifest .json, a .tflite with its manifest beside it, or a folder holding one
     manifest. Raises `EvaluationInputError` for anything missing or not usable on the device."""
-    from components.esphome_verification.stage import ModelInputError, find_pair
+    from components.common.artifacts import ModelInputError, find_pair
 
     try:
         tflite, manifest_path = find_pair(Path(path))
@@ -293,7 +293,7 @@ def load_model(path: Path, cutoff: float | None = None) -> Model:
 
 def _model_stride(tflite: Path, arena: int | None) -> int:
     """Feature frames per inference, after checking the model loads in TFLite-Micro with ESPHome's tensors."""
-    from components.quantization.stage import TflmStreamer
+    from components.runtime.tflm import TflmStreamer
 
     try:
         interp = TflmStreamer(tflite, arena).interp
@@ -365,7 +365,7 @@ def evaluate_folders(model_path: Path, positives: Sequence[Path], ambient: Seque
             raise EvaluationInputError(f"{flag} {e}") from None
     _check_overlaps(flagged)
 
-    from components.quantization.stage import TflmStreamer
+    from components.runtime.tflm import TflmStreamer
 
     tflm = TflmStreamer(model.tflite, model.arena)
     pos_folders, amb_folders = [], []

@@ -1,4 +1,4 @@
-"""A small wake-word head over frozen speech embeddings (`components.common.speech_embedding`).
+"""A small wake-word head over frozen speech embeddings (`components.training.speech_embedding`).
 
 Input: `[n, 16, 96]` (16 embeddings = the last ~2 s of audio) or already flattened `[n, 1536]`. Model:
 standardise -> one ReLU hidden layer (or none: logistic regression) -> sigmoid, trained with Adam on a
