@@ -4,7 +4,7 @@
   `WakelineConfig`, the whole config a user writes;
 - deployment.py: where the model goes (`publish`) and where the stages run (`kubernetes`), never hashed;
 - loading.py: presets, YAML files, `--set` overrides, the config artifact and error messages;
-- base.py: the strict base model and shared field types.
+- base.py: the strict base model and shared field types; espeak_voices.py: the voices validation checks against.
 
 Every public name is re-exported here, so `from components.common.config import X` is the one import to use.
 """

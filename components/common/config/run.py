@@ -8,12 +8,12 @@ import enum
 import hashlib
 import json
 import re
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated
 
 from components.common.config.base import FloatRange, IntRange, Probability, Strict, Toggle
 from components.common.config.deployment import KubernetesSettings, Publish
+from components.common.config.espeak_voices import LANGUAGES as ESPEAK_LANGUAGES
+from components.common.config.espeak_voices import VARIANTS as ESPEAK_VARIANTS
 from components.common.xp import Device
 from pydantic import Field, field_validator, model_validator
 
@@ -93,37 +93,24 @@ class EspeakSettings(Strict):
     rate_wpm_range: FloatRange = (120.0, 210.0)
     pitch_range: FloatRange = (20.0, 80.0)
 
-    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+    _shipped_language = field_validator("languages")(classmethod(lambda cls, v: _espeak_languages(v)))
 
     @field_validator("variants")
     @classmethod
-    def _installed_variant(cls, v: list[str]) -> list[str]:
-        known = _espeak_names("variants")
-        missing = [x for x in v if known and x not in known]
+    def _shipped_variant(cls, v: list[str]) -> list[str]:
+        missing = [x for x in v if x not in ESPEAK_VARIANTS]
         if missing:
-            raise ValueError(f"espeak-ng has no voice variant {missing}; installed: {', '.join(sorted(known))}")
+            raise ValueError(f"espeak-ng has no voice variant {missing}; "
+                             f"it has: {', '.join(sorted(ESPEAK_VARIANTS))}")
         return v
 
 
-def _installed_languages(v: list[str]) -> list[str]:
-    known = _espeak_names("lang")
-    missing = [x for x in v if known and x.lower() not in known]
+def _espeak_languages(v: list[str]) -> list[str]:
+    """Languages the pinned espeak-ng ships (espeak_voices.py): the same answer whether or not it is installed."""
+    missing = [x for x in v if x.lower() not in ESPEAK_LANGUAGES]
     if missing:
-        raise ValueError(f"espeak-ng has no language {missing}; installed: {', '.join(sorted(known))}")
+        raise ValueError(f"espeak-ng has no language {missing}; it has: {', '.join(sorted(ESPEAK_LANGUAGES))}")
     return v
-
-
-@lru_cache(maxsize=2)
-def _espeak_names(kind: str) -> frozenset[str]:
-    """Languages or voice variants shipped in the espeakng-loader wheel (empty if it is not installed)."""
-    try:
-        import espeakng_loader
-    except ImportError:
-        return frozenset()
-    data = Path(espeakng_loader.get_data_path())
-    if kind == "lang":
-        return frozenset(p.name.lower() for p in (data / "lang").rglob("*") if p.is_file())
-    return frozenset(p.name for p in (data / "voices" / "!v").iterdir() if p.is_file())
 
 
 class Accent(str, enum.Enum):
@@ -251,7 +238,7 @@ class NonEnglish(Strict):
     espeak_clips: Annotated[int, Field(ge=0)] = 120
     languages: Annotated[list[str], Field(min_length=1)] = ["de", "fr", "es", "it", "nl", "pl"]
 
-    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+    _shipped_language = field_validator("languages")(classmethod(lambda cls, v: _espeak_languages(v)))
 
 
 class TrainingLanguages(Strict):
@@ -261,7 +248,7 @@ class TrainingLanguages(Strict):
     espeak_clips: Annotated[int, Field(ge=0)] = 0
     languages: Annotated[list[str], Field(min_length=1)] = ["pt", "sv", "tr", "id", "fi", "ru"]
 
-    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+    _shipped_language = field_validator("languages")(classmethod(lambda cls, v: _espeak_languages(v)))
 
 
 class EvalConditions(Strict):
