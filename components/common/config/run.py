@@ -1,7 +1,6 @@
-"""Typed configuration for the whole pipeline, validated once before the first stage runs.
-
-A config is a preset (`configs/presets/<name>.yaml`) with an optional user file and `--set key.path=value`
-overrides merged on top. Unknown keys are rejected and every error names the key path and what is allowed.
+"""The run's parameters: everything that decides what model a run makes, hashed into every artifact's lineage
+(`WakelineConfig.sha256()`). `WakelineConfig` is the whole config a user writes: these parameters plus the
+deployment settings (`publish`, `kubernetes`; components/common/config/deployment.py), which are not hashed.
 """
 from __future__ import annotations
 
@@ -9,60 +8,14 @@ import enum
 import hashlib
 import json
 import re
-import types
-import typing
-from functools import lru_cache
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
-import yaml
-from components.common.errors import InputError
+from components.common.config.base import FloatRange, IntRange, Probability, Strict, Toggle
+from components.common.config.deployment import KubernetesSettings, Publish
+from components.common.config.espeak_voices import LANGUAGES as ESPEAK_LANGUAGES
+from components.common.config.espeak_voices import VARIANTS as ESPEAK_VARIANTS
 from components.common.xp import Device
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
-
-
-
-class ConfigError(InputError, ValueError):
-    """A config that cannot be used; the message names every offending key."""
-
-
-class Strict(BaseModel):
-    # allow_inf_nan=False: an infinite duration or weight is never meant, and JSON (the config artifact every
-    # stage reads) cannot carry it
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _booleans(cls, v, info):
-        """YAML reads an unquoted on/off/yes/no as true/false. For an on/off/auto toggle that is what was meant
-        (`mixed_precision: on`); for a number it is a mistake (pydantic would read `batch_size: true` as 1)."""
-        if not isinstance(v, bool) or not info.field_name:
-            return v
-        annotation = _bare(cls.model_fields[info.field_name].annotation)
-        if annotation is Toggle:
-            return Toggle.ON if v else Toggle.OFF
-        if annotation in (int, float):
-            raise ValueError(f"a number, not {str(v).lower()}")
-        return v
-
-
-def _bare(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
-def _ordered(v: tuple[float, float]) -> tuple[float, float]:
-    if v[0] > v[1]:
-        raise ValueError(f"must be [low, high] with low <= high, got {list(v)}")
-    return v
-
-
-FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
-IntRange = Annotated[tuple[int, int], AfterValidator(_ordered)]
-Probability = Annotated[float, Field(ge=0, le=1)]
+from pydantic import Field, field_validator, model_validator
 
 
 class AmbientKind(str, enum.Enum):
@@ -140,37 +93,24 @@ class EspeakSettings(Strict):
     rate_wpm_range: FloatRange = (120.0, 210.0)
     pitch_range: FloatRange = (20.0, 80.0)
 
-    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+    _shipped_language = field_validator("languages")(classmethod(lambda cls, v: _espeak_languages(v)))
 
     @field_validator("variants")
     @classmethod
-    def _installed_variant(cls, v: list[str]) -> list[str]:
-        known = _espeak_names("variants")
-        missing = [x for x in v if known and x not in known]
+    def _shipped_variant(cls, v: list[str]) -> list[str]:
+        missing = [x for x in v if x not in ESPEAK_VARIANTS]
         if missing:
-            raise ValueError(f"espeak-ng has no voice variant {missing}; installed: {', '.join(sorted(known))}")
+            raise ValueError(f"espeak-ng has no voice variant {missing}; "
+                             f"it has: {', '.join(sorted(ESPEAK_VARIANTS))}")
         return v
 
 
-def _installed_languages(v: list[str]) -> list[str]:
-    known = _espeak_names("lang")
-    missing = [x for x in v if known and x.lower() not in known]
+def _espeak_languages(v: list[str]) -> list[str]:
+    """Languages the pinned espeak-ng ships (espeak_voices.py): the same answer whether or not it is installed."""
+    missing = [x for x in v if x.lower() not in ESPEAK_LANGUAGES]
     if missing:
-        raise ValueError(f"espeak-ng has no language {missing}; installed: {', '.join(sorted(known))}")
+        raise ValueError(f"espeak-ng has no language {missing}; it has: {', '.join(sorted(ESPEAK_LANGUAGES))}")
     return v
-
-
-@lru_cache(maxsize=2)
-def _espeak_names(kind: str) -> frozenset[str]:
-    """Languages or voice variants shipped in the espeakng-loader wheel (empty if it is not installed)."""
-    try:
-        import espeakng_loader
-    except ImportError:
-        return frozenset()
-    data = Path(espeakng_loader.get_data_path())
-    if kind == "lang":
-        return frozenset(p.name.lower() for p in (data / "lang").rglob("*") if p.is_file())
-    return frozenset(p.name for p in (data / "voices" / "!v").iterdir() if p.is_file())
 
 
 class Accent(str, enum.Enum):
@@ -298,7 +238,7 @@ class NonEnglish(Strict):
     espeak_clips: Annotated[int, Field(ge=0)] = 120
     languages: Annotated[list[str], Field(min_length=1)] = ["de", "fr", "es", "it", "nl", "pl"]
 
-    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+    _shipped_language = field_validator("languages")(classmethod(lambda cls, v: _espeak_languages(v)))
 
 
 class TrainingLanguages(Strict):
@@ -308,7 +248,7 @@ class TrainingLanguages(Strict):
     espeak_clips: Annotated[int, Field(ge=0)] = 0
     languages: Annotated[list[str], Field(min_length=1)] = ["pt", "sv", "tr", "id", "fi", "ru"]
 
-    _installed_language = field_validator("languages")(classmethod(lambda cls, v: _installed_languages(v)))
+    _shipped_language = field_validator("languages")(classmethod(lambda cls, v: _espeak_languages(v)))
 
 
 class EvalConditions(Strict):
@@ -476,12 +416,6 @@ class ModelSpec(Strict):
         return self.first_conv_kernel + self.stride * sum(max(k) - 1 for k in self.mixconv_kernels)
 
 
-class Toggle(str, enum.Enum):
-    ON = "on"
-    OFF = "off"
-    AUTO = "auto"  # on where it helps (GPU), off elsewhere
-
-
 class Training(Strict):
     """Step-based schedule: `steps[i]` steps at `learning_rates[i]`; augmentation epochs are read in order."""
 
@@ -603,294 +537,6 @@ class DeviceBudget(Strict):
     max_arena_bytes: Annotated[int, Field(ge=1024)] = 32768
 
 
-class Registration(str, enum.Enum):
-    AUTO = "auto"  # register when MLflow answers; otherwise publish to the store and record why not
-    REQUIRED = "required"  # the publish stage fails when the model cannot be registered
-    OFF = "off"
-
-
-class Publish(Strict):
-    """Where a blessed model goes: a content-addressed folder per model in `store`, and a new version of one
-    MLflow registered model per wake word (alias `candidate`; `wakeline promote` moves `production`)."""
-
-    # a directory or s3://bucket/prefix; a relative directory is taken from where `wakeline run` starts
-    store: Annotated[str, Field(min_length=1)] = "runs/published"
-    # the MLflow registered model; "" = wakeline-<wake word slug>, e.g. wakeline-hey-jarvis
-    registered_model_name: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")] = ""
-    registry: Registration = Registration.AUTO
-
-    @field_validator("registry", mode="before")
-    @classmethod
-    def _yaml_off(cls, v: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as false (and `on`/`yes` as true)
-        return {False: Registration.OFF.value, True: Registration.AUTO.value}.get(v, v) if isinstance(v, bool) else v
-
-    @field_validator("store")
-    @classmethod
-    def _bucket_named(cls, v: str) -> str:
-        if v.startswith("s3://") and not v.removeprefix("s3://").split("/", 1)[0]:
-            raise ValueError(f"{v!r}: an S3 store is s3://bucket[/prefix]")
-        return v
-
-
-# --------------------------------------------------------------------------------------------------
-# where the stages run on Kubernetes. Read by `wakeline compile/submit/schedule` when they build the IR, never by
-# a stage: the same section in a run's config_json has no effect (the IR is already compiled by then).
-
-
-class Stage(str, enum.Enum):
-    """The pipeline's tasks by the names `kubernetes.resources` uses (both teachers are `teacher_training`)."""
-
-    VALIDATE_CONFIG = "validate_config"
-    AUGMENTATION_SHARDS = "augmentation_shards"
-    DATA_PREP = "data_prep"
-    BACKGROUND_MINING = "background_mining"
-    AUGMENTATION = "augmentation"
-    GATHER_FEATURES = "gather_features"
-    TEACHER_TRAINING = "teacher_training"
-    DISTILLATION = "distillation"
-    QUANTIZATION = "quantization"
-    ESPHOME_VERIFICATION = "esphome_verification"
-    CASCADE_EVALUATION = "cascade_evaluation"
-    PUBLISH = "publish"
-
-
-_CPU_QUANTITY = re.compile(r"^(?:(\d+(?:\.\d+)?|\.\d+)|(\d+)m)$")
-_MEMORY_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|Pi|Ei|K|M|G|T|P|E)?$")
-_MEMORY_FACTOR = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def cpu_cores(quantity: str) -> float:
-    """A Kubernetes CPU quantity in cores: "2" -> 2.0, "0.5" -> 0.5, "500m" -> 0.5."""
-    m = _CPU_QUANTITY.match(quantity)
-    if not m:
-        raise ValueError(f"{quantity!r} is not a CPU quantity: cores (\"2\", \"0.5\") or millicores (\"500m\")")
-    return float(m.group(1)) if m.group(1) is not None else int(m.group(2)) / 1000
-
-
-def memory_bytes(quantity: str) -> int:
-    """A Kubernetes memory quantity in bytes: "512Mi" -> 536870912, "8G" -> 8000000000."""
-    m = _MEMORY_QUANTITY.match(quantity)
-    if not m:
-        raise ValueError(f"{quantity!r} is not a memory quantity: bytes with an optional suffix "
-                         f"Ki, Mi, Gi, Ti (powers of 2) or K, M, G, T (powers of 10), e.g. \"512Mi\", \"8Gi\"")
-    return int(m.group(1)) * _MEMORY_FACTOR[m.group(2)]
-
-
-def _cpu(v: str) -> str:
-    if cpu_cores(v) <= 0:
-        raise ValueError(f"{v!r}: must be more than 0 cores")
-    return v
-
-
-def _memory(v: str) -> str:
-    if memory_bytes(v) <= 0:
-        raise ValueError(f"{v!r}: must be more than 0 bytes")
-    return v
-
-
-CpuQuantity = Annotated[str, AfterValidator(_cpu)]
-MemoryQuantity = Annotated[str, AfterValidator(_memory)]
-
-
-class StageResources(Strict):
-    """One stage's pod: CPU in cores ("2", "0.5") or millicores ("500m"), memory with a Kubernetes suffix ("8Gi").
-    A limit left out (null) is not set: the pod may use what the node has spare (no CPU throttling)."""
-
-    cpu_request: CpuQuantity
-    cpu_limit: CpuQuantity | None = None
-    memory_request: MemoryQuantity
-    memory_limit: MemoryQuantity | None = None
-
-    @model_validator(mode="after")
-    def _limit_at_least_request(self):
-        if self.cpu_limit is not None and cpu_cores(self.cpu_limit) < cpu_cores(self.cpu_request):
-            raise ValueError(f"cpu_limit {self.cpu_limit!r} is below cpu_request {self.cpu_request!r}")
-        if self.memory_limit is not None and memory_bytes(self.memory_limit) < memory_bytes(self.memory_request):
-            raise ValueError(f"memory_limit {self.memory_limit!r} is below memory_request {self.memory_request!r}")
-        return self
-
-
-def _stage(cpu_request: str, memory_request: str, memory_limit: str) -> dict[str, str | None]:
-    return {"cpu_request": cpu_request, "cpu_limit": None, "memory_request": memory_request,
-            "memory_limit": memory_limit}
-
-
-# Sized for the default preset on a small cluster (a Kind node: 4 CPUs, 8 GB): requests that schedule there,
-# limits well above the peak resident memory measured locally (the training stages peaked at 0.8-2.6 GiB).
-# The production preset raises them. Estimates: none of these was measured on a cluster.
-_STAGE_RESOURCES: dict[str, dict[str, str | None]] = {
-    Stage.VALIDATE_CONFIG.value: _stage("250m", "512Mi", "1Gi"),
-    Stage.AUGMENTATION_SHARDS.value: _stage("250m", "512Mi", "1Gi"),
-    Stage.DATA_PREP.value: _stage("1", "2Gi", "8Gi"),  # piper + espeak-ng synthesis
-    Stage.BACKGROUND_MINING.value: _stage("1", "2Gi", "8Gi"),  # probe training, scanning long audio
-    Stage.AUGMENTATION.value: _stage("1", "2Gi", "8Gi"),  # per shard
-    Stage.GATHER_FEATURES.value: _stage("500m", "1Gi", "4Gi"),
-    Stage.TEACHER_TRAINING.value: _stage("1", "3Gi", "12Gi"),
-    Stage.DISTILLATION.value: _stage("1", "3Gi", "12Gi"),
-    Stage.QUANTIZATION.value: _stage("1", "2Gi", "8Gi"),
-    Stage.ESPHOME_VERIFICATION.value: _stage("1", "1Gi", "4Gi"),
-    Stage.CASCADE_EVALUATION.value: _stage("1", "1Gi", "4Gi"),  # the sentry in TFLite-Micro + the judge in NumPy
-    Stage.PUBLISH.value: _stage("250m", "512Mi", "2Gi"),
-}
-
-
-class StageResourceTable(Strict):
-    """Requests and limits per stage. A partial entry keeps that stage's other defaults:
-    `teacher_training: {memory_limit: 64Gi}` changes only the teachers' memory limit."""
-
-    validate_config: StageResources
-    augmentation_shards: StageResources
-    data_prep: StageResources
-    background_mining: StageResources
-    augmentation: StageResources
-    gather_features: StageResources
-    teacher_training: StageResources
-    distillation: StageResources
-    quantization: StageResources
-    esphome_verification: StageResources
-    cascade_evaluation: StageResources
-    publish: StageResources
-
-    @model_validator(mode="before")
-    @classmethod
-    def _onto_stage_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        merged = {name: {**default, **data[name]} if isinstance(data.get(name), dict) else data.get(name, default)
-                  for name, default in _STAGE_RESOURCES.items()}
-        return {**data, **merged}  # unknown stage names stay, so that they are reported
-
-    def for_stage(self, stage: Stage) -> StageResources:
-        return getattr(self, stage.value)
-
-
-class TolerationOperator(str, enum.Enum):
-    EXISTS = "Exists"  # any value of the taint key
-    EQUAL = "Equal"  # only `value`
-
-
-class TaintEffect(str, enum.Enum):
-    NO_SCHEDULE = "NoSchedule"
-    PREFER_NO_SCHEDULE = "PreferNoSchedule"
-    NO_EXECUTE = "NoExecute"
-
-
-_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
-LabelKey = Annotated[str, Field(pattern=_LABEL_KEY, max_length=316)]
-LabelValue = Annotated[str, Field(pattern=_LABEL_VALUE)]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-
-
-class Toleration(Strict):
-    key: LabelKey
-    operator: TolerationOperator = TolerationOperator.EXISTS
-    value: LabelValue = ""
-    effect: TaintEffect = TaintEffect.NO_SCHEDULE
-
-    @model_validator(mode="after")
-    def _value_matches_operator(self):
-        if self.operator is TolerationOperator.EXISTS and self.value:
-            raise ValueError("operator Exists takes no value (use Equal to match one)")
-        if self.operator is TolerationOperator.EQUAL and not self.value:
-            raise ValueError("operator Equal needs a value")
-        return self
-
-
-class SecretEnv(Strict):
-    """A Kubernetes Secret (in the namespace the pipeline pods run in) whose keys are environment variable names,
-    as in configs/kind/secrets.example.yaml: each key becomes the variable of the same name. A missing
-    `required` key (or Secret) keeps the pod from starting; an `optional` key is set only when present."""
-
-    secret_name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
-    required: list[EnvName] = []
-    optional: list[EnvName] = []
-
-    @model_validator(mode="after")
-    def _some_distinct_keys(self):
-        names = self.required + self.optional
-        if not names:
-            raise ValueError("name at least one key under required or optional")
-        if len(set(names)) != len(names):
-            raise ValueError(f"a key is listed twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
-        return self
-
-    @property
-    def env_names(self) -> list[str]:
-        return self.required + self.optional
-
-
-_PIPELINE_ROOT = re.compile(r"^(s3|minio|gs)://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
-
-
-def _pipeline_root(v: str) -> str:
-    if v and not _PIPELINE_ROOT.match(v):
-        raise ValueError(f"{v!r}: expected s3://bucket/prefix, minio://bucket/prefix or gs://bucket/prefix "
-                         f"(or \"\" for the cluster's default, minio://mlpipeline/v2/artifacts)")
-    return v
-
-
-# The images' code and environment (images/*/Dockerfile): a volume mounted over them would hide them.
-_IMAGE_DIRS = (PurePosixPath("/opt/wakeline"), PurePosixPath("/opt/venv"))
-
-
-def _mount_path(v: str) -> str:
-    path = PurePosixPath(v)
-    if not path.is_absolute() or str(path) != v or ".." in path.parts:
-        raise ValueError(f"{v!r}: must be an absolute, normalised path, e.g. /mnt/wakeline-state")
-    hidden = [str(d) for d in _IMAGE_DIRS if d == path or path in d.parents]
-    if hidden:
-        raise ValueError(f"{v!r}: a volume mounted there would hide the image's {' and '.join(hidden)}")
-    return v
-
-
-class StateVolume(Strict):
-    """A PersistentVolumeClaim (in the namespace the pipeline pods run in) mounted at `mount_path` in the stages
-    that keep state between runs: background_mining (mining.session_root) and teacher_training and distillation
-    (training.checkpoint_root). Those two paths must lie under `mount_path`, or the state stays on the pod's own
-    disk and is lost with it (`wakeline submit`/`schedule` refuse such a config). The stages run as uid 1000, so
-    the volume must be writable by it. Example claim: configs/kind/state-pvc.yaml."""
-
-    pvc_name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
-    mount_path: Annotated[str, AfterValidator(_mount_path)] = "/mnt/wakeline-state"
-
-
-class KubernetesSettings(Strict):
-    """How the compiled pipeline runs on a cluster: per-stage requests/limits, GPUs, scheduling and secrets,
-    and where KFP keeps the artifacts (its pipeline root, an object store)."""
-
-    # "" = the cluster's default (KFP's kfp-launcher config; minio://mlpipeline/v2/artifacts on a standard install)
-    pipeline_root: Annotated[str, AfterValidator(_pipeline_root)] = ""
-    gpus_per_task: Annotated[int, Field(ge=0, le=16)] = 1  # per GPU stage; 0 = a CPU-only cluster
-    gpu_tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu")]  # GPU stages (when gpus_per_task > 0)
-    gpu_node_selector: dict[LabelKey, LabelValue] = {}  # e.g. {nvidia.com/gpu.present: "true"}
-    cpu_node_selector: dict[LabelKey, LabelValue] = {}  # every other stage
-    # data_prep (s3:// sources), background_mining (s3:// previous model), publish (s3:// store); null = none
-    s3_secret: SecretEnv | None = SecretEnv(
-        secret_name="wakeline-s3", required=["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
-        optional=["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"])
-    # every stage that logs to MLflow or reads its registry; null = none (stages then track into the pod's SQLite)
-    mlflow_secret: SecretEnv | None = SecretEnv(
-        secret_name="wakeline-mlflow", required=["MLFLOW_TRACKING_URI"],
-        optional=["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"])
-    resources: StageResourceTable = StageResourceTable()
-    # resumable state (training checkpoints, mining sessions) on a PersistentVolumeClaim; null = the pod's own disk
-    state_volume: StateVolume | None = None
-
-    @model_validator(mode="after")
-    def _secrets_set_distinct_variables(self):
-        if self.s3_secret and self.mlflow_secret:
-            both = sorted(set(self.s3_secret.env_names) & set(self.mlflow_secret.env_names))
-            if both:
-                raise ValueError(f"s3_secret and mlflow_secret both set {both}; a stage that takes both Secrets "
-                                 f"would get the variable twice")
-        return self
-
-
-DEFAULT_CLUSTER = KubernetesSettings()  # what the committed IR is compiled with (frozen, safe to share)
-
 
 _DEFAULT_TEACHERS = [
     ModelSpec(name="mixednet-wide", pointwise_filters=[96, 96, 96, 96]),
@@ -901,9 +547,9 @@ _DEFAULT_TEACHERS = [
 _WAKE_WORD = re.compile(r"^[\w' ,.!?-]+$")
 
 
-class WakelineConfig(Strict):
-    """Everything one pipeline run needs. `wake_word` is what the user says; variants are other spellings
-    (phonetic ones often synthesise better, e.g. "hey jar vis")."""
+class RunParameters(Strict):
+    """What decides the model a run makes, and all that `sha256()` hashes. `wake_word` is what the user says;
+    variants are other spellings (phonetic ones often synthesise better, e.g. "hey jar vis")."""
 
     wake_word: Annotated[str, Field(min_length=2, max_length=64)]
     wake_word_variants: list[str] = []
@@ -920,8 +566,6 @@ class WakelineConfig(Strict):
     distillation: Distillation = Distillation()
     device_budget: DeviceBudget = DeviceBudget()
     cascade: Cascade = Cascade()
-    publish: Publish = Publish()
-    kubernetes: KubernetesSettings = KubernetesSettings()  # compile/submit time only (see KubernetesSettings)
 
     @field_validator("wake_word", "wake_word_variants")
     @classmethod
@@ -985,7 +629,10 @@ class WakelineConfig(Strict):
         return list(range(self.augmentation.shards))
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        """The config's identity in lineage: the run's parameters only, so that deployment settings a subclass
+        adds (WakelineConfig's publish and kubernetes) never change it."""
+        params = self.model_dump(mode="json", include=set(RunParameters.model_fields))
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     @property
     def phrases(self) -> list[str]:
@@ -993,215 +640,9 @@ class WakelineConfig(Strict):
         return list(dict.fromkeys([self.wake_word, *self.wake_word_variants]))
 
 
-# --------------------------------------------------------------------------------------------------
-# loading, merging and error messages
+class WakelineConfig(RunParameters):
+    """Everything one pipeline run needs, as a user writes it: the run's parameters, then the deployment settings
+    (never hashed; see deployment.py for why `publish` is one)."""
 
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    path = PRESETS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"preset: unknown preset {name!r}; allowed: {', '.join(preset_names())}")
-    return _load_yaml(path)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _yaml_error(e: yaml.YAMLError) -> str:
-    """One line: what is wrong and where (PyYAML's own message spans several lines with a source excerpt)."""
-    mark = getattr(e, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return where + str(getattr(e, "problem", None) or e).splitlines()[0]
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (give a YAML file of overrides, or drop --config)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: a folder, not a config file (give a YAML file)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (give a YAML file, UTF-8)") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_error(e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists included) is replaced."""
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def merge_layer(raw: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
-    """Merge one layer (user file, --set, run form) onto the config so far. A layer that names a new
-    wake word without its own variants drops the variants it inherited: they spell the old word."""
-    if "wake_word" in layer and "wake_word_variants" not in layer and layer["wake_word"] != raw.get("wake_word"):
-        layer = {**layer, "wake_word_variants": []}
-    return deep_merge(raw, layer)
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
-    """Apply one `key.path=value`; the value is parsed as YAML (`3`, `0.5`, `[a, b]`, `true`)."""
-    key, sep, value = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
-    parts = key.strip().split(".")
-    node: Any = {}
-    try:
-        node = yaml.safe_load(value)
-    except yaml.YAMLError:
-        node = value
-    for part in reversed(parts):
-        node = {part: node}
-    return merge_layer(raw, node)
-
-
-def validate(raw: dict[str, Any]) -> WakelineConfig:
-    try:
-        return WakelineConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_errors(e)) from None
-
-
-def load_config(preset: str, config_file: Path | None = None, overrides: list[str] = (),
-                wake_word: str | None = None) -> WakelineConfig:
-    raw = load_preset(preset)
-    if config_file is not None:
-        raw = merge_layer(raw, _load_yaml(Path(config_file)))
-    for assignment in overrides:
-        raw = apply_override(raw, assignment)
-    if wake_word is not None:  # an empty --wake-word (an unset shell variable) is refused, not ignored
-        raw = merge_layer(raw, {"wake_word": wake_word})
-    return validate(raw)
-
-
-def resolve_pipeline_config(config_json: str, preset: str, wake_word: str) -> WakelineConfig:
-    """What the pipeline's first task does with the run form: the preset, the (possibly partial) JSON
-    config on top, then the wake word if one was typed in."""
-    overlay: dict[str, Any] = {}
-    if config_json.strip():
-        try:
-            overlay = json.loads(config_json)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config_json: not valid JSON ({e})") from None
-        if not isinstance(overlay, dict):
-            raise ConfigError("config_json: must be a JSON object")
-    raw = merge_layer(load_preset(preset), overlay)
-    if wake_word.strip():
-        raw = merge_layer(raw, {"wake_word": wake_word.strip()})
-    return validate(raw)
-
-
-def parse_config(config_json: str) -> WakelineConfig:
-    """A stage's view: the fully resolved config the first task produced."""
-    try:
-        return validate(json.loads(config_json))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config_json: not valid JSON ({e})") from None
-
-
-def write_config_artifact(config: WakelineConfig, path: Path, preset: str) -> dict[str, Any]:
-    """The resolved config as the pipeline's first artifact; returns its metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.to_json(), encoding="utf-8")
-    return {"preset": preset, "wake_word": config.wake_word, "config_sha256": config.sha256()}
-
-
-def read_config_artifact(path: Path) -> WakelineConfig:
-    return parse_config(Path(path).read_text(encoding="utf-8"))
-
-
-def format_errors(exc: ValidationError) -> str:
-    lines = [f"{len(exc.errors())} config error(s):"]
-    for err in exc.errors():
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        path = ".".join(str(p) for p in loc) or "<root>"
-        if err["type"] == "extra_forbidden":
-            allowed = _fields_at(WakelineConfig, loc[:-1])
-            lines.append(f"  {path}: unknown key; allowed here: {', '.join(allowed) or '(none)'}")
-            continue
-        expected = _annotation_at(WakelineConfig, loc)
-        got = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
-        detail = f" (expected {expected})" if expected and err["type"] != "value_error" else ""
-        got_txt = "" if err["type"] in ("missing", "value_error") else f"; got {got!r}"
-        lines.append(f"  {path}: {msg}{detail}{got_txt}")
-    return "\n".join(lines)
-
-
-def _step(annotation: Any, part: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _step(typing.get_args(annotation)[0], part)
-    if origin in (typing.Union, types.UnionType):
-        for a in typing.get_args(annotation):
-            if a is not type(None):
-                return _step(a, part)
-    if isinstance(part, int) and origin in (list, tuple):
-        args = typing.get_args(annotation)
-        return args[0] if args else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
-        f = annotation.model_fields.get(part)
-        return f.annotation if f else None
-    return None
-
-
-def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
-    ann: Any = model
-    for part in loc:
-        ann = _step(ann, part)
-    while typing.get_origin(ann) is Annotated:
-        ann = typing.get_args(ann)[0]
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return list(ann.model_fields)
-    return []
-
-
-def _annotation_at(model: type[BaseModel], loc: list[Any]) -> str:
-    ann: Any = model
-    for part in loc:
-        ann = _step(ann, part)
-        if ann is None:
-            return ""
-    ann = _bare(ann)
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in ann)
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return "a mapping with keys " + ", ".join(ann.model_fields)
-    return _type_name(ann)
-
-
-def _type_name(ann: Any) -> str:
-    """list[int], not list[Annotated[int, FieldInfo(...)]]."""
-    ann = _bare(ann)
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("None" if a is type(None) else _type_name(a) for a in args)
-    if origin is not None:
-        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
-    return ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+    publish: Publish = Publish()
+    kubernetes: KubernetesSettings = KubernetesSettings()  # compile/submit time only (see KubernetesSettings)
