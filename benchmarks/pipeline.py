@@ -24,7 +24,7 @@ def direct(config, preset: str, root: Path) -> float:
     """Every stage entry in DAG order in this process (what kfp.local's tasks call); returns the wall time."""
     from components.augmentation.stage import gather, run as augment
     from components.background_mining.stage import run as mine
-    from components.cascade.stage import run_for_pipeline as cascade
+    from components.cascade_evaluation.stage import run_for_pipeline as cascade
     from components.common.config import write_config_artifact
     from components.data_prep.stage import run as prepare
     from components.distillation.stage import run as distil

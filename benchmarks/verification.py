@@ -33,14 +33,14 @@ def _ambient_features(minutes: float, seed: int) -> np.ndarray:
 def _evaluate(args) -> tuple[float, float]:
     """Evaluate one stream; returns (audio seconds, wall seconds) for the TFLite-Micro + metrics part."""
     raw, = args
-    from components.common.metrics import DEVICE, activations
+    from components.common.metrics import ESPHOME_DETECTOR, activations
     from components.runtime.tflm import TflmStreamer
 
     streamer = TflmStreamer(MODEL, 26080)
     t0 = time.perf_counter()
     out = streamer(raw)
     for cutoff in (0.5, 0.9, 0.97):
-        activations(out, cutoff, DEVICE, quantized=True)
+        activations(out, cutoff, ESPHOME_DETECTOR, quantized=True)
     return len(raw) / 100.0, time.perf_counter() - t0
 
 

@@ -9,7 +9,7 @@ from kfp import dsl, kubernetes
 
 from components.augmentation.component import augmentation, gather_features
 from components.background_mining.component import background_mining
-from components.cascade.component import cascade_evaluation
+from components.cascade_evaluation.component import cascade_evaluation
 from components.distillation.component import distillation
 from components.esphome_verification.component import esphome_verification
 from components.publish.component import publish

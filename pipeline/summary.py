@@ -144,7 +144,7 @@ def _breakdown_lines(t: dict) -> list[str]:
 
 
 def _cascade_lines(run: LocalRun) -> list[str]:
-    """The sentry alone vs the cascade with its judge, and the FA/h reduction (components/cascade)."""
+    """The sentry alone vs the cascade with its judge, and the FA/h reduction (components/cascade_evaluation)."""
     report = run.outputs.get("cascade_report")
     path = report.path.parent / "cascade" if report is not None else None
     if path is None or not path.is_file():

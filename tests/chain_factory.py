@@ -169,8 +169,8 @@ def build_run(root: Path, config: WakelineConfig, model_name: str = "hey_jarvis"
 def _cascade(pipeline_dir: Path, config: WakelineConfig, tflite_sha: str, judge_sha: str, features_sha: str,
              features: Path) -> Upstream:
     """The cascade evaluation's document for the published model with teacher A as its judge (numbers made up,
-    shaped as components.cascade.stage writes them), and its artifact metadata as the stage computes it."""
-    from components.cascade.stage import artifact_metadata
+    shaped as components.cascade_evaluation.stage writes them), and its artifact metadata as the stage computes it."""
+    from components.cascade_evaluation.stage import artifact_metadata
     from components.common.artifacts import CASCADE_SCHEMA as SCHEMA
 
     chosen = {"sentry_cutoff": 0.62, "judge_cutoff": 0.5, "frr": 0.05, "false_accepts": 0, "fa_per_hour": 0.0,

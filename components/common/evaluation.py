@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from components.common.metrics import (DEFAULT_CUTOFFS, DEVICE, DetectorSettings, OperatingPoint, _peak,
+from components.common.metrics import (DEFAULT_CUTOFFS, ESPHOME_DETECTOR, DetectorSettings, OperatingPoint, _peak,
                                        _threshold, activations, at_fa_target)
 
 CONFIDENCE = 0.95
@@ -144,7 +144,7 @@ def finite_or_none(x: float) -> float | None:
 
 
 def breakdown(positives: Sequence[TaggedStream], ambient: Sequence[TaggedStream], cutoff: float, *,
-              quantized: bool, settings: DetectorSettings = DEVICE,
+              quantized: bool, settings: DetectorSettings = ESPHOME_DETECTOR,
               heldout_families: Iterable[str] = ()) -> Breakdown:
     """FRR per (family, condition) and FA/h per condition at `cutoff`, on the device's detection logic."""
     named = {s.family for s in positives} | {s.condition for s in positives} | {s.condition for s in ambient}
@@ -170,7 +170,7 @@ def breakdown(positives: Sequence[TaggedStream], ambient: Sequence[TaggedStream]
 
 
 def worst_condition_points(positives: Sequence[TaggedStream], ambient: Sequence[TaggedStream], *, quantized: bool,
-                           settings: DetectorSettings = DEVICE,
+                           settings: DetectorSettings = ESPHOME_DETECTOR,
                            cutoffs: np.ndarray = DEFAULT_CUTOFFS) -> list[OperatingPoint]:
     """One operating point per cutoff whose FA/h is the *worst condition's* (not the pooled rate) and whose
     FRR is pooled over every positive clip. Choosing a cutoff on these makes every condition meet the target."""
@@ -194,7 +194,7 @@ def worst_condition_points(positives: Sequence[TaggedStream], ambient: Sequence[
 
 
 def choose_cutoff(positives: Sequence[TaggedStream], ambient: Sequence[TaggedStream], target_fa_per_hour: float,
-                  margin: float, *, quantized: bool, settings: DetectorSettings = DEVICE) -> OperatingPoint:
+                  margin: float, *, quantized: bool, settings: DetectorSettings = ESPHOME_DETECTOR) -> OperatingPoint:
     """The cutoff with the lowest pooled FRR at which the worst condition meets the FA/h target (keeping
     `margin` from the loudest false accept when possible); the highest cutoff when none meets it."""
     points = worst_condition_points(positives, ambient, quantized=quantized, settings=settings)

@@ -37,7 +37,7 @@ class DetectorSettings:
         return -(-self.refractory_slices // self.stride_frames)
 
 
-DEVICE = DetectorSettings()  # ESPHome's defaults
+ESPHOME_DETECTOR = DetectorSettings()  # ESPHome's defaults
 
 
 def sliding_mean(probs: np.ndarray, window: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def _threshold(cutoff: float, quantized: bool) -> float:
     return float(int(cutoff * 255)) if quantized else float(cutoff)
 
 
-def activations(probs: np.ndarray, cutoff: float, settings: DetectorSettings = DEVICE,
+def activations(probs: np.ndarray, cutoff: float, settings: DetectorSettings = ESPHOME_DETECTOR,
                 quantized: bool = False) -> np.ndarray:
     """Inference indices where the detector fires on one continuous stream (ESPHome's logic).
 
@@ -120,7 +120,7 @@ def clip_detected(probs: np.ndarray, cutoff: float, settings: DetectorSettings, 
     return bool(mean.size and mean.max() > _threshold(cutoff, quantized))
 
 
-def evaluate(scores: StreamScores, settings: DetectorSettings = DEVICE,
+def evaluate(scores: StreamScores, settings: DetectorSettings = ESPHOME_DETECTOR,
              cutoffs: np.ndarray = DEFAULT_CUTOFFS) -> list[OperatingPoint]:
     """FRR and FA/h at every cutoff."""
     hours = ambient_hours(scores.ambient, settings)

@@ -8,7 +8,7 @@ from types import ModuleType
 import numpy as np
 
 
-class Device(str, enum.Enum):
+class ComputeDevice(str, enum.Enum):
     AUTO = "auto"
     GPU = "gpu"
     CPU = "cpu"
@@ -47,17 +47,17 @@ def gpu_status() -> tuple[bool, str]:
         return False, f"CuPy cannot use the GPU: {e}"
 
 
-def select(device: Device | str, *, key: str = "device") -> ArrayBackend:
+def select(device: ComputeDevice | str, *, key: str = "device") -> ArrayBackend:
     """`auto` picks the GPU when usable; `gpu` fails with the reason when it is not; `cpu` is NumPy."""
-    device = Device(device)
-    if device is Device.CPU:
+    device = ComputeDevice(device)
+    if device is ComputeDevice.CPU:
         return ArrayBackend(np, "numpy", f"{key}=cpu")
     ok, why = gpu_status()
     if ok:
         import cupy
 
         return ArrayBackend(cupy, "cupy", f"{key}={device.value}: {why}")
-    if device is Device.GPU:
+    if device is ComputeDevice.GPU:
         raise GPUUnavailableError(f"{key} is 'gpu' but no GPU is usable: {why}. Use 'auto' to fall back to "
                                   f"the CPU, or run this stage on a GPU node.")
     return ArrayBackend(np, "numpy", f"{key}=auto: {why}; using NumPy on the CPU")

@@ -214,12 +214,12 @@ def manifest_generation(manifest: dict[str, Any] | None) -> str:
 
 def tflm_check(model_path: Path, manifest: dict[str, Any] | None) -> Check:
     """Loads and runs in TFLite-Micro with the manifest's arena (in a child process)."""
-    from components.runtime.arena import probe
+    from components.runtime.arena import try_arena
 
     arena = (manifest or {}).get("micro", {}).get("tensor_arena_size") if isinstance(manifest, dict) else None
     if not isinstance(arena, int) or arena <= 0:
         return Check("tflm_loads", False, {"tensor_arena_size": arena}, "loads and invokes with the manifest arena")
-    result = probe(Path(model_path), arena)
+    result = try_arena(Path(model_path), arena)
     return Check("tflm_loads", bool(result.get("ok")), result, f"loads and invokes 3 times in {arena} bytes")
 
 

@@ -3,7 +3,7 @@ itself is loaded and scored by `components.runtime.judge`.
 
 - `protocol`: a bounded Wyoming frame reader (limits on every length a client declares).
 - `server`: the asyncio Wyoming server (`wakeline judge serve`).
-- `client`: `JudgeClient(uri).check(samples) -> Verdict` (`wakeline judge check`).
+- `client`: `JudgeClient(uri).check(samples) -> JudgeAnswer` (`wakeline judge check`).
 
 Pure core: no kfp import anywhere here.
 """

@@ -35,7 +35,7 @@ class JudgeError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class JudgeAnswer:
     detected: bool
     score: float | None  # the judge's score (None from a service that does not report one)
     cutoff: float | None
@@ -71,7 +71,7 @@ class JudgeClient:
         except (OSError, asyncio.TimeoutError) as e:
             raise JudgeError(f"{self.uri}: {type(e).__name__}: {e}") from None
 
-    async def acheck(self, samples: np.ndarray, names: list[str] | None = None) -> Verdict:
+    async def acheck(self, samples: np.ndarray, names: list[str] | None = None) -> JudgeAnswer:
         """The judge's verdict on 16 kHz mono audio (int16, or float in [-1, 1])."""
         pcm = as_int16(samples).astype("<i2").tobytes()
         step = self.chunk_samples * 2
@@ -107,11 +107,11 @@ class JudgeClient:
         except (OSError, asyncio.TimeoutError) as e:
             raise JudgeError(f"{self.uri}: {type(e).__name__}: {e}") from None
 
-    async def acheck_many(self, clips: list[np.ndarray], concurrency: int = 8) -> list[Verdict]:
+    async def acheck_many(self, clips: list[np.ndarray], concurrency: int = 8) -> list[JudgeAnswer]:
         """Verdicts for many clips, in order, with at most `concurrency` requests in flight."""
         gate = asyncio.Semaphore(max(1, concurrency))
 
-        async def one(samples: np.ndarray) -> Verdict:
+        async def one(samples: np.ndarray) -> JudgeAnswer:
             async with gate:
                 return await self.acheck(samples)
 
@@ -120,10 +120,10 @@ class JudgeClient:
     def describe(self) -> Info:
         return asyncio.run(self.adescribe())
 
-    def check_many(self, clips: list[np.ndarray], concurrency: int = 8) -> list[Verdict]:
+    def check_many(self, clips: list[np.ndarray], concurrency: int = 8) -> list[JudgeAnswer]:
         return asyncio.run(self.acheck_many(clips, concurrency))
 
-    def check(self, samples: np.ndarray, names: list[str] | None = None) -> Verdict:
+    def check(self, samples: np.ndarray, names: list[str] | None = None) -> JudgeAnswer:
         """Blocking `acheck` (runs its own event loop: call `acheck` from inside a running loop)."""
         return asyncio.run(self.acheck(samples, names))
 
@@ -140,10 +140,10 @@ async def _raise_server_error(client: AsyncClient) -> None:
 
 
 def _verdict(detected: bool, context: dict[str, Any] | None, name: str | None, timestamp: int | None,
-             latency_ms: float) -> Verdict:
+             latency_ms: float) -> JudgeAnswer:
     ctx = context if isinstance(context, dict) else {}
     score, cutoff = ctx.get("score"), ctx.get("cutoff")
-    return Verdict(detected, float(score) if isinstance(score, (int, float)) else None,
+    return JudgeAnswer(detected, float(score) if isinstance(score, (int, float)) else None,
                    float(cutoff) if isinstance(cutoff, (int, float)) else None, name, timestamp, ctx, latency_ms)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from components.common.artifacts import CASCADE_SCHEMA, code_version, sha256_file
-from components.common.config import Registration as RegistryMode
+from components.common.config import RegistryMode
 from components.common.config import WakelineConfig
 from components.publish import lineage, registry
 from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, stage_folder,

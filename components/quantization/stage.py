@@ -18,7 +18,7 @@ from components.training.batches import stream_windows
 from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FLOAT_SCALE
 from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
-from components.common.metrics import DEVICE
+from components.common.metrics import ESPHOME_DETECTOR
 from components.common.names import slug
 from components.runtime.arena import minimum_arena
 from components.runtime.tflm import TflmStreamer
@@ -43,7 +43,7 @@ def manifest(config: WakelineConfig, model_file: str, cutoff: float, arena: int)
     return {"type": "micro", "wake_word": config.wake_word.title(), "author": "wakeline",
             "model": model_file, "trained_languages": ["en"], "version": 2,
             "micro": {"probability_cutoff": round(float(cutoff), 2), "feature_step_size": 10,
-                      "sliding_window_size": DEVICE.sliding_window, "tensor_arena_size": int(arena),
+                      "sliding_window_size": ESPHOME_DETECTOR.sliding_window, "tensor_arena_size": int(arena),
                       "minimum_esphome_version": MINIMUM_ESPHOME_VERSION}}
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-_PROBE = r"""
+_TRY_ARENA = r"""
 import json, sys
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
@@ -23,10 +23,10 @@ print(json.dumps({"ok": True, "input_shape": list(map(int, shape)), "outputs": o
 """
 
 
-def probe(model: Path, arena_size: int, invokes: int = 3, timeout_s: float = 60.0) -> dict:
+def try_arena(model: Path, arena_size: int, invokes: int = 3, timeout_s: float = 60.0) -> dict:
     """Load and invoke `invokes` times on zero input with `arena_size` bytes, in a child process."""
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE, str(model), str(int(arena_size)), str(invokes)],
+        out = subprocess.run([sys.executable, "-c", _TRY_ARENA, str(model), str(int(arena_size)), str(invokes)],
                              capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout_s:.0f} s"}
@@ -40,12 +40,12 @@ def minimum_arena(model: Path, high: int | None = None, resolution: int = 16) ->
     """The smallest arena (to `resolution` bytes) that loads and invokes, by bisection; None if even
     `high` (default 10 x the model size, TFLM's own default) fails."""
     high = high or 10 * Path(model).stat().st_size
-    if not probe(model, high, invokes=1)["ok"]:
+    if not try_arena(model, high, invokes=1)["ok"]:
         return None
     low = 0
     while high - low > resolution:
         mid = (low + high) // 2
-        if probe(model, mid, invokes=1)["ok"]:
+        if try_arena(model, mid, invokes=1)["ok"]:
             high = mid
         else:
             low = mid

@@ -14,7 +14,7 @@ import numpy as np
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
 from components.common.errors import InputError
 from components.common.evaluation import TaggedStream
-from components.common.metrics import (DEVICE, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
+from components.common.metrics import (ESPHOME_DETECTOR, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
                                        clip_detected, evaluate)
 from components.runtime.tflm import TflmStreamer
 
@@ -109,13 +109,13 @@ def score(model: Path, audio: EvalAudio, manifest: dict[str, Any]) -> Scored:
 
 
 def behaviour(model: Path, audio: EvalAudio, manifest: dict[str, Any],
-              settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
+              settings: DetectorSettings = ESPHOME_DETECTOR) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """FRR and FA/h on the device's path (integer feature mapping, stride, uint8 window, refractory)."""
     return behaviour_of(score(model, audio, manifest), manifest, settings)
 
 
 def behaviour_of(scored: Scored, manifest: dict[str, Any],
-                 settings: DetectorSettings = DEVICE) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
+                 settings: DetectorSettings = ESPHOME_DETECTOR) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """The summary figures of scored streams at the manifest's cutoff; FRR and FA/h are None (not NaN) when
     there were no positives or no ambient audio to measure them on."""
     pos, neg, ambient = scored.positives, scored.negatives, scored.ambient

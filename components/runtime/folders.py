@@ -29,11 +29,11 @@ from components.common.artifacts import SAMPLE_RATE_HZ
 from components.common.audio import AUDIO_EXTENSIONS, AudioReadError, to_int16, to_mono, wav_is_truncated
 from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown, format_text
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FeatureStream, n_frames
-from components.common.metrics import DEVICE, DetectorSettings, activations, clip_detected
+from components.common.metrics import ESPHOME_DETECTOR, DetectorSettings, activations, clip_detected
 
 RECORDED = "recorded"  # the channel condition of a user's own positives: recorded as they are
 POSITIVE_PAD_S = 1.0
-MIN_FRAMES = DEVICE.stride_frames  # a file must give at least one inference of a 3-frame model
+MIN_FRAMES = ESPHOME_DETECTOR.stride_frames  # a file must give at least one inference of a 3-frame model
 BLOCK_SECONDS = 30  # decoded per read: bounded memory for recordings of any length
 
 
@@ -280,14 +280,14 @@ def load_model(path: Path, cutoff: float | None = None) -> Model:
     if step != FEATURE_STEP_MS:
         raise EvaluationInputError(f"{manifest_path}: feature_step_size {step!r}: only {FEATURE_STEP_MS} ms "
                                    "features are supported")
-    window = micro.get("sliding_window_size", micro.get("sliding_window_average_size", DEVICE.sliding_window))
+    window = micro.get("sliding_window_size", micro.get("sliding_window_average_size", ESPHOME_DETECTOR.sliding_window))
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise EvaluationInputError(f"{manifest_path}: sliding_window_size must be a positive integer, got {window!r}")
     arena = micro.get("tensor_arena_size")
     arena = arena if isinstance(arena, int) and not isinstance(arena, bool) and arena > 0 else None
     stride = _model_stride(tflite, arena)
     settings = DetectorSettings(sliding_window=window, stride_frames=stride, step_ms=FEATURE_STEP_MS,
-                                refractory_slices=DEVICE.refractory_slices)
+                                refractory_slices=ESPHOME_DETECTOR.refractory_slices)
     return Model(tflite, manifest_path, float(cutoff), source, arena, settings)
 
 

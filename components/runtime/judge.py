@@ -27,7 +27,7 @@ from components.common.errors import InputError
 from components.common.audio import to_int16
 from components.training.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
-from components.common.metrics import DEVICE, DetectorSettings, clip_detected, sliding_mean
+from components.common.metrics import ESPHOME_DETECTOR, DetectorSettings, clip_detected, sliding_mean
 from components.common.names import slug
 
 SAMPLE_RATE_HZ = 16_000
@@ -59,7 +59,7 @@ class Judge:
     cutoff: float
     name: str  # the wake word id (e.g. "hey_jarvis")
     phrase: str  # the wake word as spoken (e.g. "Hey Jarvis")
-    settings: DetectorSettings = DEVICE
+    settings: DetectorSettings = ESPHOME_DETECTOR
     quantized: bool = False  # uint8 outputs compared as ESPHome compares them
     source: str = ""
     languages: list[str] = field(default_factory=list)
@@ -170,7 +170,7 @@ def load_judge(path: Path | str, *, cutoff: float | None = None, name: str | Non
     from components.runtime.scorers import load_scorer
 
     model_file = _resolve(Path(path))
-    phrase, found_cutoff, languages, window = None, None, [], DEVICE.sliding_window
+    phrase, found_cutoff, languages, window = None, None, [], ESPHOME_DETECTOR.sliding_window
     if model_file.suffix == ".tflite":
         manifest_path = model_file.with_suffix(".json")
         if manifest_path.is_file():

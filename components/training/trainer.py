@@ -13,8 +13,8 @@ import numpy as np
 from components.common import atomic, cpus
 from components.training.batches import Batch
 from components.common.config import ConfigError, Toggle, Training
-from components.common.metrics import (DEVICE, Checkpoint, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
-                                       better_checkpoint, evaluate)
+from components.common.metrics import (ESPHOME_DETECTOR, Checkpoint, DetectorSettings, OperatingPoint, StreamScores,
+                                       at_fa_target, better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
 from components.common.progress import progress
 from components.common.jsonio import dumps
@@ -95,7 +95,7 @@ def build_model(builder: Callable, spec, mixed_precision: bool):
 
 
 def operating_point(scores: StreamScores, target_fa_per_hour: float,
-                    settings: DetectorSettings = DEVICE) -> OperatingPoint:
+                    settings: DetectorSettings = ESPHOME_DETECTOR) -> OperatingPoint:
     """The best cutoff that meets the FA/h target (or, if none does, the one with the fewest false accepts)."""
     points = evaluate(scores, settings)
     best = at_fa_target(points, target_fa_per_hour)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.cascade.stage import REPORT_FILE, run, run_for_pipeline
+from components.cascade_evaluation.stage import REPORT_FILE, run, run_for_pipeline
 from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA as SCHEMA
 from components.common.artifacts import FeatureSetWriter, FeatureStoreLayout, Label, sha256_file
 from components.common.config import JudgeChoice, load_config, write_config_artifact

@@ -8,7 +8,7 @@ import pytest
 
 from components.esphome_verification.contract import (flatbuffer_checks, manifest_checks, parse, verify_contract,
                                                       _schema)
-from components.runtime.arena import minimum_arena, probe
+from components.runtime.arena import minimum_arena, try_arena
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models"
 WAKE_WORDS = ["okay_nabu", "hey_jarvis", "alexa", "hey_mycroft"]
@@ -87,10 +87,10 @@ def test_an_op_esphome_lacks_fails_the_whitelist_and_float_io_fails_io_checks(tm
 
 def test_tflm_probe_and_minimum_arena():
     model = FIXTURES / "v2" / "okay_nabu.tflite"
-    assert probe(model, 26080)["ok"] and not probe(model, 20000)["ok"]
+    assert try_arena(model, 26080)["ok"] and not try_arena(model, 20000)["ok"]
     smallest = minimum_arena(model)
     assert 23_000 < smallest <= 26_080  # reference: 24,516 bytes on x86-64
-    assert probe(model, smallest)["ok"] and not probe(model, smallest - 64)["ok"]
+    assert try_arena(model, smallest)["ok"] and not try_arena(model, smallest - 64)["ok"]
 
 
 @pytest.mark.parametrize("name", WAKE_WORDS)

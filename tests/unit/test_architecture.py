@@ -25,7 +25,7 @@ def test_import_contracts_are_kept():
 
 
 @pytest.mark.parametrize("importer,imported,contract", [
-    ("components/cascade/cascade.py", "components.quantization.stage", "Layers"),  # a stage importing a stage
+    ("components/cascade_evaluation/cascade.py", "components.quantization.stage", "Layers"),  # a stage importing a stage
     ("components/serving/stream.py", "components.background_mining.miner", "Serving"),  # serving -> training
     ("components/runtime/tflm.py", "components.esphome_verification.contract", "Layers"),  # a library -> a stage
     ("components/quantization/stage.py", "kfp", "Only the thin components"),  # kfp below the component

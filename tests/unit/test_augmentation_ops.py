@@ -220,7 +220,7 @@ def test_backend_choice_follows_gpu_status(monkeypatch):
     monkeypatch.setattr(xpmod, "gpu_status", lambda: (False, "no driver here"))
     with pytest.raises(xpmod.GPUUnavailableError, match=r"augmentation\.device is 'gpu'.*no driver here"):
         xpmod.select("gpu", key="augmentation.device")
-    auto = xpmod.select(xpmod.Device.AUTO, key="augmentation.device")
+    auto = xpmod.select(xpmod.ComputeDevice.AUTO, key="augmentation.device")
     assert auto.name == "numpy" and "no driver here" in auto.reason
     cpu = xpmod.select("cpu", key="augmentation.device")
     assert cpu.name == "numpy" and cpu.reason == "augmentation.device=cpu"

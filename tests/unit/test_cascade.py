@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from components.cascade.cascade import (CascadePoint, SegmentWindow, SentryPoint, Stream, choose, evaluate_cascade,
+from components.cascade_evaluation.cascade import (CascadePoint, SegmentWindow, SentryPoint, Stream, choose, evaluate_cascade,
                                         judge_cutoff_grid, reduction, sentry_cutoff_grid)
-from components.common.metrics import DEVICE, StreamScores, evaluate
+from components.common.metrics import ESPHOME_DETECTOR, StreamScores, evaluate
 
-STRIDE = DEVICE.stride_frames
+STRIDE = ESPHOME_DETECTOR.stride_frames
 STRONG, WEAK = 250, 120  # above int(0.9*255)=229, and above int(0.4*255)=102 only
 TRUE, FALSE = 900, 100  # marker in feature channel 0 where a bump is: the wake word, or something else
 AMBIENT_INFERENCES = 2000  # 60 s: one false accept is 60 FA/h
@@ -163,7 +163,7 @@ def test_no_positive_clips_is_a_clear_error(streams):
 
 
 def test_the_operating_point_is_chosen_on_validation_and_measured_on_test(streams):
-    from components.cascade.stage import chosen_on_validation
+    from components.cascade_evaluation.stage import chosen_on_validation
 
     positives, ambient = streams
     validation = _run(streams, marker_judge)

@@ -10,7 +10,7 @@ Every public name is re-exported here, so `from components.common.config import 
 """
 from components.common.config.base import ConfigError, FloatRange, IntRange, Probability, Strict, Toggle
 from components.common.config.deployment import (DEFAULT_CLUSTER, CpuQuantity, EnvName, KubernetesSettings, LabelKey,
-                                                 LabelValue, MemoryQuantity, Publish, Registration, SecretEnv, Stage,
+                                                 LabelValue, MemoryQuantity, Publish, RegistryMode, SecretEnv, Stage,
                                                  StageResources, StageResourceTable, StateVolume, TaintEffect,
                                                  Toleration, TolerationOperator, cpu_cores, memory_bytes)
 from components.common.config.loading import (PRESETS_DIR, apply_override, deep_merge, format_errors, load_config,
@@ -40,7 +40,7 @@ __all__ = [
     "TrainingLanguages", "UserSources", "WakelineConfig",
     # deployment settings
     "DEFAULT_CLUSTER", "CpuQuantity", "EnvName", "KubernetesSettings", "LabelKey", "LabelValue", "MemoryQuantity",
-    "Publish", "Registration", "SecretEnv", "Stage", "StageResourceTable", "StageResources", "StateVolume",
+    "Publish", "RegistryMode", "SecretEnv", "Stage", "StageResourceTable", "StageResources", "StateVolume",
     "TaintEffect", "Toleration", "TolerationOperator", "cpu_cores", "memory_bytes",
     # loading
     "PRESETS_DIR", "apply_override", "deep_merge", "format_errors", "load_config", "load_preset", "merge_layer",

@@ -19,7 +19,7 @@ from components.common.config.base import Strict
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 
-class Registration(str, enum.Enum):
+class RegistryMode(str, enum.Enum):
     AUTO = "auto"  # register when MLflow answers; otherwise publish to the store and record why not
     REQUIRED = "required"  # the publish stage fails when the model cannot be registered
     OFF = "off"
@@ -33,13 +33,13 @@ class Publish(Strict):
     store: Annotated[str, Field(min_length=1)] = "runs/published"
     # the MLflow registered model; "" = wakeline-<wake word slug>, e.g. wakeline-hey-jarvis
     registered_model_name: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")] = ""
-    registry: Registration = Registration.AUTO
+    registry: RegistryMode = RegistryMode.AUTO
 
     @field_validator("registry", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         # YAML 1.1 reads a bare `off` as false (and `on`/`yes` as true)
-        return {False: Registration.OFF.value, True: Registration.AUTO.value}.get(v, v) if isinstance(v, bool) else v
+        return {False: RegistryMode.OFF.value, True: RegistryMode.AUTO.value}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("store")
     @classmethod

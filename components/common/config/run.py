@@ -14,7 +14,7 @@ from components.common.config.base import FloatRange, IntRange, Probability, Str
 from components.common.config.deployment import KubernetesSettings, Publish
 from components.common.config.espeak_voices import LANGUAGES as ESPEAK_LANGUAGES
 from components.common.config.espeak_voices import VARIANTS as ESPEAK_VARIANTS
-from components.common.xp import Device
+from components.common.xp import ComputeDevice
 from pydantic import Field, field_validator, model_validator
 
 
@@ -345,7 +345,7 @@ class SpecAugment(Strict):
 
 
 class Augmentation(Strict):
-    device: Device = Device.AUTO
+    device: ComputeDevice = ComputeDevice.AUTO
     epochs: Annotated[int, Field(ge=1, le=100)] = 4
     clip_duration_s: Annotated[float, Field(ge=0.5, le=10)] = 2.0
     positive_end_margin_s_range: FloatRange = (0.1, 0.3)
@@ -433,7 +433,7 @@ class Training(Strict):
     recompute_gradients: bool = False
     checkpoint_root: str = "runs/checkpoints"  # resumable state, keyed by the inputs' hashes
     profile_steps: Annotated[int, Field(ge=0)] = 0  # >0: cProfile this many steps into the artifact
-    device: Device = Device.AUTO
+    device: ComputeDevice = ComputeDevice.AUTO
 
     @model_validator(mode="after")
     def _phases(self):

@@ -15,7 +15,7 @@ def cascade_evaluation(config: Input[Artifact], tflite_model: Input[Model], teac
     teachers are inputs because the judge is picked by the run's config, which the DAG cannot read."""
     from pathlib import Path
 
-    from components.cascade.stage import run_for_pipeline
+    from components.cascade_evaluation.stage import run_for_pipeline
     from components.common.jsonio import finite, finite_scalars
 
     teachers = {"teacher_a": Path(teacher_a.path), "teacher_b": Path(teacher_b.path)}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from components.cascade.cascade import (CascadeResult, SegmentWindow, Stream, evaluate_cascade,
+from components.cascade_evaluation.cascade import (CascadeResult, SegmentWindow, Stream, evaluate_cascade,
                                         judge_cutoff_grid, sentry_cutoff_grid)
 from components.common.artifacts import (CASCADE_FILE, CASCADE_SCHEMA, FeatureStoreLayout, Lineage, Split, code_version,
                                          sha256_file)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from components.common.metrics import DEVICE, DetectorSettings, activations
+from components.common.metrics import ESPHOME_DETECTOR, DetectorSettings, activations
 
 ScoreSegment = Callable[[np.ndarray], float]  # raw uint16 features [frames, 40] -> the judge's score
 EPS = 1e-12
@@ -60,7 +60,7 @@ class SegmentWindow:
 
     @classmethod
     def from_seconds(cls, context_s: float, after_s: float,
-                     settings: DetectorSettings = DEVICE) -> "SegmentWindow":
+                     settings: DetectorSettings = ESPHOME_DETECTOR) -> "SegmentWindow":
         if context_s <= 0 or after_s < 0:
             raise ValueError(f"judge_context_s must be > 0 and judge_after_s >= 0 (got {context_s}, {after_s})")
         return cls(int(round(context_s * 1000 / settings.step_ms)), int(round(after_s * 1000 / settings.step_ms)),
@@ -214,7 +214,7 @@ def evaluate_cascade(positives: Sequence[Stream], ambient: Sequence[Stream], sco
                      shipped_cutoff: float, sentry_cutoffs: Sequence[float], judge_cutoffs: Sequence[float],
                      window: SegmentWindow, target_fa_per_hour: float,
                      judge_threshold: Callable[[float], float] = float,
-                     settings: DetectorSettings = DEVICE) -> CascadeResult:
+                     settings: DetectorSettings = ESPHOME_DETECTOR) -> CascadeResult:
     """FRR and FA/h of the sentry alone and of the cascade over the grid (see the module docstring).
 
     `score_segment` is the judge (e.g. `lambda f: judge.judge_features(f).score`); `judge_threshold` maps a
