@@ -51,8 +51,8 @@ def run() -> list[dict]:
                                                             f"mining.session_root={root / 'mining'}"])
         log(f"[bench] cascade: {PRESET} (+ harder, longer test ambient) through every stage, then the cascade")
         wall = direct(config, PRESET, root / "run")
-        doc = json.loads((root / "run" / "cascade").read_text())
-        blessing = json.loads((root / "run" / "blessing").read_text())
+        doc = json.loads((root / "run" / "cascade-evaluation" / "cascade").read_text())
+        blessing = json.loads((root / "run" / "esphome-verification" / "blessing").read_text())
     alone, chosen = doc["sentry_alone"], doc.get("chosen")
     log(f"[bench] cascade: sentry alone {_point(alone)}; chosen {_point(chosen)}; reduction "
         f"{doc['fa_per_hour_reduction']} ({doc['reduction_kind']}: {doc['reduction_reason']})")

@@ -21,36 +21,12 @@ TARGETS_S = {"smoke": 600, "default": 2400}
 
 
 def direct(config, preset: str, root: Path) -> float:
-    """Every stage entry in DAG order in this process (what kfp.local's tasks call); returns the wall time."""
-    from components.augmentation.stage import gather, run as augment
-    from components.background_mining.stage import run as mine
-    from components.cascade_evaluation.stage import run_for_pipeline as cascade
-    from components.common.config import write_config_artifact
-    from components.data_prep.stage import run as prepare
-    from components.distillation.stage import run as distil
-    from components.esphome_verification.stage import run_for_pipeline as verify
-    from components.quantization.stage import run as quantize
-    from components.teacher_training.stage import run as train_teacher
+    """Every stage of the registry in DAG order in this process (what kfp.local's tasks call, through
+    `pipeline.inprocess`, publishing aside as in the pipeline run's comparison); returns the wall time."""
+    from pipeline.inprocess import run_in_process
 
     t0 = time.monotonic()
-    write_config_artifact(config, root / "config.json", preset)
-    prepare(root / "dataset", config, show_progress=False)
-    mine(root / "dataset", root / "hard_negatives", config, report_path=root / "mining_report.html",
-         show_progress=False)
-    shards = []
-    for shard in config.shard_indices():
-        shards.append(root / f"shard-{shard}")
-        augment(root / "dataset", shards[-1], config, shard_index=shard, show_progress=False,
-                hard_negatives_dir=root / "hard_negatives")
-    gather(shards, root / "features")
-    teachers = [root / f"teacher_{i}" for i in (0, 1)]
-    for i, path in enumerate(teachers):
-        train_teacher(root / "features", path, config, i, show_progress=False)
-    distil(teachers, root / "features", root / "student", config, show_progress=False)
-    quantize(root / "student", root / "features", root / "tflite", config)
-    verify(root / "config.json", root / "tflite", root / "features", root / "blessing", root / "report.html")
-    cascade(root / "config.json", root / "tflite", dict(zip(("teacher_a", "teacher_b"), teachers)), root / "features",
-            root / "cascade", root / "cascade_report.html")
+    run_in_process(config, preset, root)
     return time.monotonic() - t0
 
 

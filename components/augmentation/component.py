@@ -18,13 +18,14 @@ def augmentation(config: Input[Artifact], dataset: Input[Dataset], shard_index: 
     hard negatives (background_mining) join the training split."""
     from pathlib import Path
 
-    from components.augmentation.stage import run
+    from components.augmentation.stage import run_stage
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite
 
-    features.metadata.update(finite(run(Path(dataset.path), Path(features.path),
-                                        read_config_artifact(Path(config.path)), shard_index=shard_index,
-                                        hard_negatives_dir=Path(hard_negatives.path))))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"dataset": Path(dataset.path), "hard_negatives": Path(hard_negatives.path)},
+                       {"features": Path(features.path)}, run_config, shard_index=shard_index)
+    features.metadata.update(finite(result.metadata["features"]))
 
 
 @dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
@@ -32,7 +33,8 @@ def gather_features(shards: Input[List[Dataset]], features: Output[Dataset]):
     """Merge the shards into one feature store, in global clip order."""
     from pathlib import Path
 
-    from components.augmentation.stage import gather
+    from components.augmentation.stage import run_gather_stage
     from components.common.jsonio import finite
 
-    features.metadata.update(finite(gather([Path(s.path) for s in shards], Path(features.path))))
+    result = run_gather_stage({"shards": [Path(s.path) for s in shards]}, {"features": Path(features.path)})
+    features.metadata.update(finite(result.metadata["features"]))

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, Datas
 from components.common.audio import read_wav_float, read_wav_int16
 from components.common.channels import apply_channel, draw_channel, telephone
 from components.common.config import AugmentOps, Augmentation, PositiveCondition, WakelineConfig
+from components.common.stages import StageResult
 from components.common.frontend import features_uint16, n_frames
 from components.common.progress import progress
 from components.augmentation import ops
@@ -320,3 +321,15 @@ def gather(shard_dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     atomic.write_text(out.root / FeatureStoreLayout.METADATA, dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,
+              shard_index: int = 0, show_progress: bool = True) -> StageResult:
+    """The stage entry (components.common.stages): `dataset` and `hard_negatives` in, this shard's `features` out."""
+    return StageResult({"features": run(inputs["dataset"], outputs["features"], config, shard_index=shard_index,
+                                        show_progress=show_progress, hard_negatives_dir=inputs["hard_negatives"])})
+
+
+def run_gather_stage(inputs: Mapping[str, Sequence[Path]], outputs: Mapping[str, Path],
+                     config: WakelineConfig | None = None) -> StageResult:
+    """The gather entry: every shard's features (`shards`) in, one store (`features`) out; needs no config."""
+    return StageResult({"features": gather(list(inputs["shards"]), outputs["features"])})

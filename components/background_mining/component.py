@@ -11,9 +11,11 @@ def background_mining(config: Input[Artifact], dataset: Input[Dataset], hard_neg
     """Hard negatives from the training background audio: windows the previous model (or a probe) scores high."""
     from pathlib import Path
 
-    from components.background_mining.stage import run
+    from components.background_mining.stage import run_stage
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite
 
-    hard_negatives.metadata.update(finite(run(Path(dataset.path), Path(hard_negatives.path),
-                                              read_config_artifact(Path(config.path)), report_path=Path(report.path))))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"dataset": Path(dataset.path)},
+                       {"hard_negatives": Path(hard_negatives.path), "report": Path(report.path)}, run_config)
+    hard_negatives.metadata.update(finite(result.metadata["hard_negatives"]))

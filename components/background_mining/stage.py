@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from components.common.artifacts import (DatasetLayout, Label, Lineage, Manifest
                                          sha256_file, write_jsonl)
 from components.common.audio import write_wav
 from components.common.config import WakelineConfig
+from components.common.stages import StageResult
 from components.common.jsonio import dumps
 from components.common import atomic
 
@@ -180,3 +181,10 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
     _log(f"background_mining: {len(hits)} hits in {hours * 60:.1f} min ({hits_per_hour:.1f}/h), kept {len(records)}; "
          f"{outcome.chunks_scanned} chunks scanned, {outcome.chunks_reused} reused")
     return metadata
+
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,
+              show_progress: bool = True) -> StageResult:
+    """The stage entry (components.common.stages): `dataset` in; `hard_negatives` and the HTML `report` out."""
+    return StageResult({"hard_negatives": run(inputs["dataset"], outputs["hard_negatives"], config,
+                                              report_path=outputs["report"], show_progress=show_progress)})

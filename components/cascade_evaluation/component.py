@@ -15,11 +15,13 @@ def cascade_evaluation(config: Input[Artifact], tflite_model: Input[Model], teac
     teachers are inputs because the judge is picked by the run's config, which the DAG cannot read."""
     from pathlib import Path
 
-    from components.cascade_evaluation.stage import run_for_pipeline
+    from components.cascade_evaluation.stage import run_stage
+    from components.common.config import read_config_artifact
     from components.common.jsonio import finite, finite_scalars
 
-    teachers = {"teacher_a": Path(teacher_a.path), "teacher_b": Path(teacher_b.path)}
-    metadata, scalars = run_for_pipeline(Path(config.path), Path(tflite_model.path), teachers, Path(features.path),
-                                         Path(cascade.path), Path(report.path))
-    cascade.metadata.update(finite(metadata))
-    metrics.metadata.update(finite_scalars(scalars))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"tflite_model": Path(tflite_model.path), "teacher_a": Path(teacher_a.path),
+                        "teacher_b": Path(teacher_b.path), "features": Path(features.path)},
+                       {"cascade": Path(cascade.path), "report": Path(report.path)}, run_config)
+    cascade.metadata.update(finite(result.metadata["cascade"]))
+    metrics.metadata.update(finite_scalars(result.scalars))

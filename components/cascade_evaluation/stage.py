@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from components.cascade_evaluation.cascade import (CascadeResult, SegmentWindow,
 from components.common.artifacts import (CASCADE_FILE, CASCADE_SCHEMA, FeatureStoreLayout, Lineage, Split, code_version,
                                          sha256_file)
 from components.common.config import WakelineConfig
+from components.common.stages import StageResult
 from components.common.jsonio import dumps
 from components.common import atomic
 
@@ -290,29 +291,26 @@ def report_html(doc: dict[str, Any], result: CascadeResult) -> str:
 # the pipeline's view
 
 
-def run_for_pipeline(config_path: Path, tflite_dir: Path, teachers: dict[str, Path], features_dir: Path,
-                     cascade_path: Path, report_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
-    """Settings from the config artifact; the judge is the teacher `cascade.judge` names. Writes the document
-    to `cascade_path` and the report to `report_path`; returns (artifact metadata, scalar metrics)."""
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig) -> StageResult:
+    """The stage entry (components.common.stages): `tflite_model`, `teacher_a`, `teacher_b`, `features` in; the
+    judge is the teacher `cascade.judge` names. `cascade` (the document) and the HTML `report` out."""
     import shutil
     import tempfile
 
-    from components.common.config import read_config_artifact
     from components.common.tracking import stage_run
 
-    config = read_config_artifact(config_path)
     role = config.cascade.judge.value
-    if role not in teachers:
-        raise CascadeError(f"cascade.judge is {role!r}, but only {sorted(teachers)} were given")
+    if role not in inputs:
+        raise CascadeError(f"cascade.judge is {role!r}, but only {sorted(inputs)} were given")
     params = {"judge": role, **config.cascade.model_dump(mode="json"),
               "target_fa_per_hour": config.target_false_accepts_per_hour}
     with stage_run("cascade_evaluation", f"wakeline/{config.wake_word}", params,
                    tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
-        doc = run(config, tflite_dir, teachers[role], features_dir, Path(tmp), judge_role=role)
+        doc = run(config, inputs["tflite_model"], inputs[role], inputs["features"], Path(tmp), judge_role=role)
         metrics = scalars(doc)
         tracker.log_metrics(metrics)
         tracker.log_artifact(Path(tmp))
-        for src, dst in ((Path(tmp) / CASCADE_FILE, cascade_path), (Path(tmp) / REPORT_FILE, report_path)):
+        for src, dst in ((Path(tmp) / CASCADE_FILE, outputs["cascade"]), (Path(tmp) / REPORT_FILE, outputs["report"])):
             Path(dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
-    return artifact_metadata(doc, Path(cascade_path), features_dir), metrics
+    return StageResult({"cascade": artifact_metadata(doc, Path(outputs["cascade"]), inputs["features"])}, metrics)

@@ -12,6 +12,8 @@ def data_prep(config: Input[Artifact], dataset: Output[Dataset]):
 
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite
-    from components.data_prep.stage import run
+    from components.data_prep.stage import run_stage
 
-    dataset.metadata.update(finite(run(Path(dataset.path), read_config_artifact(Path(config.path)))))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({}, {"dataset": Path(dataset.path)}, run_config)
+    dataset.metadata.update(finite(result.metadata["dataset"]))

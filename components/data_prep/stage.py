@@ -8,13 +8,14 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, Label, Lineage, ManifestRecord,
                                          QuarantineReason, QuarantineRecord, Split, code_version, sha256_file,
                                          write_jsonl)
 from components.common.audio import write_wav
 from components.common.config import AmbientKind, WakelineConfig
+from components.common.stages import StageResult
 from components.common.cpus import available_cpus
 from components.common.progress import progress
 from components.common.storage import materialize
@@ -304,3 +305,9 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
         "wall_s": round(wall_s, 2),
         **lineage.as_metadata(),
     }
+
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,
+              show_progress: bool = True) -> StageResult:
+    """The stage entry (components.common.stages): outputs `dataset`."""
+    return StageResult({"dataset": run(outputs["dataset"], config, show_progress=show_progress)})

@@ -13,9 +13,10 @@ def distillation(config: Input[Artifact], features: Input[Dataset], teacher_a: I
 
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite, finite_scalars
-    from components.distillation.stage import run
+    from components.distillation.stage import run_stage
 
-    model_metadata, scalars = run([Path(teacher_a.path), Path(teacher_b.path)], Path(features.path),
-                                  Path(model.path), read_config_artifact(Path(config.path)))
-    model.metadata.update(finite(model_metadata))
-    metrics.metadata.update(finite_scalars(scalars))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"features": Path(features.path), "teacher_a": Path(teacher_a.path),
+                        "teacher_b": Path(teacher_b.path)}, {"model": Path(model.path)}, run_config)
+    model.metadata.update(finite(result.metadata["model"]))
+    metrics.metadata.update(finite_scalars(result.scalars))

@@ -17,13 +17,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from components.common.artifacts import FeatureStoreLayout, sha256_file
 from components.training.batches import Batch, TrainingBatches
 from components.common.config import AgreementWeighting, Distillation, WakelineConfig
+from components.common.stages import StageResult
 from components.training.fit import MODEL_FILE, FitPlan, fit_and_save
 from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
@@ -149,3 +150,12 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
         metrics[f"{t.label}_val_fa_per_hour"] = float(t.validation["fa_per_hour"])
     metadata["teachers"] = side_by_side
     return metadata, metrics
+
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,
+              show_progress: bool = True) -> StageResult:
+    """The stage entry (components.common.stages): `features`, `teacher_a`, `teacher_b` in; the student `model`
+    out."""
+    metadata, scalars = run([inputs["teacher_a"], inputs["teacher_b"]], inputs["features"], outputs["model"], config,
+                            show_progress=show_progress)
+    return StageResult({"model": metadata}, scalars)

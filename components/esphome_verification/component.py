@@ -17,12 +17,14 @@ def esphome_verification(config: Input[Artifact], tflite_model: Input[Model], fe
     when its channel is `<task>-Output`; a named output (`<task>-blessed`) is never found and the branch skipped."""
     from pathlib import Path
 
+    from components.common.config import read_config_artifact
     from components.common.jsonio import finite, finite_scalars
-    from components.esphome_verification.stage import run_for_pipeline
+    from components.esphome_verification.stage import run_stage
 
-    verdict = run_for_pipeline(Path(config.path), Path(tflite_model.path), Path(features.path),
-                               Path(blessing.path), Path(report.path))
-    blessing.metadata.update(finite(verdict.as_dict()))
-    metrics.metadata.update(finite_scalars(verdict.scalars()))
-    roc.log_roc_curve(*verdict.roc_curve())
-    return verdict.blessed
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"tflite_model": Path(tflite_model.path), "features": Path(features.path)},
+                       {"blessing": Path(blessing.path), "report": Path(report.path)}, run_config)
+    blessing.metadata.update(finite(result.metadata["blessing"]))
+    metrics.metadata.update(finite_scalars(result.scalars))
+    roc.log_roc_curve(*result.value.roc_curve())
+    return result.value.blessed

@@ -7,12 +7,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from components.common.artifacts import FeatureStoreLayout, Split, find_pair
+from components.common.config import WakelineConfig
 from components.common.metrics import OperatingPoint
+from components.common.stages import StageResult
 from components.common.evaluation import ALL, Breakdown, breakdown, format_text, store_streams
 from components.esphome_verification.contract import Check, verify_contract
 from components.runtime.evaluate import (EvalAudio, VerifyInputError, audio_files, audio_streams, behaviour,
@@ -302,26 +304,22 @@ def report_html(verdict: Verdict, model: Path, points: list[OperatingPoint], pea
             f"<table><tr><th>check</th><th>result</th><th>found</th><th>expected</th></tr>{rows}</table>")
 
 
-def run_for_pipeline(config_path: Path, model_dir: Path, features_dir: Path, blessing_path: Path,
-                     report_path: Path) -> Verdict:
-    """The pipeline's view: thresholds from the config; the blessing and the report as their own artifacts."""
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig) -> StageResult:
+    """The stage entry (components.common.stages): `tflite_model` and `features` in; the `blessing` and the
+    `report` out, as their own artifacts; thresholds from the config. The Verdict is the result's value."""
     import shutil
     import tempfile
 
-    from components.common.config import read_config_artifact
-
     from components.common.tracking import stage_run
 
-    config = read_config_artifact(config_path)
     gate = Gate.from_config(config)
     params = {k: v for k, v in gate.kwargs().items() if k != "heldout_families"}
     with stage_run("esphome_verification", f"wakeline/{config.wake_word}", params,
                    tags={"config_sha256": config.sha256()}) as tracker, tempfile.TemporaryDirectory() as tmp:
-        verdict = run(model_dir, features_dir, Path(tmp), **gate.kwargs())
+        verdict = run(inputs["tflite_model"], inputs["features"], Path(tmp), **gate.kwargs())
         tracker.log_metrics(verdict.scalars())
         tracker.log_artifact(Path(tmp))
-        blessing_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(Path(tmp) / "verdict.json", blessing_path)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(Path(tmp) / "report.html", report_path)
-    return verdict
+        for name, produced in (("blessing", "verdict.json"), ("report", "report.html")):
+            outputs[name].parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(tmp) / produced, outputs[name])
+    return StageResult({"blessing": verdict.as_dict()}, verdict.scalars(), verdict)

@@ -19,11 +19,14 @@ def publish(config: Input[Artifact], dataset: Input[Dataset], hard_negatives: In
 
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite
-    from components.publish.stage import Upstream, run
+    from components.publish.stage import run_stage
 
     artifacts = {"config": config, "dataset": dataset, "hard_negatives": hard_negatives, "features": features,
                  "teacher_a": teacher_a, "teacher_b": teacher_b, "student": student, "tflite_model": tflite_model,
                  "blessing": blessing, "report": report, "cascade": cascade}
-    upstream = {name: Upstream(Path(a.path), dict(a.metadata), a.uri) for name, a in artifacts.items()}
-    record.metadata.update(finite(run(upstream, Path(record.path), read_config_artifact(Path(config.path)),
-                                      {"pipeline_run": pipeline_run, "pipeline_run_id": pipeline_run_id})))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({name: Path(a.path) for name, a in artifacts.items()}, {"record": Path(record.path)},
+                       run_config, metadata={name: dict(a.metadata) for name, a in artifacts.items()},
+                       uris={name: a.uri for name, a in artifacts.items()},
+                       pipeline_run={"pipeline_run": pipeline_run, "pipeline_run_id": pipeline_run_id})
+    record.metadata.update(finite(result.metadata["record"]))

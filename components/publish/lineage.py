@@ -21,32 +21,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from components.common.artifacts import sha256_file
+from components.common.stages import BY_NAME, TASKS, Fan, role_by_output
 
 SCHEMA = "wakeline.lineage/1"
 ORDER = ["published", "tflite_model", "blessing", "report", "cascade", "student", "teacher_a", "teacher_b", "features",
          "hard_negatives", "dataset", "config"]
-STAGE = {"config": "validate_config", "dataset": "data_prep", "hard_negatives": "background_mining",
-         "features": "augmentation", "teacher_a": "teacher_training", "teacher_b": "teacher_training",
-         "student": "distillation", "tflite_model": "quantization", "blessing": "esphome_verification",
-         "report": "esphome_verification", "cascade": "cascade_evaluation", "published": "publish"}
-# (task name, output name) -> node id. Task names as kfp.local names its folders, and as KFP shows the
-# display names the DAG sets ("teacher a"); both normalised by `task_key`.
-ROLE_BY_OUTPUT = {
-    ("validate-config", "config"): "config",
-    ("data-prep", "dataset"): "dataset",
-    ("background-mining", "hard_negatives"): "hard_negatives",
-    ("gather-features", "features"): "features",
-    ("teacher-training", "model"): "teacher_a", ("teacher-a", "model"): "teacher_a",
-    ("teacher-training-2", "model"): "teacher_b", ("teacher-b", "model"): "teacher_b",
-    ("distillation", "model"): "student",
-    ("quantization", "tflite_model"): "tflite_model",
-    ("esphome-verification", "blessing"): "blessing",
-    ("esphome-verification", "report"): "report",
-    ("cascade-evaluation", "cascade"): "cascade",
-    ("publish", "record"): "published",
-}
-# Outputs a chain passes through without showing: each augmentation shard's features (gather joins them).
-TRANSPARENT = {("augmentation", "features")}
+# node id -> the stage that makes it; (task name, output name) -> node id, under the task's IR name (as kfp.local
+# names its folders) and its display name (as KFP shows it, "teacher a"), both normalised by `task_key`: from the
+# stage registry. Outputs a chain passes through without showing: each augmentation shard's features (gather
+# joins them).
+STAGE = {role: (BY_NAME[task.inputs["shards"][0]] if task.fan is Fan.GATHER else task).stage.value
+         for task in TASKS for role in task.roles.values()}  # gathered features: augmentation's
+ROLE_BY_OUTPUT = role_by_output()
+TRANSPARENT = {(task.name, output) for task in TASKS if task.fan is Fan.PER_SHARD for output in task.outputs}
 MAX_LISTED_FILES = 100
 # what publish copies into the folder (and the judge, a teacher, which the published node names by its hash)
 PUBLISHED_FROM = ("tflite_model", "blessing", "report", "cascade")

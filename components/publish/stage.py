@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from components.common.artifacts import CASCADE_SCHEMA, code_version, sha256_file
 from components.common.config import RegistryMode
 from components.common.config import WakelineConfig
+from components.common.stages import StageResult
 from components.publish import lineage, registry
 from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, stage_folder,
                                       update_index, version_key, word_folder)
@@ -225,3 +226,14 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
     record_path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(record_path, dumps(out, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,
+              metadata: Mapping[str, Mapping[str, Any]] | None = None, uris: Mapping[str, str] | None = None,
+              pipeline_run: Mapping[str, str] | None = None, s3_client: Any = None) -> StageResult:
+    """The stage entry (components.common.stages): every upstream artifact in (with its metadata and URI, which
+    the lineage records), the `record` out."""
+    metadata, uris = metadata or {}, uris or {}
+    upstream = {name: Upstream(Path(path), dict(metadata.get(name, {})), uris.get(name, ""))
+                for name, path in inputs.items()}
+    return StageResult({"record": run(upstream, outputs["record"], config, pipeline_run, s3_client)})

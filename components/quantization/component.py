@@ -13,7 +13,9 @@ def quantization(config: Input[Artifact], model: Input[Model], features: Input[D
 
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite
-    from components.quantization.stage import run
+    from components.quantization.stage import run_stage
 
-    tflite_model.metadata.update(finite(run(Path(model.path), Path(features.path), Path(tflite_model.path),
-                                            read_config_artifact(Path(config.path)))))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"model": Path(model.path), "features": Path(features.path)},
+                       {"tflite_model": Path(tflite_model.path)}, run_config)
+    tflite_model.metadata.update(finite(result.metadata["tflite_model"]))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Lineage, Split, code_version, sha256_file
 from components.training.batches import stream_windows
 from components.common.config import ModelSpec, WakelineConfig
+from components.common.stages import StageResult
 from components.common.frontend import FLOAT_SCALE
 from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
 from components.common.metrics import ESPHOME_DETECTOR
@@ -141,3 +142,8 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
                        "features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},
                       {tflite_path.name: sha256_file(tflite_path),
                        f"{name}.json": sha256_file(out / f"{name}.json")}).as_metadata()}
+
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig) -> StageResult:
+    """The stage entry (components.common.stages): the student `model` and `features` in, `tflite_model` out."""
+    return StageResult({"tflite_model": run(inputs["model"], inputs["features"], outputs["tflite_model"], config)})

@@ -13,9 +13,10 @@ def teacher_training(config: Input[Artifact], features: Input[Dataset], teacher_
 
     from components.common.config import read_config_artifact
     from components.common.jsonio import finite, finite_scalars
-    from components.teacher_training.stage import run
+    from components.teacher_training.stage import run_stage
 
-    model_metadata, scalars = run(Path(features.path), Path(model.path), read_config_artifact(Path(config.path)),
-                                  teacher_index)
-    model.metadata.update(finite(model_metadata))
-    metrics.metadata.update(finite_scalars(scalars))
+    run_config = read_config_artifact(Path(config.path))
+    result = run_stage({"features": Path(features.path)}, {"model": Path(model.path)}, run_config,
+                       teacher_index=teacher_index)
+    model.metadata.update(finite(result.metadata["model"]))
+    metrics.metadata.update(finite_scalars(result.scalars))

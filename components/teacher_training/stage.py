@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from components.common.artifacts import FeatureStoreLayout
 from components.common.config import WakelineConfig
+from components.common.stages import StageResult
 from components.training.fit import MODEL_FILE, SPEC_FILE, FitPlan, checkpoint_dir, fit_and_save
 
 __all__ = ["MODEL_FILE", "SPEC_FILE", "checkpoint_dir", "run"]
@@ -19,3 +20,10 @@ def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_in
     metadata, metrics, _ = fit_and_save(plan, FeatureStoreLayout(Path(features_dir)), output_dir, config,
                                         show_progress=show_progress, stop_after=stop_after)
     return metadata, metrics
+
+
+def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,
+              teacher_index: int, show_progress: bool = True) -> StageResult:
+    """The stage entry (components.common.stages): `features` in, teacher `teacher_index`'s `model` out."""
+    metadata, scalars = run(inputs["features"], outputs["model"], config, teacher_index, show_progress=show_progress)
+    return StageResult({"model": metadata}, scalars)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.cascade_evaluation.stage import REPORT_FILE, run, run_for_pipeline
+from components.cascade_evaluation.stage import REPORT_FILE, run, run_stage
 from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA as SCHEMA
 from components.common.artifacts import FeatureSetWriter, FeatureStoreLayout, Label, sha256_file
 from components.common.config import JudgeChoice, load_config, write_config_artifact
@@ -133,9 +133,9 @@ def test_the_pipeline_view_takes_the_configured_judge_and_writes_metadata_and_me
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     config, sentry, accept, reject = parts
     config = config.model_copy(update={"cascade": config.cascade.model_copy(update={"judge": JudgeChoice.TEACHER_B})})
-    write_config_artifact(config, tmp_path / "config", "smoke")
-    metadata, metrics = run_for_pipeline(tmp_path / "config", sentry, {"teacher_a": accept, "teacher_b": reject},
-                                         store, tmp_path / "out" / "cascade", tmp_path / "out" / "report")
+    result = run_stage({"tflite_model": sentry, "teacher_a": accept, "teacher_b": reject, "features": store},
+                       {"cascade": tmp_path / "out" / "cascade", "report": tmp_path / "out" / "report"}, config)
+    metadata, metrics = result.metadata["cascade"], result.scalars
     doc = json.loads((tmp_path / "out" / "cascade").read_text())
     assert doc["judge"]["role"] == "teacher_b" and doc["judge"]["sha256"] == sha256_file(reject / "model.keras")
     assert all(p["frr"] == 1.0 and p["false_accepts"] == 0 for p in doc["grid"])  # it rejects everything

@@ -102,7 +102,7 @@ def _captured_gates(monkeypatch, tmp_path, preset: str, extra: list[str]) -> tup
     from types import SimpleNamespace
 
     from components.common import tracking
-    from components.common.config import load_config, write_config_artifact
+    from components.common.config import load_config
     from components.esphome_verification import stage
     from pipeline.cli import main
 
@@ -119,9 +119,9 @@ def _captured_gates(monkeypatch, tmp_path, preset: str, extra: list[str]) -> tup
     monkeypatch.setattr(stage, "run", fake_run)
     monkeypatch.setattr(tracking, "stage_run", no_tracking)
     config = load_config(preset, overrides=extra)
-    write_config_artifact(config, tmp_path / "config", preset)
     with pytest.raises(SystemExit):
-        stage.run_for_pipeline(tmp_path / "config", MODEL, tmp_path, tmp_path / "b", tmp_path / "r")
+        stage.run_stage({"tflite_model": MODEL, "features": tmp_path},
+                        {"blessing": tmp_path / "b", "report": tmp_path / "r"}, config)
     with pytest.raises(SystemExit):
         main(["verify", str(MODEL), "--preset", preset, *[a for o in extra for a in ("--set", o)],
               "--features", str(tmp_path)])
