@@ -20,15 +20,14 @@ from typing import Any, Mapping
 from components.common.artifacts import CASCADE_SCHEMA, code_version, sha256_file
 from components.common.config import RegistryMode
 from components.common.config import WakelineConfig
-from components.common.stages import StageResult
+from components.common.stages import CONFIG, StageResult, task
 from components.publish import lineage, registry
 from components.publish.store import (LINEAGE, PublishError, open_store, publish_folder, stage_folder,
                                       update_index, version_key, word_folder)
 from components.common.jsonio import dumps
 from components.common import atomic
 
-UPSTREAM = ("config", "dataset", "hard_negatives", "features", "teacher_a", "teacher_b", "student", "tflite_model",
-            "blessing", "report", "cascade")
+UPSTREAM = (CONFIG, *task("publish").inputs)  # the config and every artifact the registry wires into publish
 REPORT = "verification/report.html"
 BLESSING = "verification/blessing.json"
 CASCADE = "cascade.json"
