@@ -18,7 +18,7 @@ from components.common import xp as xpmod
 from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
                                          Lineage, ManifestRecord, Split, code_version, sha256_file)
 from components.common.audio import read_wav_float, read_wav_int16
-from components.common.channels import apply_channel, draw_channel, telephone
+from components.synthesis.channels import apply_channel, draw_channel, telephone
 from components.common.config import AugmentOps, Augmentation, PositiveCondition, WakelineConfig
 from components.common.stages import StageResult
 from components.common.frontend import features_uint16, n_frames

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from components.common.artifacts import SAMPLE_RATE_HZ
-from components.common.channels import change_speed, reverberate, telephone
+from components.synthesis.channels import change_speed, reverberate, telephone
 from components.common.config import Ambient, SpeechCondition
 from components.synthesis.ambient import _db, _normalise, coloured_noise, music_like
 

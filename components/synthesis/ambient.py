@@ -99,7 +99,7 @@ def channel_speech(n: int, speech: Sequence[np.ndarray], rng: np.random.Generato
     """Talkers one after another with short gaps, each utterance through a drawn channel (telephone, codec,
     AGC, clipping, microphone) or none, at its own level: speech as it reaches a device from radios, TVs,
     calls on speaker and people in the room. Long streams of it are what background mining scans."""
-    from components.common.channels import apply_channel, draw_channel
+    from components.synthesis.channels import apply_channel, draw_channel
     from components.common.config import Channel
 
     x = np.zeros(n)

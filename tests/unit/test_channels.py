@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.signal  # noqa: F401  (the channels import it lazily: pay for it at collection, not in a test)
 
-from components.common.channels import change_speed, mu_law, reverberate, telephone
+from components.synthesis.channels import change_speed, mu_law, reverberate, telephone
 
 SR = 16_000
 

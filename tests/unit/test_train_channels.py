@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from components.common import channels as ch
+from components.synthesis import channels as ch
 from components.common.config import Channel
 
 SR = 16_000

@@ -39,7 +39,7 @@ class SpeechCondition(str, enum.Enum):
 
 
 class Channel(str, enum.Enum):
-    """A device or transmission channel between the talker and the model (components/common/channels.py)."""
+    """A device or transmission channel between the talker and the model (components/synthesis/channels.py)."""
 
     TELEPHONE = "telephone"  # 8 kHz, 300-3400 Hz, 8-bit mu-law
     MP3 = "mp3"  # low-bitrate MP3 (pedalboard / LAME)
