@@ -109,6 +109,13 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_stages(args) -> int:
+    from components.common.stages import describe
+
+    print(describe())
+    return 0
+
+
 def cmd_compile(args) -> int:
     from pipeline.cluster import state_outside_volume
     from pipeline.compile import compile_pipeline
@@ -509,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="validate a config and print it fully resolved")
     _config_args(cfg)
     cfg.set_defaults(func=cmd_config)
+
+    stg = sub.add_parser("stages", help="the stage registry: every task of the DAG, what it reads and writes, "
+                                        "where it runs")
+    stg.set_defaults(func=cmd_stages)
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML (Kubernetes settings: the "
                                           "config's `kubernetes` section)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -177,3 +178,19 @@ def role_by_output() -> dict[tuple[str, str], str]:
             out[(t.name, output)] = role
             out[(t.display_name.replace(" ", "-"), output)] = role
     return out
+
+
+def describe() -> str:
+    """The registry as text, task by task (`wakeline stages`; the README's copy is checked against it)."""
+    fan = {Fan.PER_SHARD: ", one per shard", Fan.GATHER: ", all shards at once", Fan.IF_BLESSED: ", if blessed"}
+    lines = []
+    for t in TASKS:
+        traits = t.traits
+        needs = ["gpu image" if traits.gpu else "cpu image"] + [n for n, on in (
+            ("S3", traits.s3), ("MLflow", traits.mlflow), ("state volume", traits.state)) if on]
+        lines.append(f"{t.name} ({t.stage.value}{fan.get(t.fan, '')}; {', '.join(needs)})")
+        if t.inputs:
+            reads = ", ".join(f"{name} <- {source}.{output}" for name, (source, output) in t.inputs.items())
+            lines += textwrap.wrap(reads, 110, initial_indent="  reads   ", subsequent_indent=" " * 10)
+        lines.append("  writes  " + ", ".join(t.outputs))
+    return "\n".join(lines)

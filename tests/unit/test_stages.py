@@ -86,3 +86,13 @@ def test_lineage_roles_come_from_the_registry():
     roles = role_by_output()
     assert roles[("teacher-training-2", "model")] == roles[("teacher-b", "model")] == "teacher_b"
     assert sorted(set(roles.values())) == sorted({r for t in TASKS for r in t.roles.values()})
+
+
+def test_the_readmes_copy_of_the_registry_is_current():
+    from pathlib import Path
+
+    from components.common.stages import describe
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    indented = "\n".join(("  " + line) if line else "" for line in describe().splitlines())
+    assert f"  ```\n{indented}\n  ```" in readme, "README: paste the output of `wakeline stages` again"
