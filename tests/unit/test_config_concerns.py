@@ -26,6 +26,9 @@ DEPLOYMENT_CHANGES = [
     "publish.store=s3://models/published",
     "publish.registry=required",
     "publish.registered_model_name=my-model",
+    # run parameters that only say where state lives (NOT_HASHED)
+    "data_prep.cache_dir=/var/cache/wakeline", "data_prep.synthesis_cache=false",
+    "training.checkpoint_root=/state/checkpoints", "training.profile_steps=50", "mining.session_root=/state/mining",
 ]
 
 

@@ -547,6 +547,12 @@ _DEFAULT_TEACHERS = [
 _WAKE_WORD = re.compile(r"^[\w' ,.!?-]+$")
 
 
+# Run parameters that cannot change the model: where caches, checkpoints and mining sessions live, whether the
+# synthesis cache is used (a cached clip is the clip synthesis would make), profiling.
+NOT_HASHED = (("data_prep", "cache_dir"), ("data_prep", "synthesis_cache"), ("training", "checkpoint_root"),
+              ("training", "profile_steps"), ("mining", "session_root"))
+
+
 class RunParameters(Strict):
     """What decides the model a run makes, and all that `sha256()` hashes. `wake_word` is what the user says;
     variants are other spellings (phonetic ones often synthesise better, e.g. "hey jar vis")."""
@@ -630,8 +636,11 @@ class RunParameters(Strict):
 
     def sha256(self) -> str:
         """The config's identity in lineage: the run's parameters only, so that deployment settings a subclass
-        adds (WakelineConfig's publish and kubernetes) never change it."""
+        adds (WakelineConfig's publish and kubernetes) never change it, nor do the run parameters that only say
+        where state is kept (NOT_HASHED)."""
         params = self.model_dump(mode="json", include=set(RunParameters.model_fields))
+        for section, key in NOT_HASHED:
+            params[section].pop(key)
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     @property
