@@ -33,6 +33,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import log, result
+from components.common.artifacts import BlessingLayout, Kind, find, read_blessing
 from components.common.jsonio import dumps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,15 +70,14 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
         done = json.loads(marker.read_text())
         log(f"[bench] accuracy: {name}: reusing the run in {home} (same config and source)")
         if "manifest" not in done:  # kept by an earlier version of this file, which kept the folder
-            done["manifest"] = str(next(p for p in sorted(Path(done["model_dir"]).glob("*.json"))
-                                        if "micro" in json.loads(p.read_text())))
+            done["manifest"] = str(find(Path(done["model_dir"]), Kind.ESPHOME_MODEL).manifest)
         return done
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     log(f"[bench] accuracy: {name}: {preset} through kfp.local ({' '.join(overrides)})")
     run = run_local(config, preset, home / "runs", run_id="run")
-    blessing = json.loads((run.outputs["verification"].path.parent / "blessing").read_text())
+    blessing = read_blessing(run.outputs["verification"].path.parent / BlessingLayout.PIPELINE)
     model_dir = run.outputs["esphome_model"].path
     done = {"key": key, "name": name, "preset": preset, "overrides": overrides, "wake_word": config.wake_word,
             "wall_s": run.wall_s, "manifest": str(model_dir / run.outputs["esphome_model"].metadata["manifest"]),
@@ -91,12 +91,11 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
 
 
 def _model(path: Path):
-    from components.common.artifacts import find_pair
     from components.runtime.tflm import TflmStreamer
 
-    tflite, manifest_path = find_pair(path)
-    manifest = json.loads(manifest_path.read_text())
-    return TflmStreamer(tflite, manifest["micro"]["tensor_arena_size"]), float(manifest["micro"]["probability_cutoff"])
+    found = find(path, Kind.ESPHOME_MODEL)
+    manifest = found.read_manifest()
+    return TflmStreamer(found.main, manifest.tensor_arena_size), float(manifest.probability_cutoff)
 
 
 def store_breakdown(model_path: Path, features: Path, heldout: list[str]):
@@ -235,4 +234,4 @@ def run() -> list[dict]:
 
 
 def _tflite_sha(manifest: Path) -> str:
-    return hashlib.sha256(next(Path(manifest).parent.glob("*.tflite")).read_bytes()).hexdigest()
+    return hashlib.sha256(find(Path(manifest), Kind.ESPHOME_MODEL).main.read_bytes()).hexdigest()

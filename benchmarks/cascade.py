@@ -18,12 +18,12 @@ WAKELINE_BENCH_CASCADE_PRESET picks another preset (the overrides apply to it to
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from benchmarks.common import log, result
+from components.common.artifacts import BlessingLayout, read_blessing, read_cascade
 
 PRESET = os.environ.get("WAKELINE_BENCH_CASCADE_PRESET", "smoke")
 # The cascade's use: the device runs permissively (recall first) and the judge removes the false accepts. So the
@@ -51,8 +51,8 @@ def run() -> list[dict]:
                                                             f"mining.session_root={root / 'mining'}"])
         log(f"[bench] cascade: {PRESET} (+ harder, longer test ambient) through every stage, then the cascade")
         wall = direct(config, PRESET, root / "run")
-        doc = json.loads((root / "run" / "cascade-evaluation" / "cascade").read_text())
-        blessing = json.loads((root / "run" / "esphome-verification" / "blessing").read_text())
+        doc = read_cascade(root / "run" / "cascade-evaluation" / "cascade")
+        blessing = read_blessing(root / "run" / "esphome-verification" / BlessingLayout.PIPELINE)
     alone, chosen = doc["sentry_alone"], doc.get("chosen")
     log(f"[bench] cascade: sentry alone {_point(alone)}; chosen {_point(chosen)}; reduction "
         f"{doc['fa_per_hour_reduction']} ({doc['reduction_kind']}: {doc['reduction_reason']})")

@@ -20,17 +20,16 @@ PRESET = os.environ.get("WAKELINE_BENCH_DISTILLATION_PRESET", "smoke")
 
 
 def _test_frr(model_dir: Path, store, config) -> dict[str, float]:
-    import json
-
     import keras
 
-    from components.common.artifacts import Split
+    from components.common.artifacts import ModelLayout, Split
     from components.common.metrics import evaluate
     from components.training.scoring import split_scores
 
     spec = config.distillation.student
-    model = keras.models.load_model(model_dir / "model.keras")
-    cutoff = json.loads((model_dir / "validation.json").read_text())["cutoff"]
+    layout = ModelLayout(model_dir)
+    model = keras.models.load_model(layout.model)
+    cutoff = layout.read_validation()["cutoff"]
     scores = split_scores(lambda x: model(x, training=False).numpy(), store, Split.TEST, spec.input_frames, spec.stride)
     point = min(evaluate(scores), key=lambda p: abs(p.cutoff - cutoff))
     return {"test_frr": point.frr, "test_fa_per_hour": point.fa_per_hour, "cutoff": cutoff}

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from components.common.artifacts import Label, Split
+from components.common.artifacts import BlessingLayout, Label, Split, read_blessing
 from pipeline.local import LOGS_DIR, LocalRun
 
 
@@ -110,9 +110,9 @@ def _esphome_lines(run: LocalRun) -> list[str]:
              f"TFLite-Micro vs float mean {float(parity.get('tflm_vs_float_mean_lsb', 0)):.1f} LSB"]
     report = run.outputs.get("verification")
     if report is not None:
-        blessing = report.path.parent / "blessing"
+        blessing = report.path.parent / BlessingLayout.PIPELINE
         if blessing.is_file():
-            verdict = json.loads(blessing.read_text())
+            verdict = read_blessing(blessing)
             b = verdict.get("behaviour", {})
             head = "BLESSED" if verdict.get("blessed") else "NOT BLESSED (" + "; ".join(verdict.get("reasons", [])) + ")"
             lines.append(f"  verification: {head}; mixed test clips FRR {float(b.get('frr', float('nan'))):.1%} at "

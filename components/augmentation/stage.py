@@ -15,8 +15,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from components.common import xp as xpmod
-from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout, Label,
-                                         Lineage, ManifestRecord, Split, code_version, sha256_file)
+from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, DatasetLayout, FeatureSetWriter, FeatureStoreLayout,
+                                         HardNegativesLayout, Label, Lineage, ManifestRecord, Split, code_version,
+                                         sha256_file)
 from components.common.audio import read_wav_float, read_wav_int16
 from components.synthesis.channels import apply_channel, draw_channel, telephone
 from components.common.config import AugmentOps, Augmentation, PositiveCondition, WakelineConfig
@@ -121,9 +122,9 @@ def run(dataset_dir: Path, output_dir: Path, config: WakelineConfig, *, shard_in
     hard_negatives: list[ManifestRecord] = []
     hn_root = None
     if hard_negatives_dir is not None:
-        hn = DatasetLayout(Path(hard_negatives_dir))
+        hn = HardNegativesLayout(Path(hard_negatives_dir))
         hn_root = hn.root
-        hard_negatives = [r for r in hn.read_manifest() if r.label is Label.HARD_NEGATIVE]
+        hard_negatives = hn.read_hard_negatives()
         inputs["hard_negatives_manifest"] = sha256_file(hn.manifest)
     out = FeatureStoreLayout(Path(output_dir))
     n = int(round(aug.clip_duration_s * SR))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from components.runtime.scorers import NumpyMixedNet, _Block, identity_hash
-from components.common.artifacts import DatasetLayout, Label, ManifestRecord, Split
+from components.common.artifacts import DatasetLayout, Label, ManifestRecord, ModelLayout, Split
 from components.common.audio import read_wav_int16
 from components.common.config import Mining, ModelSpec
 from components.common.frontend import features_uint16
@@ -212,10 +212,10 @@ def get_probe(dataset: DatasetLayout, mining: Mining, seed: int, threshold: floa
         model, losses, probs = train(x, y, mining, seed, tmp / "trainer", show_progress)
         net = NumpyMixedNet.from_keras(model, mining.probe, kind="probe", identity=identity)
         model.save(tmp / "probe.keras")
-        (tmp / "model_spec.json").write_text(dumps({"spec": mining.probe.model_dump(mode="json"),
-                                                         "features": {"input_frames": mining.probe.input_frames,
-                                                                      "stride_frames": mining.probe.stride},
-                                                         "output": "sigmoid"}, indent=2))
+        ModelLayout(tmp).write_spec({"spec": mining.probe.model_dump(mode="json"),
+                                     "features": {"input_frames": mining.probe.input_frames,
+                                                  "stride_frames": mining.probe.stride},
+                                     "output": ModelLayout.OUTPUT_KIND})
         save_numpy(net, tmp / "probe.npz")
         pos = y == 1.0
         info = {"identity": identity, "training_clips": len(clips), "windows": int(len(y)),

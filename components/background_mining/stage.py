@@ -25,16 +25,16 @@ from components.background_mining.report import report_html
 from components.background_mining.scan import HIST_BINS, SR, ScanParams, merge_histograms, top_k
 from components.runtime.scorers import describe, load_scorer, resolve_previous_model
 from components.background_mining.session import Session
-from components.common.artifacts import (DatasetLayout, Label, Lineage, ManifestRecord, Split, code_version,
-                                         sha256_file, write_jsonl)
+from components.common.artifacts import (DatasetLayout, HardNegativesLayout, Label, Lineage, ManifestRecord, Split,
+                                         code_version, sha256_file, write_jsonl)
 from components.common.audio import write_wav
 from components.common.config import WakelineConfig
 from components.common.stages import StageResult
 from components.common.jsonio import dumps
 from components.common import atomic
 
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
+REPORT_JSON = HardNegativesLayout.REPORT_JSON
+REPORT_HTML = HardNegativesLayout.REPORT_HTML
 MAX_LISTED_HITS = 20_000  # report.json lists every hit up to this many (the histograms count them all)
 
 
@@ -75,7 +75,7 @@ def _mine(dataset_dir: Path, output_dir: Path, config: WakelineConfig, report_pa
     t0 = time.monotonic()
     m = config.mining
     dataset = DatasetLayout(dataset_dir)
-    out = DatasetLayout(output_dir)
+    out = HardNegativesLayout(output_dir)
     background = training_background(dataset)
     inputs = {"dataset_manifest": sha256_file(dataset.manifest)}
 

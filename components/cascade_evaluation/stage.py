@@ -4,7 +4,6 @@ judge on the features around each activation) -> `cascade.json`, `report.html`, 
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 from dataclasses import asdict
@@ -15,8 +14,8 @@ import numpy as np
 
 from components.cascade_evaluation.cascade import (CascadeResult, SegmentWindow, Stream, evaluate_cascade,
                                         judge_cutoff_grid, sentry_cutoff_grid)
-from components.common.artifacts import (CASCADE_FILE, CASCADE_SCHEMA, FeatureStoreLayout, Lineage, Split, code_version,
-                                         sha256_file)
+from components.common.artifacts import (CASCADE_FILE, CASCADE_SCHEMA, EsphomeManifest, FeatureStoreLayout, Kind,
+                                         Lineage, ModelLayout, Split, code_version, find, sha256_file)
 from components.common.config import WakelineConfig
 from components.common.stages import StageResult
 from components.common.jsonio import dumps
@@ -33,7 +32,7 @@ class CascadeError(ValueError):
     pass
 
 
-def sentry_streams(model: Path, manifest: dict[str, Any], store: FeatureStoreLayout,
+def sentry_streams(model: Path, manifest: EsphomeManifest, store: FeatureStoreLayout,
                    split: Split = Split.TEST) -> tuple[list[Stream], list[Stream]]:
     """A split's positive clips (each from fresh state) and ambient recordings through the sentry in
     TFLite-Micro with ESPHome's integer feature mapping: (positives, ambient)."""
@@ -41,7 +40,7 @@ def sentry_streams(model: Path, manifest: dict[str, Any], store: FeatureStoreLay
     from components.runtime.tflm import TflmStreamer
 
     audio = EvalAudio.from_store(store, split)
-    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+    tflm = TflmStreamer(model, manifest.tensor_arena_size)
     return ([Stream(tflm(raw), raw) for raw in audio.positives], [Stream(tflm(raw), raw) for raw in audio.ambient])
 
 
@@ -59,11 +58,9 @@ def chosen_on_validation(validation: CascadeResult, test: CascadeResult) -> Casc
 
 
 def _judge_facts(judge, role: str) -> dict[str, Any]:
-    from components.training.fit import SPEC_FILE
-
     model_file = Path(judge.source)
-    spec_path = model_file.parent / SPEC_FILE
-    spec = json.loads(spec_path.read_text()).get("spec", {}) if spec_path.is_file() else {}
+    layout = ModelLayout(model_file.parent)
+    spec = layout.read_spec().get("spec", {}) if layout.spec.is_file() else {}
     return {"role": role, "name": spec.get("name", model_file.parent.name), "architecture": spec.get("architecture"),
             "kind": judge.kind, "model_file": model_file.name, "sha256": sha256_file(model_file),
             "calibrated_cutoff": judge.cutoff, "input_frames": spec.get("input_frames"),
@@ -73,7 +70,6 @@ def _judge_facts(judge, role: str) -> dict[str, Any]:
 def run(config: WakelineConfig, tflite_dir: Path, judge_model_dir: Path, features_dir: Path, output_dir: Path,
         *, judge_role: str | None = None) -> dict[str, Any]:
     """Evaluate the cascade; write `cascade.json` and `report.html` into `output_dir`; return the document."""
-    from components.common.artifacts import find_pair
     from components.runtime.judge import load_judge
 
     t0 = time.monotonic()
@@ -81,11 +77,9 @@ def run(config: WakelineConfig, tflite_dir: Path, judge_model_dir: Path, feature
     role = judge_role or settings.judge.value
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, manifest_path = find_pair(Path(tflite_dir))
-    if not model.is_file():
-        raise CascadeError(f"{manifest_path} names {model.name}, which is not beside it")
-    manifest = json.loads(manifest_path.read_text())
-    shipped = float(manifest["micro"]["probability_cutoff"])
+    model, manifest_path = find(Path(tflite_dir), Kind.ESPHOME_MODEL).pair
+    manifest = EsphomeManifest.read(manifest_path)
+    shipped = float(manifest.probability_cutoff)
     judge = load_judge(Path(judge_model_dir))
     store = FeatureStoreLayout(Path(features_dir))
     window = SegmentWindow.from_seconds(settings.judge_context_s, settings.judge_after_s)

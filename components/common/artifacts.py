@@ -348,13 +348,199 @@ class FeatureSetWriter:
 
 
 # --------------------------------------------------------------------------------------------------
-# The ESPHome model pair: a `.tflite` and its micro_wake_word v2 manifest (a `.json` with a `micro` section)
-# side by side, as quantization writes them, verification and the cascade read them, publish stores them and
+# Errors and JSON documents: every reader below raises ArtifactError saying what it found instead and what to
+# give; callers with their own error type (JudgeModelError, EvaluationInputError, ...) re-raise its message.
+
+
+class ArtifactError(InputError, ValueError):
+    """A path given as an artifact is not one: missing, the wrong kind of file, unreadable, or several to choose
+    from (the message names every candidate)."""
+
+
+class ModelInputError(ArtifactError):
+    """The path given as a model is not one: missing, the wrong kind of file, or several models to choose from."""
+
+
+def read_json_object(path: Path, error: type[ArtifactError] = ArtifactError) -> dict[str, Any]:
+    """The JSON object in a file, or `error` saying why not: missing, unreadable, not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path.name} is missing from {path.parent}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise error(f"{path}: not a JSON object")
+    return doc
+
+
+# --------------------------------------------------------------------------------------------------
+# The Keras `Model`: what training.fit writes for the teachers and the student, and what quantization, the
+# distillation check, the judge and the mining scorer read.
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """A Keras `Model` artifact directory.
+
+    model.keras        the Keras model
+    model_spec.json    {"spec": the ModelSpec, "features": what it expects of its input, "output": "sigmoid",
+                       "wake_word"} (background_mining's probe writes one beside its own probe.keras)
+    validation.json    device-like FRR / FA/h on validation, the calibrated `cutoff`, the eval history
+    resources.json     what training used
+    """
+
+    root: Path
+    MODEL = "model.keras"
+    SPEC = "model_spec.json"
+    VALIDATION = "validation.json"
+    RESOURCES = "resources.json"
+    OUTPUT_KIND = "sigmoid"  # the only output a model of this layout has: one sigmoid probability
+
+    @property
+    def model(self) -> Path:
+        return self.root / self.MODEL
+
+    @property
+    def spec(self) -> Path:
+        return self.root / self.SPEC
+
+    @property
+    def validation(self) -> Path:
+        return self.root / self.VALIDATION
+
+    def read_spec(self) -> dict[str, Any]:
+        return read_json_object(self.spec, ModelInputError)
+
+    def read_validation(self) -> dict[str, Any]:
+        return read_json_object(self.validation, ModelInputError)
+
+    def model_spec(self):
+        """The `ModelSpec` the model was built from (its spec document's `spec`)."""
+        from components.common.config import ModelSpec
+
+        return ModelSpec.model_validate(self.read_spec()["spec"])
+
+    def write_spec(self, doc: dict[str, Any]) -> None:
+        atomic.write_text(self.spec, dumps(doc, indent=2))
+
+    def write_validation(self, doc: dict[str, Any]) -> None:
+        atomic.write_text(self.validation, dumps(doc, indent=2))
+
+
+# --------------------------------------------------------------------------------------------------
+# The ESPHome model pair: a `.tflite` and its micro_wake_word manifest (a `.json` with a `micro` section) side
+# by side, as quantization writes them, verification and the cascade read them, publish stores them and
 # `wakeline serve` serves them.
 
 
-class ModelInputError(InputError, ValueError):
-    """The path given as a model is not one: missing, the wrong kind of file, or several models to choose from."""
+def _positive_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+@dataclass(frozen=True)
+class EsphomeManifest:
+    """A micro_wake_word manifest, parsed once. The fields hold the values as written (each reader checks what it
+    needs; `arena`, `cutoff` and `window` are the usable ones or None); `raw` is the document itself, for the
+    contract checks that must see exactly what ESPHome sees. A v1 manifest names the window
+    `sliding_window_average_size`; `sliding_window_size` falls back to it."""
+
+    wake_word: Any
+    model: Any  # the .tflite's file name, relative to the manifest
+    probability_cutoff: Any
+    sliding_window_size: Any
+    tensor_arena_size: Any
+    feature_step_size: Any = 10
+    minimum_esphome_version: Any = None
+    version: Any = 2
+    type: Any = "micro"
+    author: Any = None
+    website: Any = None
+    trained_languages: Any = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    path: Path | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], path: Path | None = None) -> "EsphomeManifest":
+        micro = doc.get("micro") if isinstance(doc.get("micro"), dict) else {}
+        return cls(wake_word=doc.get("wake_word"), model=doc.get("model"),
+                   probability_cutoff=micro.get("probability_cutoff"),
+                   sliding_window_size=micro.get("sliding_window_size", micro.get("sliding_window_average_size")),
+                   tensor_arena_size=micro.get("tensor_arena_size"), feature_step_size=micro.get("feature_step_size"),
+                   minimum_esphome_version=micro.get("minimum_esphome_version"), version=doc.get("version"),
+                   type=doc.get("type"), author=doc.get("author"), website=doc.get("website"),
+                   trained_languages=tuple(langs) if isinstance(langs := doc.get("trained_languages"), list) else langs,
+                   raw=doc, path=path)
+
+    @classmethod
+    def read(cls, path: Path) -> "EsphomeManifest":
+        """The manifest in `path`; ModelInputError when it is unreadable or has no `micro` section."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise ModelInputError(f"{path}: not a readable JSON manifest ({e})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("micro"), dict):
+            raise ModelInputError(f"{path}: not a micro_wake_word manifest (no `micro` section)")
+        return cls.from_doc(doc, path)
+
+    @property
+    def micro(self) -> dict[str, Any]:
+        return self.raw.get("micro") if isinstance(self.raw.get("micro"), dict) else {}
+
+    @property
+    def phrase(self) -> str | None:
+        """The wake word as spoken, when the manifest names one."""
+        return self.wake_word if isinstance(self.wake_word, str) else None
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(x for x in self.trained_languages or () if isinstance(x, str))
+
+    @property
+    def arena(self) -> int | None:
+        return _positive_int(self.tensor_arena_size)
+
+    @property
+    def window(self) -> int | None:
+        return _positive_int(self.sliding_window_size)
+
+    @property
+    def cutoff(self) -> float | None:
+        c = self.probability_cutoff
+        return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0 else None
+
+    @property
+    def generation(self) -> str:
+        """'v2', 'v1' (the Inception generation ESPHome converts) or 'unknown'."""
+        if self.raw.get("version") == 2:
+            return "v2"
+        if self.raw.get("version") == 1 or "sliding_window_average_size" in self.micro:
+            return "v1"
+        return "unknown"
+
+    @property
+    def model_path(self) -> Path | None:
+        """The .tflite it names, beside it."""
+        if self.path is None or not isinstance(self.model, str) or not self.model.strip():
+            return None
+        return self.path.parent / self.model
+
+    def to_doc(self) -> dict[str, Any]:
+        """The v2 document, exactly ESPHome's keys in ESPHome's order (`website` only when given)."""
+        doc: dict[str, Any] = {"type": self.type, "wake_word": self.wake_word, "author": self.author}
+        if self.website is not None:
+            doc["website"] = self.website
+        doc.update({"model": self.model, "trained_languages": list(self.trained_languages), "version": self.version,
+                    "micro": {"probability_cutoff": self.probability_cutoff, "feature_step_size": self.feature_step_size,
+                              "sliding_window_size": self.sliding_window_size,
+                              "tensor_arena_size": self.tensor_arena_size,
+                              "minimum_esphome_version": self.minimum_esphome_version}})
+        return doc
+
+    def write(self, path: Path) -> None:
+        atomic.write_text(Path(path), dumps(self.to_doc(), indent=2, on_non_finite="raise") + "\n")
 
 
 def manifests_in(folder: Path) -> list[Path]:
@@ -371,22 +557,146 @@ def manifests_in(folder: Path) -> list[Path]:
     return out
 
 
-def _manifest_doc(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ModelInputError(f"{path}: not a readable JSON manifest ({e})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("micro"), dict):
-        raise ModelInputError(f"{path}: not a micro_wake_word manifest (no `micro` section)")
+def _manifest_naming(tflite: Path) -> Path | None:
+    """The manifest beside a .tflite that names it (None when there is none)."""
+    for m in manifests_in(tflite.parent):
+        if (m.parent / str(EsphomeManifest.read(m).model or "")).resolve() == tflite.resolve():
+            return m
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# esphome_verification's verdict (the blessing) and report; background_mining's hard negatives; the cascade.
+
+
+class BlessingLayout:
+    """esphome_verification's output: `verdict.json` (the blessing: `blessed`, `reasons`, `checks`, `behaviour`)
+    and `report.html` in its folder; in the pipeline the verdict is the `blessing` artifact (one file, named
+    after the output) and the report the `report` artifact; in a published folder they are under verification/."""
+
+    VERDICT = "verdict.json"
+    REPORT = "report.html"
+    PIPELINE = "blessing"
+    PUBLISHED = "verification/blessing.json"
+    PUBLISHED_REPORT = "verification/report.html"
+
+
+def read_blessing(path: Path) -> dict[str, Any]:
+    """The verdict document of a blessing file or of the folder holding one."""
+    return read_json_object(find(path, Kind.BLESSING).main)
+
+
+@dataclass(frozen=True)
+class HardNegativesLayout(DatasetLayout):
+    """background_mining's `Dataset`: a DatasetLayout whose clips are the mined `hard_negative` ones
+    (clips/hard_negative/<sha256[:16]>.wav), with report.json and report.html (what was scanned, every hit)."""
+
+    REPORT_JSON = "report.json"
+    REPORT_HTML = "report.html"
+
+    def read_hard_negatives(self) -> list[ManifestRecord]:
+        return [r for r in self.read_manifest() if r.label is Label.HARD_NEGATIVE]
+
+
+# The cascade evaluation (cascade_evaluation writes it; publish checks its schema and stores it beside the model)
+CASCADE_FILE = "cascade.json"
+CASCADE_SCHEMA = "wakeline.cascade/1"
+
+
+def read_cascade(path: Path) -> dict[str, Any]:
+    """A cascade evaluation document (a cascade.json or the folder holding one), its schema checked."""
+    main = find(path, Kind.CASCADE).main
+    doc = read_json_object(main)
+    if doc.get("schema") != CASCADE_SCHEMA:
+        raise ArtifactError(f"{main}: not a cascade evaluation (schema {doc.get('schema')!r})")
     return doc
 
 
-def find_pair(path: Path) -> tuple[Path, Path]:
-    """(model.tflite, manifest.json) from a manifest, its .tflite, or a folder holding exactly one manifest.
-    Raises ModelInputError saying what was found instead and what to give."""
+# --------------------------------------------------------------------------------------------------
+# find: one rule for every kind. A path is the artifact's main file itself or the folder holding it; a folder
+# with several candidates is refused naming each, one with none says what it holds instead.
+
+
+class Kind(str, enum.Enum):
+    DATASET = "dataset"
+    HARD_NEGATIVES = "hard_negatives"
+    FEATURE_STORE = "feature_store"
+    KERAS_MODEL = "keras_model"
+    ESPHOME_MODEL = "esphome_model"
+    MODEL = "model"  # either model kind: what a scorer or a judge runs
+    BLESSING = "blessing"
+    CASCADE = "cascade"
+
+
+@dataclass(frozen=True)
+class Found:
+    """What `find` found: the artifact's main file, and for an ESPHome model its manifest (None only for a bare
+    .tflite found as `Kind.MODEL`). `kind` is the kind found (for `Kind.MODEL`: KERAS_MODEL or ESPHOME_MODEL)."""
+
+    kind: Kind
+    main: Path
+    manifest: Path | None = None
+
+    @property
+    def pair(self) -> tuple[Path, Path]:
+        """(model.tflite, manifest.json) of an ESPHome model."""
+        if self.manifest is None:
+            raise ModelInputError(f"{self.main}: no manifest beside it names it (a .json with a `micro` section)")
+        return self.main, self.manifest
+
+    def read_manifest(self) -> EsphomeManifest | None:
+        return None if self.manifest is None else EsphomeManifest.read(self.manifest)
+
+
+_MAIN_FILES = {  # the single-file kinds: their main file's names in a folder, and what a person calls them
+    Kind.DATASET: ((DatasetLayout.manifest_name,), "Dataset"),
+    Kind.HARD_NEGATIVES: ((DatasetLayout.manifest_name,), "hard negatives Dataset"),
+    Kind.FEATURE_STORE: ((FeatureStoreLayout.METADATA,), "feature store"),
+    Kind.BLESSING: ((BlessingLayout.VERDICT, BlessingLayout.PIPELINE, BlessingLayout.PUBLISHED), "blessing"),
+    Kind.CASCADE: ((CASCADE_FILE, "cascade"), "cascade evaluation"),
+}
+_ANY_FILE = {Kind.BLESSING, Kind.CASCADE}  # the pipeline names these files after the output, without a suffix
+
+
+def _listing(folder: Path, limit: int = 8) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "an empty folder"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _one(folder: Path, candidates: list[Path], what: str, error: type[ArtifactError], hint: str = "") -> Path | None:
+    if len(candidates) > 1:
+        names = ", ".join(c.relative_to(folder).as_posix() for c in candidates)
+        raise error(f"{folder} holds {len(candidates)} {what}s ({names}); choose one{hint}, e.g. {candidates[0]}")
+    return candidates[0] if candidates else None
+
+
+def find(path: Path, kind: Kind, *, recursive: bool = False) -> Found:
+    """The artifact of `kind` at `path`: the main file itself or the folder holding exactly one. Raises
+    ArtifactError (ModelInputError for models) naming every candidate when there are several, and saying what
+    the folder holds when there is none. `recursive` (models only) looks in sub-folders too."""
     path = Path(path)
+    error = ModelInputError if kind in (Kind.KERAS_MODEL, Kind.ESPHOME_MODEL, Kind.MODEL) else ArtifactError
     if not path.exists():
-        raise ModelInputError(f"{path}: no such file or folder")
+        raise error(f"{path}: no such file or folder")
+    if kind is Kind.ESPHOME_MODEL:
+        return _find_esphome(path)
+    if kind in (Kind.KERAS_MODEL, Kind.MODEL):
+        return _find_model(path, kind, recursive)
+    names, what = _MAIN_FILES[kind]
+    if path.is_file():
+        if kind in _ANY_FILE or path.name in names:
+            return Found(kind, path)
+        raise error(f"{path}: not a {what}; give its {' or '.join(names)} or the folder holding it")
+    main = _one(path, [path / n for n in names if (path / n).is_file()], what, error)
+    if main is None:
+        raise error(f"{path}: no {what} here (no {' or '.join(names)}; found {_listing(path)})")
+    return Found(kind, main)
+
+
+def _find_esphome(path: Path) -> Found:
+    """(model.tflite, manifest.json) from a manifest, its .tflite, or a folder holding exactly one manifest."""
     if path.is_dir():
         manifests = manifests_in(path)
         if len(manifests) > 1:
@@ -394,7 +704,7 @@ def find_pair(path: Path) -> tuple[Path, Path]:
                                   f"choose one by its manifest, e.g. {manifests[0]}")
         if not manifests:
             tflites = sorted(p.name for p in path.glob("*.tflite"))
-            if (path / "model.keras").is_file():
+            if (path / ModelLayout.MODEL).is_file():
                 raise ModelInputError(f"{path}: a Keras model folder (a teacher or the student), not an ESPHome "
                                       "model; give a .tflite with its .json manifest (a run's esphome_model output "
                                       "or a published folder)")
@@ -402,33 +712,53 @@ def find_pair(path: Path) -> tuple[Path, Path]:
                 raise ModelInputError(f"{path}: {', '.join(tflites)} without a manifest (.json with a `micro` "
                                       "section) beside it; ESPHome needs both")
             raise ModelInputError(f"{path}: no micro_wake_word model in this folder (no .json manifest with a "
-                                  "`micro` section)")
+                                  f"`micro` section; found {_listing(path)})")
         manifest = manifests[0]
     elif path.suffix.lower() == ".tflite":
-        beside = [m for m in manifests_in(path.parent)
-                  if (m.parent / str(_manifest_doc(m).get("model", ""))).resolve() == path.resolve()]
-        if not beside:
+        manifest = _manifest_naming(path)
+        if manifest is None:
             raise ModelInputError(f"{path}: no manifest beside it names it (expected {path.with_suffix('.json').name}"
                                   ", a .json with a `micro` section); ESPHome needs both")
-        manifest = beside[0]
     elif path.suffix.lower() == ".json":
         manifest = path
     else:
         raise ModelInputError(f"{path}: not a model; give a manifest .json, its .tflite, or the folder holding them")
-    doc = _manifest_doc(manifest)
-    named = doc.get("model")
+    doc = EsphomeManifest.read(manifest)
+    named = doc.model
     if not isinstance(named, str) or not named.strip():
         raise ModelInputError(f"{manifest}: names no model file (its `model` key is {named!r})")
     model = manifest.parent / named
     if not model.is_file():
         raise ModelInputError(f"{manifest}: its model file {named} is missing (expected {model})")
-    return model, manifest
+    return Found(Kind.ESPHOME_MODEL, model, manifest)
 
 
-# --------------------------------------------------------------------------------------------------
-# The cascade evaluation (cascade_evaluation writes it; publish checks its schema and stores it beside the model)
-CASCADE_FILE = "cascade.json"
-CASCADE_SCHEMA = "wakeline.cascade/1"
+def _find_model(path: Path, kind: Kind, recursive: bool) -> Found:
+    """A Keras model (a Model folder's model.keras or a .keras file) or, for Kind.MODEL, an ESPHome .tflite
+    (its manifest when one beside it names it). In a folder: model.keras first, then .tflite files, then .keras."""
+    esphome_too = kind is Kind.MODEL
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".keras":
+            return Found(Kind.KERAS_MODEL, path)
+        if esphome_too and suffix == ".tflite":
+            return Found(Kind.ESPHOME_MODEL, path, _manifest_naming(path))
+        if esphome_too and suffix == ".json":
+            return _find_esphome(path)
+        raise ModelInputError(f"{path}: neither a .tflite nor a .keras model" if esphome_too else
+                              f"{path}: not a Keras model; give a Model folder ({ModelLayout.MODEL}) or a .keras file")
+    if (path / ModelLayout.MODEL).is_file():
+        return Found(Kind.KERAS_MODEL, path / ModelLayout.MODEL)
+    glob = path.rglob if recursive else path.glob
+    if esphome_too:
+        tflite = _one(path, sorted(glob("*.tflite")), "model", ModelInputError)
+        if tflite is not None:
+            return Found(Kind.ESPHOME_MODEL, tflite, _manifest_naming(tflite))
+    keras = _one(path, sorted(glob("*.keras")), "model", ModelInputError)
+    if keras is not None:
+        return Found(Kind.KERAS_MODEL, keras)
+    wanted = f"{ModelLayout.MODEL}, .keras or .tflite file" if esphome_too else f"{ModelLayout.MODEL} or .keras file"
+    raise ModelInputError(f"{path}: no {wanted}{' under it' if recursive else ''} (found {_listing(path)})")
 
 
 class PublishedLayout:

@@ -2,13 +2,13 @@
 the feature store use, fit the stored clips, output one sigmoid probability, load, and be good enough."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.common.artifacts import ArtifactError, ModelLayout
 from components.common.config import ModelSpec
-from components.training.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
+from components.training.fit import feature_config
 
 
 class TeacherMismatch(ValueError):
@@ -28,19 +28,13 @@ class Teacher:
         return f"{self.label} ({self.spec.name})"
 
 
-def _read_json(path: Path, problems: list[str], who: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        problems.append(f"{who}: {path.name} is missing from {path.parent}")
-        return None
+def _read(read, problems: list[str], who: str) -> dict[str, Any] | None:
+    """One of a Model folder's JSON documents, or None with the problem recorded."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        problems.append(f"{who}: {path.name} is not readable JSON ({e})")
+        return read()
+    except ArtifactError as e:
+        problems.append(f"{who}: {e}")
         return None
-    if not isinstance(data, dict):
-        problems.append(f"{who}: {path.name} is not a JSON object")
-        return None
-    return data
 
 
 def check_teachers(teacher_dirs: dict[str, Path], student: ModelSpec, store_metadata: dict[str, Any],
@@ -55,14 +49,15 @@ def check_teachers(teacher_dirs: dict[str, Path], student: ModelSpec, store_meta
     for label, root in teacher_dirs.items():
         root = Path(root)
         who = label
-        meta = _read_json(root / SPEC_FILE, problems, who)
-        validation = _read_json(root / VALIDATION_FILE, problems, who)
+        layout = ModelLayout(root)
+        meta = _read(layout.read_spec, problems, who)
+        validation = _read(layout.read_validation, problems, who)
         if meta is None or validation is None:
             continue
         try:
             spec = ModelSpec.model_validate(meta.get("spec"))
         except ValueError as e:
-            problems.append(f"{who}: {SPEC_FILE} has no valid spec ({str(e).splitlines()[0]})")
+            problems.append(f"{who}: {ModelLayout.SPEC} has no valid spec ({str(e).splitlines()[0]})")
             continue
         who = f"{label} ({spec.name})"
         features = meta.get("features") or {}
@@ -78,11 +73,12 @@ def check_teachers(teacher_dirs: dict[str, Path], student: ModelSpec, store_meta
         if stored_frames and spec.input_frames > stored_frames:
             problems.append(f"{who}: input_frames={spec.input_frames} exceeds the feature store's "
                             f"{stored_frames} frames per clip")
-        if meta.get("output") != OUTPUT_KIND:
-            problems.append(f"{who}: output is {meta.get('output')!r}, distillation needs a binary {OUTPUT_KIND!r}")
+        if meta.get("output") != ModelLayout.OUTPUT_KIND:
+            problems.append(f"{who}: output is {meta.get('output')!r}, distillation needs a binary "
+                            f"{ModelLayout.OUTPUT_KIND!r}")
         frr = validation.get("frr")
         if not isinstance(frr, (int, float)):
-            problems.append(f"{who}: {VALIDATION_FILE} has no validation frr")
+            problems.append(f"{who}: {ModelLayout.VALIDATION} has no validation frr")
         elif frr > max_val_frr:
             problems.append(f"{who}: validation FRR {frr:.1%} is above distillation.max_teacher_val_frr "
                             f"{max_val_frr:.0%}; it would teach mostly noise")
@@ -100,9 +96,9 @@ def _load(teacher: Teacher, problems: list[str]) -> None:
     import keras
 
     try:
-        model = keras.models.load_model(teacher.path / MODEL_FILE, compile=False)
+        model = keras.models.load_model(ModelLayout(teacher.path).model, compile=False)
     except Exception as e:  # noqa: BLE001 - any load failure is the same finding: this file is not a model
-        problems.append(f"{teacher.title}: {MODEL_FILE} does not load ({type(e).__name__}: {str(e)[:200]})")
+        problems.append(f"{teacher.title}: {ModelLayout.MODEL} does not load ({type(e).__name__}: {str(e)[:200]})")
         return
     in_shape = tuple(model.input_shape[1:])
     if in_shape != (teacher.spec.input_frames, 40):

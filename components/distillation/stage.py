@@ -21,11 +21,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from components.common.artifacts import FeatureStoreLayout, sha256_file
+from components.common.artifacts import FeatureStoreLayout, ModelLayout, sha256_file
 from components.training.batches import Batch, TrainingBatches
 from components.common.config import AgreementWeighting, Distillation, WakelineConfig
 from components.common.stages import StageResult
-from components.training.fit import MODEL_FILE, FitPlan, fit_and_save
+from components.training.fit import FitPlan, fit_and_save
 from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
 from components.distillation.embedding_teacher import FittedEmbeddingTeacher
@@ -114,7 +114,7 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
     teachers = check_teachers({f"teacher_{'ab'[i]}": Path(d) for i, d in enumerate(teacher_dirs)}, cfg.student,
                               store.metadata(), cfg.max_teacher_val_frr)
     seed = config.seed + 100
-    teacher_hashes = {f"{t.label}_model": sha256_file(t.path / MODEL_FILE) for t in teachers}
+    teacher_hashes = {f"{t.label}_model": sha256_file(ModelLayout(t.path).model) for t in teachers}
     embedding_teacher = None
     if cfg.embedding_teacher.weight > 0 and cfg.soft_target_weight > 0:
         t0 = time.monotonic()

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from components.common.artifacts import EsphomeManifest
+
 ESPHOME_OPS = frozenset({
     "CALL_ONCE", "VAR_HANDLE", "RESHAPE", "READ_VARIABLE", "STRIDED_SLICE", "CONCATENATION", "ASSIGN_VARIABLE",
     "CONV_2D", "MUL", "ADD", "MEAN", "FULLY_CONNECTED", "LOGISTIC", "QUANTIZE", "DEPTHWISE_CONV_2D",
@@ -154,8 +156,9 @@ def flatbuffer_checks(path: Path) -> list[Check]:
     return checks
 
 
-def manifest_checks(manifest_path: Path) -> tuple[list[Check], dict[str, Any] | None]:
-    """ESPHome's v2 manifest schema, strictly: exactly its keys, with types and ranges."""
+def manifest_checks(manifest_path: Path) -> tuple[list[Check], EsphomeManifest | None]:
+    """ESPHome's v2 manifest schema, strictly: exactly its keys, with types and ranges, on the raw document
+    (a v1 window key is not a v2 one); the parsed manifest comes back for the checks that follow."""
     try:
         manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -167,14 +170,15 @@ def manifest_checks(manifest_path: Path) -> tuple[list[Check], dict[str, Any] | 
     checks.append(Check("manifest_version", version == 2 and type(version) is int, version,
                         "2 (a v1 manifest is recognised as v1 and not blessed)"))
     keys = set(manifest)
-    micro = manifest.get("micro") if isinstance(manifest.get("micro"), dict) else {}
+    parsed = EsphomeManifest.from_doc(manifest, Path(manifest_path))
+    micro = parsed.micro
     unknown, missing = sorted(keys - V2_KEYS), sorted(V2_REQUIRED - keys)
     micro_unknown, micro_missing = sorted(set(micro) - V2_MICRO_KEYS), sorted(V2_MICRO_KEYS - set(micro))
     checks.append(Check("manifest_keys", not (unknown or missing or micro_unknown or micro_missing),
                         {"unknown": unknown, "missing": missing, "micro_unknown": micro_unknown,
                          "micro_missing": micro_missing}, "exactly the v2 keys (website optional)"))
     model_file = Path(manifest_path).parent / str(manifest.get("model", ""))
-    cutoff = micro.get("probability_cutoff")
+    cutoff = parsed.probability_cutoff
     types_ok = {
         "type": manifest.get("type") == "micro",
         "wake_word": isinstance(manifest.get("wake_word"), str) and bool(manifest.get("wake_word", "").strip()),
@@ -197,27 +201,20 @@ def manifest_checks(manifest_path: Path) -> tuple[list[Check], dict[str, Any] | 
                         "feature_step_size 10; arena int > 0; minimum_esphome_version YYYY.M.P >= 2024.7.0"))
     checks.append(Check("model_file", model_file.is_file() and model_file.suffix == ".tflite",
                         str(model_file.name), "the .tflite named by `model`, beside the manifest"))
-    return checks, manifest
+    return checks, parsed
 
 
-def manifest_generation(manifest: dict[str, Any] | None) -> str:
+def manifest_generation(manifest: EsphomeManifest | None) -> str:
     """'v2', 'v1' (the Inception generation ESPHome converts) or 'unknown'."""
-    if not manifest:
-        return "unknown"
-    if manifest.get("version") == 2:
-        return "v2"
-    micro = manifest.get("micro") if isinstance(manifest.get("micro"), dict) else {}
-    if manifest.get("version") == 1 or "sliding_window_average_size" in micro:
-        return "v1"
-    return "unknown"
+    return "unknown" if manifest is None or not manifest.raw else manifest.generation
 
 
-def tflm_check(model_path: Path, manifest: dict[str, Any] | None) -> Check:
+def tflm_check(model_path: Path, manifest: EsphomeManifest | None) -> Check:
     """Loads and runs in TFLite-Micro with the manifest's arena (in a child process)."""
     from components.runtime.arena import try_arena
 
-    arena = (manifest or {}).get("micro", {}).get("tensor_arena_size") if isinstance(manifest, dict) else None
-    if not isinstance(arena, int) or arena <= 0:
+    arena = None if manifest is None else manifest.tensor_arena_size
+    if not isinstance(arena, int) or isinstance(arena, bool) or arena <= 0:
         return Check("tflm_loads", False, {"tensor_arena_size": arena}, "loads and invokes with the manifest arena")
     result = try_arena(Path(model_path), arena)
     return Check("tflm_loads", bool(result.get("ok")), result, f"loads and invokes 3 times in {arena} bytes")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import math
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from components.common.artifacts import FeatureStoreLayout, Split, find_pair
+from components.common.artifacts import BlessingLayout, EsphomeManifest, FeatureStoreLayout, Kind, Split, find
 from components.common.config import WakelineConfig
 from components.common.metrics import OperatingPoint
 from components.common.stages import StageResult
@@ -142,7 +141,7 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     """Verify one model; write `verdict.json` and `report.html` into `output_dir`."""
     t0 = time.monotonic()
     out = Path(output_dir)
-    model, manifest_path = find_pair(model_dir)
+    model, manifest_path = find(model_dir, Kind.ESPHOME_MODEL).pair
     if features_dir is not None and audio_dir is not None:
         raise VerifyInputError("give --features or --audio, not both: the gate measures on one test set")
     store = check_feature_store(features_dir) if features_dir is not None else None
@@ -156,11 +155,11 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     points: list[OperatingPoint] = []
     peaks: dict = {}
     if not verdict.reasons and (features_dir is not None or audio_dir is not None):
-        manifest = json.loads(manifest_path.read_text())
+        manifest = EsphomeManifest.read(manifest_path)
         if store is not None:
             verdict.behaviour, points, peaks = behaviour(model, EvalAudio.from_store(store, Split.TEST), manifest)
             # the gate: per voice family and per condition, on the test split only
-            tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+            tflm = TflmStreamer(model, manifest.tensor_arena_size)
             pos, amb = store_streams(store, Split.TEST, tflm)
         else:
             if not files:
@@ -179,8 +178,8 @@ def run(model_dir: Path, features_dir: Path | None, output_dir: Path, *, target_
     verdict.blessed = not verdict.reasons
     verdict.behaviour["wall_s"] = round(time.monotonic() - t0, 2)
     verdict.roc = peaks.get("roc", [])
-    atomic.write_text(out / "verdict.json", dumps(verdict.as_dict(), indent=2, default=str))
-    (out / "report.html").write_text(report_html(verdict, model, points, peaks))
+    atomic.write_text(out / BlessingLayout.VERDICT, dumps(verdict.as_dict(), indent=2, default=str))
+    (out / BlessingLayout.REPORT).write_text(report_html(verdict, model, points, peaks))
     return verdict
 
 
@@ -319,7 +318,7 @@ def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: W
         verdict = run(inputs["tflite_model"], inputs["features"], Path(tmp), **gate.kwargs())
         tracker.log_metrics(verdict.scalars())
         tracker.log_artifact(Path(tmp))
-        for name, produced in (("blessing", "verdict.json"), ("report", "report.html")):
+        for name, produced in (("blessing", BlessingLayout.VERDICT), ("report", BlessingLayout.REPORT)):
             outputs[name].parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(Path(tmp) / produced, outputs[name])
     return StageResult({"blessing": verdict.as_dict()}, verdict.scalars(), verdict)

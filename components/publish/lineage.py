@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from components.common.artifacts import sha256_file
+from components.common.artifacts import (CASCADE_FILE, ArtifactError, DatasetLayout, FeatureStoreLayout, Kind,
+                                         ModelLayout, find, read_blessing, sha256_file)
 from components.common.stages import BY_NAME, TASKS, Fan, role_by_output
 
 SCHEMA = "wakeline.lineage/1"
@@ -108,6 +109,16 @@ def _sha_if_file(path: Path | None) -> str:
     return sha256_file(path) if path is not None and path.is_file() else ""
 
 
+def _esphome_model_name(path: Path | None) -> str:
+    """The .tflite's name in a quantization output (empty when the files are not at hand or not one model)."""
+    if path is None or not path.is_dir():
+        return ""
+    try:
+        return find(path, Kind.ESPHOME_MODEL).main.name
+    except ArtifactError:
+        return ""
+
+
 def _facts(node_id: str, md: Mapping[str, Any]) -> dict[str, Any]:
     """A few things a person wants to see on each line."""
     pick = lambda *keys: {k: md[k] for k in keys if k in md}  # noqa: E731
@@ -159,26 +170,26 @@ def node_from_artifact(node_id: str, metadata: Mapping[str, Any], path: Path | N
                 config_sha256=str(md.get("config_sha256", "")), code_version=str(md.get("code_version", "")),
                 mlflow_run_id=str(md.get("mlflow_run_id", "") or ""), facts=_facts(node_id, md))
     if node_id in ("dataset", "hard_negatives"):
-        node.main_file, node.sha256 = "manifest.jsonl", str(md.get("manifest_sha256") or files.get("manifest.jsonl", ""))
+        node.main_file = DatasetLayout.manifest_name
+        node.sha256 = str(md.get("manifest_sha256") or files.get(node.main_file, ""))
     elif node_id == "features":
-        node.main_file = "metadata.json"
-        node.sha256 = str(md.get("metadata_sha256", "")) or _sha_if_file(path / "metadata.json" if path else None)
+        node.main_file = FeatureStoreLayout.METADATA
+        node.sha256 = str(md.get("metadata_sha256", "")) or _sha_if_file(path / node.main_file if path else None)
     elif node_id in ("teacher_a", "teacher_b", "student"):
-        node.main_file, node.sha256 = "model.keras", files.get("model.keras", "")
+        node.main_file, node.sha256 = ModelLayout.MODEL, files.get(ModelLayout.MODEL, "")
     elif node_id == "tflite_model":
-        found = sorted(path.glob("*.tflite")) if path is not None and path.is_dir() else []
-        node.main_file = str(md.get("tflite", "")) or (found[0].name if len(found) == 1 else "")
+        node.main_file = str(md.get("tflite", "")) or _esphome_model_name(path)
         node.sha256 = files.get(node.main_file, "") or _sha_if_file(path / node.main_file if path else None)
     elif node_id in ("config", "blessing", "report"):
         node.main_file = path.name if path else ""
         node.sha256 = _sha_if_file(path)
         if node_id == "blessing" and "blessed" not in md and node.sha256:  # the verdict file is the metadata
             try:
-                node.facts = _facts(node_id, json.loads(path.read_text()))
-            except ValueError:
+                node.facts = _facts(node_id, read_blessing(path))
+            except ArtifactError:
                 pass
     elif node_id == "cascade":
-        node.main_file = "cascade.json"
+        node.main_file = CASCADE_FILE
         node.sha256 = files.get(node.main_file, "") or _sha_if_file(path)
     elif node_id == "published":
         node.main_file = str(md.get("tflite", ""))

@@ -9,7 +9,6 @@ records why the model was not registered; `required` fails the stage instead; `o
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import tempfile
 import time
@@ -17,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from components.common.artifacts import CASCADE_SCHEMA, code_version, sha256_file
+from components.common.artifacts import (CASCADE_FILE, ArtifactError, BlessingLayout, EsphomeManifest, Kind, code_version,
+                                         find, read_blessing, read_cascade, sha256_file)
 from components.common.config import RegistryMode
 from components.common.config import WakelineConfig
 from components.common.stages import CONFIG, StageResult, task
@@ -28,9 +28,9 @@ from components.common.jsonio import dumps
 from components.common import atomic
 
 UPSTREAM = (CONFIG, *task("publish").inputs)  # the config and every artifact the registry wires into publish
-REPORT = "verification/report.html"
-BLESSING = "verification/blessing.json"
-CASCADE = "cascade.json"
+REPORT = BlessingLayout.PUBLISHED_REPORT
+BLESSING = BlessingLayout.PUBLISHED
+CASCADE = CASCADE_FILE
 JUDGE_DIR = "judge"
 
 
@@ -82,11 +82,10 @@ def cascade_files(upstream: Mapping[str, Upstream], sentry_sha256: str) -> Casca
     whose model file must be the one evaluated). The judge's folder is published file by file (top level)."""
     path = Path(upstream["cascade"].path)
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise PublishError(f"cascade evaluation {path}: unreadable ({e})") from None
-    if doc.get("schema") != CASCADE_SCHEMA:
-        raise PublishError(f"{path}: not a cascade evaluation (schema {doc.get('schema')!r})")
+        path = find(path, Kind.CASCADE).main
+        doc = read_cascade(path)
+    except ArtifactError as e:
+        raise PublishError(f"cascade evaluation: {e}") from None
     if doc.get("sentry", {}).get("sha256") != sentry_sha256:
         raise PublishError(f"the cascade evaluation is for the model {doc.get('sentry', {}).get('sha256')}, not "
                            f"this one ({sentry_sha256}); refusing to publish it beside it")
@@ -115,15 +114,6 @@ def cascade_files(upstream: Mapping[str, Upstream], sentry_sha256: str) -> Casca
     entry = {"judge": role, "cascade": {k: point[k] for k in ("sentry_cutoff", "judge_cutoff", "frr", "fa_per_hour")
                                         if k in point} or None}
     return CascadeFiles(files, {"cascade": sha256_file(path), "judge": judge["sha256"]}, tags, entry)
-
-
-def _model_pair(model_dir: Path) -> tuple[Path, Path]:
-    from components.common.artifacts import find_pair
-
-    model, manifest = find_pair(model_dir)
-    if not model.is_file():
-        raise PublishError(f"{manifest} names {model.name}, which is not beside it")
-    return model, manifest
 
 
 def _register(mode: RegistryMode, folder: Path, name: str, tags: dict[str, Any], metrics: dict[str, float],
@@ -155,9 +145,9 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
     if missing:
         raise PublishError(f"nothing to publish without {', '.join(missing)}")
     run_info = {k: v for k, v in dict(pipeline_run or {}).items() if v}
-    model, manifest = _model_pair(Path(upstream["tflite_model"].path))
-    blessing_path, report_path = Path(upstream["blessing"].path), Path(upstream["report"].path)
-    verdict = json.loads(blessing_path.read_text())
+    model, manifest = find(Path(upstream["tflite_model"].path), Kind.ESPHOME_MODEL).pair
+    blessing_path, report_path = find(Path(upstream["blessing"].path), Kind.BLESSING).main, Path(upstream["report"].path)
+    verdict = read_blessing(blessing_path)
     check_blessing(verdict, model)
     sha = sha256_file(model)
     word = word_folder(config.wake_word)
@@ -165,7 +155,7 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
     store = open_store(resolve_store(config.publish.store), s3_client)
     location = store.location(key)
     published_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    manifest_doc = json.loads(manifest.read_text())
+    manifest_doc = EsphomeManifest.read(manifest)
     behaviour = verdict.get("behaviour") or {}
     cascade = cascade_files(upstream, sha) if "cascade" in upstream else CascadeFiles({}, {}, {}, {})
 
@@ -195,8 +185,8 @@ def run(upstream: Mapping[str, Upstream], record_path: Path, config: WakelineCon
 
         tags = {"sha256": sha, "wake_word": config.wake_word, "tflite": model.name,
                 "size_bytes": model.stat().st_size,
-                "tensor_arena_size": manifest_doc.get("micro", {}).get("tensor_arena_size", ""),
-                "probability_cutoff": manifest_doc.get("micro", {}).get("probability_cutoff", ""),
+                "tensor_arena_size": "" if manifest_doc.tensor_arena_size is None else manifest_doc.tensor_arena_size,
+                "probability_cutoff": "" if manifest_doc.probability_cutoff is None else manifest_doc.probability_cutoff,
                 "frr": behaviour.get("frr", ""), "fa_per_hour": behaviour.get("fa_per_hour", ""),
                 "code_version": code_version(), "config_sha256": config.sha256(), "store_location": location,
                 "pipeline_run": run_info.get("pipeline_run", ""), "pipeline_run_id": run_info.get("pipeline_run_id", ""),

@@ -6,16 +6,16 @@ accepts plus a margin; its cutoff is calibrated on validation audio to the FA/h 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Lineage, Split, code_version, sha256_file
+from components.common.artifacts import (LABEL_CODES, EsphomeManifest, FeatureStoreLayout, Label, Lineage, ModelLayout,
+                                         Split, code_version, sha256_file)
 from components.training.batches import stream_windows
-from components.common.config import ModelSpec, WakelineConfig
+from components.common.config import WakelineConfig
 from components.common.stages import StageResult
 from components.common.frontend import FLOAT_SCALE
 from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
@@ -25,7 +25,6 @@ from components.runtime.arena import minimum_arena
 from components.runtime.tflm import TflmStreamer
 from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
 from components.common.jsonio import dumps
-from components.common import atomic
 
 MINIMUM_ESPHOME_VERSION = "2024.7.0"
 ARENA_MARGIN_BYTES = 2048  # on top of the x86-64 minimum; ESPHome's 32-bit structs are smaller, not larger
@@ -39,13 +38,13 @@ def _clips(store: FeatureStoreLayout, split: Split, label: Label, limit: int, rn
     return [np.asarray(fs.clip(int(i))) for i in idx]
 
 
-def manifest(config: WakelineConfig, model_file: str, cutoff: float, arena: int) -> dict[str, Any]:
-    """Exactly ESPHome's v2 keys."""
-    return {"type": "micro", "wake_word": config.wake_word.title(), "author": "wakeline",
-            "model": model_file, "trained_languages": ["en"], "version": 2,
-            "micro": {"probability_cutoff": round(float(cutoff), 2), "feature_step_size": 10,
-                      "sliding_window_size": ESPHOME_DETECTOR.sliding_window, "tensor_arena_size": int(arena),
-                      "minimum_esphome_version": MINIMUM_ESPHOME_VERSION}}
+def manifest(config: WakelineConfig, model_file: str, cutoff: float, arena: int) -> EsphomeManifest:
+    """The v2 manifest of the model (`EsphomeManifest.to_doc` writes exactly ESPHome's v2 keys)."""
+    return EsphomeManifest(wake_word=config.wake_word.title(), model=model_file,
+                           probability_cutoff=round(float(cutoff), 2),
+                           sliding_window_size=ESPHOME_DETECTOR.sliding_window, tensor_arena_size=int(arena),
+                           feature_step_size=10, minimum_esphome_version=MINIMUM_ESPHOME_VERSION, version=2,
+                           type="micro", author="wakeline", trained_languages=("en",))
 
 
 def run(model_dir: Path, features_dir: Path, output_dir: Path, config: WakelineConfig,
@@ -74,8 +73,9 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     t0 = time.monotonic()
     model_dir, out = Path(model_dir), Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = ModelSpec.model_validate(json.loads((model_dir / "model_spec.json").read_text())["spec"])
-    model = keras.models.load_model(model_dir / "model.keras")
+    layout = ModelLayout(model_dir)
+    spec = layout.model_spec()
+    model = keras.models.load_model(layout.model)
     store = FeatureStoreLayout(Path(features_dir))
     rng = np.random.default_rng([config.seed, 55])
     module = streaming_module(extract(model, spec))
@@ -126,19 +126,19 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     at_cutoff = breakdown(positives, ambient, chosen.cutoff, quantized=True)
     arena = int(arena_min + ARENA_MARGIN_BYTES)
     doc = manifest(config, tflite_path.name, chosen.cutoff, arena)
-    atomic.write_text(out / f"{name}.json", dumps(doc, indent=2, on_non_finite="raise") + "\n")
+    doc.write(out / f"{name}.json")
     parity = {"float_stream_vs_keras_max_abs": float_diff, "tflm_vs_float_max_lsb": float(err.max()),
               "tflm_vs_float_mean_lsb": float(err.mean()), "tflm_vs_float_p99_lsb": float(np.percentile(err, 99)),
               "held_out_clips": len(held_out)}
     (out / "parity.json").write_text(dumps(parity, indent=2))
     return {"tflite": tflite_path.name, "manifest": f"{name}.json", "file_size_bytes": tflite_path.stat().st_size,
             "tensor_arena_min_bytes": arena_min, "tensor_arena_size": arena, "arena_margin_bytes": ARENA_MARGIN_BYTES,
-            "probability_cutoff": doc["micro"]["probability_cutoff"],
+            "probability_cutoff": doc.probability_cutoff,
             "validation_at_cutoff": {"frr": finite_or_none(chosen.frr), "worst_condition_fa_per_hour": finite_or_none(chosen.fa_per_hour),
                                      "breakdown": at_cutoff.as_dict()},
             "parity": parity, "wall_s": round(time.monotonic() - t0, 1),
             **Lineage(config.sha256(), code_version(),
-                      {"model": sha256_file(model_dir / "model.keras"),
+                      {"model": sha256_file(layout.model),
                        "features_metadata": sha256_file(store.root / FeatureStoreLayout.METADATA)},
                       {tflite_path.name: sha256_file(tflite_path),
                        f"{name}.json": sha256_file(out / f"{name}.json")}).as_metadata()}

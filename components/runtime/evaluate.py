@@ -3,7 +3,6 @@ FA/h at the manifest's cutoff and at the FA/h budgets. Verification and the casc
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common.artifacts import LABEL_CODES, FeatureStoreLayout, Label, Split
+from components.common.artifacts import LABEL_CODES, EsphomeManifest, FeatureStoreLayout, Label, Split
 from components.common.errors import InputError
 from components.common.evaluation import TaggedStream
 from components.common.metrics import (ESPHOME_DETECTOR, DetectorSettings, OperatingPoint, StreamScores, at_fa_target,
@@ -101,26 +100,26 @@ class Scored:
     ambient: list[np.ndarray]
 
 
-def score(model: Path, audio: EvalAudio, manifest: dict[str, Any]) -> Scored:
+def score(model: Path, audio: EvalAudio, manifest: EsphomeManifest) -> Scored:
     """Run every clip and recording through TFLite-Micro with the manifest's arena, as the device would."""
-    tflm = TflmStreamer(model, manifest["micro"]["tensor_arena_size"])
+    tflm = TflmStreamer(model, manifest.tensor_arena_size)
     return Scored([tflm(raw) for raw in audio.positives], [tflm(raw) for raw in audio.negatives],
                   [tflm(raw) for raw in audio.ambient])
 
 
-def behaviour(model: Path, audio: EvalAudio, manifest: dict[str, Any],
+def behaviour(model: Path, audio: EvalAudio, manifest: EsphomeManifest,
               settings: DetectorSettings = ESPHOME_DETECTOR) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """FRR and FA/h on the device's path (integer feature mapping, stride, uint8 window, refractory)."""
     return behaviour_of(score(model, audio, manifest), manifest, settings)
 
 
-def behaviour_of(scored: Scored, manifest: dict[str, Any],
+def behaviour_of(scored: Scored, manifest: EsphomeManifest,
                  settings: DetectorSettings = ESPHOME_DETECTOR) -> tuple[dict[str, Any], list[OperatingPoint], dict]:
     """The summary figures of scored streams at the manifest's cutoff; FRR and FA/h are None (not NaN) when
     there were no positives or no ambient audio to measure them on."""
     pos, neg, ambient = scored.positives, scored.negatives, scored.ambient
     points = evaluate(StreamScores(pos, ambient, quantized=True), settings)
-    cutoff = float(manifest["micro"]["probability_cutoff"])
+    cutoff = float(manifest.probability_cutoff)
     at = min(points, key=lambda p: abs(p.cutoff - cutoff))
     hours = sum(len(a) for a in ambient) * settings.inference_s / 3600
     budgets = {}
@@ -160,7 +159,7 @@ def budget_reasons(model: Path, manifest_path: Path, max_tflite_bytes: int | Non
     size = model.stat().st_size if model.is_file() else 0  # a missing model fails the model_file check
     if max_tflite_bytes is not None and size > max_tflite_bytes:
         reasons.append(f"model size {size:,} B exceeds device_budget.max_tflite_bytes {max_tflite_bytes:,} B")
-    arena = json.loads(manifest_path.read_text()).get("micro", {}).get("tensor_arena_size")
+    arena = EsphomeManifest.read(manifest_path).tensor_arena_size
     if max_arena_bytes is not None and isinstance(arena, int) and arena > max_arena_bytes:
         reasons.append(f"tensor_arena_size {arena:,} B exceeds device_budget.max_arena_bytes {max_arena_bytes:,} B")
     return reasons

@@ -16,7 +16,6 @@ Pure of kfp: no pipeline, no tracking, no files written.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -25,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from components.common.errors import InputError
-from components.common.artifacts import SAMPLE_RATE_HZ
+from components.common.artifacts import SAMPLE_RATE_HZ, ArtifactError, EsphomeManifest, Kind, find
 from components.common.audio import AUDIO_EXTENSIONS, AudioReadError, to_int16, to_mono, wav_is_truncated
 from components.common.evaluation import ALL, Breakdown, TaggedStream, breakdown, format_text
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FeatureStream, n_frames
@@ -249,46 +248,36 @@ class Model:
     cutoff_source: str  # "manifest" or "--cutoff"
     arena: int | None
     settings: DetectorSettings
+    esphome: EsphomeManifest | None = None  # the manifest, parsed
 
 
 def load_model(path: Path, cutoff: float | None = None) -> Model:
     """The model from a manifest .json, a .tflite with its manifest beside it, or a folder holding one
-    manifest. Raises `EvaluationInputError` for anything missing or not usable on the device."""
-    from components.common.artifacts import ModelInputError, find_pair
-
+    manifest (`find`'s `Kind.ESPHOME_MODEL`). Raises `EvaluationInputError` for anything missing or not usable
+    on the device."""
     try:
-        tflite, manifest_path = find_pair(Path(path))
-    except ModelInputError as e:
+        tflite, manifest_path = find(Path(path), Kind.ESPHOME_MODEL).pair
+        manifest = EsphomeManifest.read(manifest_path)
+    except ArtifactError as e:
         raise EvaluationInputError(str(e)) from None
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise EvaluationInputError(f"{manifest_path}: not a readable JSON manifest ({e})") from None
-    micro = manifest.get("micro") if isinstance(manifest, dict) else None
-    if not isinstance(micro, dict):
-        raise EvaluationInputError(f"{manifest_path}: no `micro` section (not a micro_wake_word manifest)")
-    if not tflite.is_file():
-        raise EvaluationInputError(f"{manifest_path}: its model file {tflite} does not exist")
     if cutoff is None:
-        cutoff, source = micro.get("probability_cutoff"), "manifest"
+        cutoff, source = manifest.probability_cutoff, "manifest"
         what = f"{manifest_path}: micro.probability_cutoff"
     else:
         source, what = "--cutoff", "--cutoff"
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0.0 <= float(cutoff) <= 1.0:
         raise EvaluationInputError(f"{what} must be a number from 0 to 1, got {cutoff!r}")
-    step = micro.get("feature_step_size", FEATURE_STEP_MS)
+    step = FEATURE_STEP_MS if manifest.feature_step_size is None else manifest.feature_step_size
     if step != FEATURE_STEP_MS:
         raise EvaluationInputError(f"{manifest_path}: feature_step_size {step!r}: only {FEATURE_STEP_MS} ms "
                                    "features are supported")
-    window = micro.get("sliding_window_size", micro.get("sliding_window_average_size", ESPHOME_DETECTOR.sliding_window))
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    window = ESPHOME_DETECTOR.sliding_window if manifest.sliding_window_size is None else manifest.sliding_window_size
+    if manifest.window is None and manifest.sliding_window_size is not None:
         raise EvaluationInputError(f"{manifest_path}: sliding_window_size must be a positive integer, got {window!r}")
-    arena = micro.get("tensor_arena_size")
-    arena = arena if isinstance(arena, int) and not isinstance(arena, bool) and arena > 0 else None
-    stride = _model_stride(tflite, arena)
+    stride = _model_stride(tflite, manifest.arena)
     settings = DetectorSettings(sliding_window=window, stride_frames=stride, step_ms=FEATURE_STEP_MS,
                                 refractory_slices=ESPHOME_DETECTOR.refractory_slices)
-    return Model(tflite, manifest_path, float(cutoff), source, arena, settings)
+    return Model(tflite, manifest_path, float(cutoff), source, manifest.arena, settings, manifest)
 
 
 def _model_stride(tflite: Path, arena: int | None) -> int:

@@ -14,7 +14,6 @@ TFLite-Micro); the decision is `components.common.metrics.clip_detected`, the ru
 """
 from __future__ import annotations
 
-import json
 import pickle
 import threading
 from dataclasses import dataclass, field
@@ -23,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from components.common.artifacts import ArtifactError, Kind, ModelLayout, find
 from components.common.errors import InputError
 from components.common.audio import to_int16
-from components.training.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FEATURE_WINDOW_MS, features_uint16
 from components.common.metrics import ESPHOME_DETECTOR, DetectorSettings, clip_detected, sliding_mean
 from components.common.names import slug
@@ -138,62 +137,36 @@ def as_int16(samples: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected int16 or float samples, got {x.dtype}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise JudgeModelError(f"{path}: unreadable ({e})") from None
-    if not isinstance(doc, dict):
-        raise JudgeModelError(f"{path}: not a JSON object")
-    return doc
-
-
-def _resolve(path: Path) -> Path:
-    """The model file: the path itself, a Model directory's model.keras, or a directory's single .tflite."""
-    if path.is_file():
-        if path.suffix not in (".tflite", ".keras"):
-            raise JudgeModelError(f"{path}: neither a .tflite nor a .keras model")
-        return path
-    if not path.is_dir():
-        raise JudgeModelError(f"{path}: no such file or directory")
-    if (path / MODEL_FILE).is_file():
-        return path / MODEL_FILE
-    found = sorted(path.glob("*.tflite"))
-    if len(found) != 1:
-        raise JudgeModelError(f"{path}: expected a Model directory ({MODEL_FILE}) or one .tflite, found "
-                              f"{[f.name for f in found] or 'neither'}")
-    return found[0]
-
-
 def load_judge(path: Path | str, *, cutoff: float | None = None, name: str | None = None) -> Judge:
-    """Open a judge model. `cutoff` overrides the calibrated one; `name` overrides the wake word."""
+    """Open a judge model (`find`'s `Kind.MODEL`: a Model directory, a .keras, or a .tflite with its manifest
+    when one names it). `cutoff` overrides the calibrated one; `name` overrides the wake word."""
     from components.runtime.scorers import load_scorer
 
-    model_file = _resolve(Path(path))
     phrase, found_cutoff, languages, window = None, None, [], ESPHOME_DETECTOR.sliding_window
-    if model_file.suffix == ".tflite":
-        manifest_path = model_file.with_suffix(".json")
-        if manifest_path.is_file():
-            manifest = _read_json(manifest_path)
-            micro = manifest.get("micro") if isinstance(manifest.get("micro"), dict) else {}
-            phrase = manifest.get("wake_word") if isinstance(manifest.get("wake_word"), str) else None
-            found_cutoff = micro.get("probability_cutoff")
-            window = int(micro.get("sliding_window_size", window))
-            languages = [str(x) for x in manifest.get("trained_languages") or []]
-    else:
-        spec_path, validation_path = model_file.parent / SPEC_FILE, model_file.parent / VALIDATION_FILE
-        if spec_path.is_file():
-            wake_word = _read_json(spec_path).get("wake_word")
-            phrase = wake_word if isinstance(wake_word, str) else None
-        if validation_path.is_file():
-            found_cutoff = _read_json(validation_path).get("cutoff")
+    try:
+        found = find(Path(path), Kind.MODEL)
+        model_file = found.main
+        if found.kind is Kind.ESPHOME_MODEL:
+            manifest = found.read_manifest()
+            if manifest is not None:
+                phrase, found_cutoff, languages = manifest.phrase, manifest.probability_cutoff, list(manifest.languages)
+                window = manifest.sliding_window_size if manifest.sliding_window_size is not None else window
+        else:
+            layout = ModelLayout(model_file.parent)
+            if layout.spec.is_file():
+                wake_word = layout.read_spec().get("wake_word")
+                phrase = wake_word if isinstance(wake_word, str) else None
+            if layout.validation.is_file():
+                found_cutoff = layout.read_validation().get("cutoff")
+    except ArtifactError as e:
+        raise JudgeModelError(str(e)) from None
     chosen = cutoff if cutoff is not None else found_cutoff
     if not isinstance(chosen, (int, float)) or isinstance(chosen, bool) or not 0.0 <= float(chosen) <= 1.0:
         where = "the manifest's micro.probability_cutoff" if model_file.suffix == ".tflite" else \
-            f"{VALIDATION_FILE}'s cutoff"
+            f"{ModelLayout.VALIDATION}'s cutoff"
         raise JudgeModelError(f"{model_file}: no usable cutoff in {where} (found {chosen!r}); pass --cutoff")
-    if window < 1:
-        raise JudgeModelError(f"{model_file}: sliding_window_size must be >= 1, found {window}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise JudgeModelError(f"{model_file}: sliding_window_size must be an integer >= 1, found {window!r}")
     try:
         scorer = load_scorer(model_file)
     except Exception as e:  # noqa: BLE001 - any load failure means the same: this file is not a usable model

@@ -24,12 +24,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from components.common.artifacts import sha256_file
+from components.common.artifacts import ArtifactError, Kind, ModelLayout, find, sha256_file
 from components.common.config import Architecture, ModelSpec
 from components.common.frontend import FLOAT_SCALE
 
-MODEL_FILE = "model.keras"  # what teacher_training writes
-SPEC_FILE = "model_spec.json"
 TFLITE_CONTEXT_FRAMES = 300  # history a streaming .tflite may depend on; the chunk warm-up covers it
 DEFAULT_STRIDE = 3  # ESPHome's feature frames per inference, for a Keras file without a spec
 
@@ -251,43 +249,26 @@ def _download_s3(uri: str, cache_dir: Path) -> Path:
     return cache_dir / bucket / key.strip("/")
 
 
-def _find_model_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if (path / MODEL_FILE).is_file():
-        return path / MODEL_FILE
-    found = sorted(path.rglob("*.tflite")) or sorted(path.rglob("*.keras"))
-    if not found:
-        raise ModelNotFound(f"mining.previous_model: no {MODEL_FILE}, .keras or .tflite file in {path}")
-    if len({f.parent for f in found}) > 1 or len(found) > 1:
-        raise ModelNotFound(f"mining.previous_model: {path} holds several models ({[f.name for f in found]}); "
-                            f"name one")
-    return found[0]
-
-
 def load_scorer(path: Path) -> Scorer:
-    """Open a resolved previous model: a `.tflite`, a `.keras` file, or a directory holding one of them
-    (teacher_training's `model.keras` + `model_spec.json`, quantization's `<name>.tflite` + `<name>.json`)."""
-    model_file = _find_model_file(Path(path))
+    """Open a resolved previous model (`find`'s `Kind.MODEL`, sub-folders included: a registry download nests
+    them): a `.tflite` (its manifest's arena when one names it), a `.keras` file, or a folder holding one of them
+    (a Keras `ModelLayout` folder, quantization's `<name>.tflite` + `<name>.json`)."""
+    try:
+        found = find(Path(path), Kind.MODEL, recursive=True)
+        manifest = found.read_manifest()
+        layout = ModelLayout(found.main.parent)
+        doc = layout.read_spec() if found.kind is Kind.KERAS_MODEL and layout.spec.is_file() else None
+    except ArtifactError as e:
+        raise ModelNotFound(f"mining.previous_model: {e}") from None
+    model_file = found.main
     digest = sha256_file(model_file)
-    if model_file.suffix == ".tflite":
-        manifest = model_file.with_suffix(".json")
-        arena = None
-        if manifest.is_file():
-            try:
-                arena = int(json.loads(manifest.read_text())["micro"]["tensor_arena_size"])
-            except (KeyError, ValueError, TypeError):
-                arena = None
-        return TfliteScorer(model_file, identity=f"tflite:{digest}", arena=arena)
-    if model_file.suffix != ".keras":
-        raise ModelNotFound(f"mining.previous_model: {model_file.name} is neither a .tflite nor a .keras model")
+    if found.kind is Kind.ESPHOME_MODEL:
+        return TfliteScorer(model_file, identity=f"tflite:{digest}", arena=None if manifest is None else manifest.arena)
     import keras
 
     model = keras.models.load_model(model_file, compile=False)
-    spec_file = model_file.parent / SPEC_FILE
     identity = f"keras:{digest}"
-    if spec_file.is_file():
-        doc = json.loads(spec_file.read_text())
+    if doc is not None:
         spec = ModelSpec.model_validate(doc["spec"])
         if spec.architecture is Architecture.MIXEDNET:
             return NumpyMixedNet.from_keras(model, spec, kind="keras", identity=identity)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from components.common.artifacts import sha256_file
+from components.common.artifacts import ArtifactError, Kind, PublishedLayout, find, manifests_in, sha256_file
 from components.common.errors import InputError
 from components.common.metrics import DetectorSettings
 from components.common.names import slug
@@ -53,18 +53,14 @@ def load_served(manifest_path: Path, version: str | None = None) -> ServedModel:
         model = load_model(manifest_path)
     except EvaluationInputError as e:
         raise CatalogError(str(e)) from None
-    doc = json.loads(model.manifest.read_text())
-    phrase = doc.get("wake_word") if isinstance(doc.get("wake_word"), str) else model.tflite.stem
-    languages = tuple(str(x) for x in doc.get("trained_languages") or [] if isinstance(x, str))
-    return ServedModel(slug(phrase), phrase, languages, version or sha256_file(model.tflite)[:VERSION_CHARS],
-                       model.tflite, model.manifest, doc, model.cutoff, model.arena, model.settings)
+    manifest = model.esphome
+    phrase = manifest.phrase or model.tflite.stem
+    return ServedModel(slug(phrase), phrase, manifest.languages, version or sha256_file(model.tflite)[:VERSION_CHARS],
+                       model.tflite, model.manifest, manifest.raw, model.cutoff, model.arena, model.settings)
 
 
 def _published(word_folder: Path) -> tuple[Path, str] | None:
     """(manifest, version) of the latest model published in a store's wake-word folder, or None."""
-    from components.common.artifacts import manifests_in
-    from components.common.artifacts import PublishedLayout
-
     latest = word_folder / PublishedLayout.LATEST
     if not latest.is_file():
         return None
@@ -75,17 +71,15 @@ def _published(word_folder: Path) -> tuple[Path, str] | None:
     folder = word_folder / str(entry.get("folder", ""))
     if not entry.get("folder") or not (folder / PublishedLayout.COMPLETE).is_file():
         raise CatalogError(f"{latest}: names {folder}, which is not a complete published model")
-    manifests = manifests_in(folder)
-    if len(manifests) != 1:
-        raise CatalogError(f"{folder}: expected one manifest, found {len(manifests)}")
-    return manifests[0], folder.name
+    try:
+        return find(folder, Kind.ESPHOME_MODEL).pair[1], folder.name
+    except ArtifactError as e:
+        raise CatalogError(str(e)) from None
 
 
 def discover(folder: Path, names: Sequence[str] = ()) -> list[ServedModel]:
     """The models in `folder` (a store or a folder of manifests), only those in `names` when given (by id or
     phrase). Two models with one name are refused: `detect` could not tell them apart."""
-    from components.common.artifacts import manifests_in
-
     folder = Path(folder)
     if not folder.is_dir():
         raise CatalogError(f"{folder}: no such folder (give a model store, e.g. runs/published)")

@@ -7,9 +7,9 @@ from typing import Any, Mapping
 from components.common.artifacts import FeatureStoreLayout
 from components.common.config import WakelineConfig
 from components.common.stages import StageResult
-from components.training.fit import MODEL_FILE, SPEC_FILE, FitPlan, checkpoint_dir, fit_and_save
+from components.training.fit import FitPlan, checkpoint_dir, fit_and_save
 
-__all__ = ["MODEL_FILE", "SPEC_FILE", "checkpoint_dir", "run"]
+__all__ = ["checkpoint_dir", "run"]
 
 
 def run(features_dir: Path, output_dir: Path, config: WakelineConfig, teacher_index: int, *,

@@ -1,9 +1,9 @@
 """Train one model on a FeatureStore and save it as a `Model` directory: what teacher training and
 distillation share (the loop itself is `trainer.Trainer`).
 
-A Model directory holds `model.keras`, `model_spec.json` (the spec, the feature config it expects, its
-output kind and the wake word) and `validation.json` (device-like FRR / FA/h at the config's target, and the
-eval history).
+The Model directory's files are `components.common.artifacts.ModelLayout`: the Keras model, its spec document
+(the spec, the feature config it expects, its output kind and the wake word) and its validation document
+(device-like FRR / FA/h at the config's target, the calibrated cutoff, the eval history).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components.common import xp as xpmod
-from components.common.artifacts import FeatureStoreLayout, Lineage, Split, code_version, sha256_file
+from components.common.artifacts import FeatureStoreLayout, Lineage, ModelLayout, Split, code_version, sha256_file
 from components.training.batches import Batch
 from components.common.config import ModelSpec, WakelineConfig
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE
@@ -26,14 +26,7 @@ from components.training.scoring import split_scores
 from components.common.tracking import stage_run
 from components.training.trainer import (Trainer, build_model, operating_point, training_strategy,
                                        use_mixed_precision, use_xla)
-from components.common.jsonio import dumps
 from components.common import atomic
-
-MODEL_FILE = "model.keras"
-SPEC_FILE = "model_spec.json"
-VALIDATION_FILE = "validation.json"
-OUTPUT_KIND = "sigmoid"
-
 
 def feature_config(spec: ModelSpec) -> dict[str, Any]:
     """What a model expects of its input, written beside it and checked before it is used."""
@@ -79,6 +72,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     backend = xpmod.select(config.training.device, key="training.device")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    layout = ModelLayout(out)
     xla = use_xla(config.training, backend.is_gpu)
     mixed = use_mixed_precision(config.training, backend.is_gpu)
     import tensorflow as tf
@@ -108,18 +102,18 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
         with ResourceMonitor() as monitor:
             result = trainer.fit(next_batch, validate, config.target_false_accepts_per_hour,
                                  show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
-        resources = monitor.write(out / "resources.json")
+        resources = monitor.write(out / ModelLayout.RESOURCES)
         final = operating_point(validate(), config.target_false_accepts_per_hour)
-        with atomic.replaced(out / MODEL_FILE) as tmp:
+        with atomic.replaced(layout.model) as tmp:
             model.save(tmp)
-        spec_doc = {"spec": spec.model_dump(mode="json"), "features": feature_config(spec), "output": OUTPUT_KIND,
+        spec_doc = {"spec": spec.model_dump(mode="json"), "features": feature_config(spec), "output": ModelLayout.OUTPUT_KIND,
                     "wake_word": config.wake_word}
-        atomic.write_text(out / SPEC_FILE, dumps(spec_doc, indent=2))
+        layout.write_spec(spec_doc)
         validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
                       "target_fa_per_hour": config.target_false_accepts_per_hour,
                       "best_step": result.best.step if result.best else None,
                       "history": [vars(h) for h in result.history]}
-        atomic.write_text(out / VALIDATION_FILE, dumps(validation, indent=2))
+        layout.write_validation(validation)
         metrics = {"val_frr": final.frr, "val_recall": 1 - final.frr, "val_fa_per_hour": final.fa_per_hour,
                    "val_cutoff": final.cutoff, "parameters": float(model.count_params()),
                    "final_loss": float(result.losses[-1]) if result.losses else float("nan")}
@@ -132,7 +126,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
                     "validation": {k: v for k, v in validation.items() if k != "history"},
                     "resources": resources, "wall_s": round(time.monotonic() - t0, 1),
                     **Lineage(config.sha256(), code_version(), inputs,
-                              {MODEL_FILE: sha256_file(out / MODEL_FILE)}).as_metadata()}
+                              {ModelLayout.MODEL: sha256_file(layout.model)}).as_metadata()}
         for h in result.history:
             tracker.log_metrics({"eval_frr": h.frr, "eval_fa_per_hour": h.fa_per_hour, "eval_train_loss": h.loss},
                                 step=h.step)

@@ -12,7 +12,7 @@ import pytest
 
 from components.cascade_evaluation.stage import REPORT_FILE, run, run_stage
 from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA as SCHEMA
-from components.common.artifacts import FeatureSetWriter, FeatureStoreLayout, Label, sha256_file
+from components.common.artifacts import EsphomeManifest, FeatureSetWriter, FeatureStoreLayout, Label, sha256_file
 from components.common.config import JudgeChoice, load_config, write_config_artifact
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models" / "v2"
@@ -63,7 +63,8 @@ def store(tmp_path_factory) -> Path:
 
 def _teacher(folder: Path, spec, bias: float) -> Path:
     """A Model directory as fit.py lays it out; a zero head kernel and `bias` fix the output at sigmoid(bias)."""
-    from components.training.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
+    from components.common.artifacts import ModelLayout
+    from components.training.fit import feature_config
     from components.training.models import build
 
     model = build(spec)
@@ -71,10 +72,11 @@ def _teacher(folder: Path, spec, bias: float) -> Path:
     kernel, _ = head.get_weights()
     head.set_weights([np.zeros_like(kernel), np.array([bias], np.float32)])
     folder.mkdir(parents=True)
-    model.save(folder / MODEL_FILE)
-    (folder / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "features": feature_config(spec),
-                                                "output": OUTPUT_KIND, "wake_word": "hey jarvis"}))
-    (folder / VALIDATION_FILE).write_text(json.dumps({"cutoff": 0.5, "frr": 0.0, "fa_per_hour": 0.0}))
+    layout = ModelLayout(folder)
+    model.save(layout.model)
+    layout.write_spec({"spec": spec.model_dump(mode="json"), "features": feature_config(spec),
+                       "output": ModelLayout.OUTPUT_KIND, "wake_word": "hey jarvis"})
+    layout.write_validation({"cutoff": 0.5, "frr": 0.0, "fa_per_hour": 0.0})
     return folder
 
 
@@ -105,7 +107,7 @@ def test_an_accepting_judge_gives_the_sentry_alone_as_verification_measures_it(p
     assert doc["sentry_cutoffs"][-1] == doc["shipped_cutoff"] == 0.97 and doc["sentry_cutoffs"][0] == 0.12
     assert len(doc["grid"]) == len(doc["sentry_cutoffs"]) * len(doc["judge_cutoffs"]) == 18 * 20
     # the sentry alone at the shipped cutoff is what verification reports for this model and audio
-    manifest = json.loads((sentry / "hey_jarvis.json").read_text())
+    manifest = EsphomeManifest.read(sentry / "hey_jarvis.json")
     verified, _, _ = behaviour(sentry / "hey_jarvis.tflite", EvalAudio.from_store(FeatureStoreLayout(store),
                                                                                   Split.TEST), manifest)
     alone = doc["sentry_alone"]

@@ -193,10 +193,10 @@ def test_device_budget_refuses_a_model_that_does_not_fit(okay_nabu_audio, tmp_pa
                              "tensor_arena_size 26,080 B exceeds device_budget.max_arena_bytes 24,000 B"]
 
 
-def test_find_pair_takes_the_manifest_not_other_json_beside_it(tmp_path):
+def test_find_takes_the_manifest_not_other_json_beside_it(tmp_path):
     """A quantization output holds parity.json and a published folder cascade.json and lineage.json: a wake
     word sorting after them ("zebra" > "parity") must still be found by its `micro` section, not by name."""
-    from components.common.artifacts import ModelInputError, find_pair, manifests_in
+    from components.common.artifacts import Kind, ModelInputError, find, manifests_in
 
     doc = json.loads((FIXTURES / "v2" / "hey_jarvis.json").read_text())
     (tmp_path / "zebra.json").write_text(json.dumps({**doc, "model": "zebra.tflite"}))
@@ -205,7 +205,7 @@ def test_find_pair_takes_the_manifest_not_other_json_beside_it(tmp_path):
         (tmp_path / name).write_text(json.dumps({"float_stream_vs_keras_max_abs": 0.0}))
     (tmp_path / "broken.json").write_text("{not json")
     assert manifests_in(tmp_path) == [tmp_path / "zebra.json"]
-    assert find_pair(tmp_path) == (tmp_path / "zebra.tflite", tmp_path / "zebra.json")
+    assert find(tmp_path, Kind.ESPHOME_MODEL).pair == (tmp_path / "zebra.tflite", tmp_path / "zebra.json")
     (tmp_path / "zebra.json").unlink()
     with pytest.raises(ModelInputError, match="zebra.tflite without a manifest"):
-        find_pair(tmp_path)
+        find(tmp_path, Kind.ESPHOME_MODEL)

@@ -236,9 +236,9 @@ def keras_model(tmp_path_factory):
     over beds of silence / noise / tones, balanced batches), saved as a Model directory the way fit.py lays
     it out. Its cutoff is 0.5 (written into validation.json): this is a judge fixture, not a calibrated model."""
     from components.background_mining.probe import build_examples, train
-    from components.common.artifacts import DatasetLayout, Label, ManifestRecord, Split
+    from components.common.artifacts import DatasetLayout, Label, ManifestRecord, ModelLayout, Split
     from components.common.config import Mining
-    from components.training.fit import MODEL_FILE, OUTPUT_KIND, SPEC_FILE, VALIDATION_FILE, feature_config
+    from components.training.fit import feature_config
 
     root = tmp_path_factory.mktemp("keras-judge")
     layout = DatasetLayout(root / "dataset")
@@ -261,11 +261,11 @@ def keras_model(tmp_path_factory):
     assert losses[-1] < losses[0]
     out = root / "model"
     out.mkdir()
-    model.save(out / MODEL_FILE)
-    (out / SPEC_FILE).write_text(json.dumps({"spec": mining.probe.model_dump(mode="json"),
-                                             "features": feature_config(mining.probe), "output": OUTPUT_KIND,
-                                             "wake_word": "hey jarvis"}))
-    (out / VALIDATION_FILE).write_text(json.dumps({"cutoff": 0.5, "frr": None, "fa_per_hour": None}))
+    saved = ModelLayout(out)
+    model.save(saved.model)
+    saved.write_spec({"spec": mining.probe.model_dump(mode="json"), "features": feature_config(mining.probe),
+                      "output": ModelLayout.OUTPUT_KIND, "wake_word": "hey jarvis"})
+    saved.write_validation({"cutoff": 0.5, "frr": None, "fa_per_hour": None})
     return out, model, mining.probe
 
 

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from components.common.config import AgreementWeighting, Distillation, ModelSpec
-from components.training.fit import MODEL_FILE, SPEC_FILE, VALIDATION_FILE, feature_config
+from components.common.artifacts import ModelLayout
+from components.training.fit import feature_config
+
+MODEL_FILE, SPEC_FILE, VALIDATION_FILE = ModelLayout.MODEL, ModelLayout.SPEC, ModelLayout.VALIDATION
 from components.distillation.compat import TeacherMismatch, check_teachers
 from components.distillation.stage import distillation_loss, logit, soft_targets
 

@@ -283,7 +283,7 @@ def test_a_tflite_judge_takes_name_and_cutoff_from_its_manifest(tmp_path):
         load_judge(bare)
     assert load_judge(bare, cutoff=0.9).cutoff == 0.9
     shutil.copy(FIXTURES / "alexa.tflite", bare / "other.tflite")
-    with pytest.raises(JudgeModelError, match="one .tflite"):
+    with pytest.raises(JudgeModelError, match=r"holds 2 models \(m.tflite, other.tflite\)"):
         load_judge(bare)
     with pytest.raises(JudgeModelError):
         load_judge(tmp_path / "missing")

@@ -117,7 +117,7 @@ def test_previous_model_errors_name_the_key(tmp_path):
     two.mkdir()
     for name in ("alexa.tflite", "hey_jarvis.tflite"):
         shutil.copy(FIXTURES / name, two / name)
-    with pytest.raises(ModelNotFound, match="holds several models"):
+    with pytest.raises(ModelNotFound, match=r"holds 2 models \(alexa.tflite, hey_jarvis.tflite\)"):
         load_scorer(two)
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelNotFound, match="neither a .tflite nor a .keras"):
