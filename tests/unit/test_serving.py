@@ -41,6 +41,26 @@ def make_store(root: Path, words: tuple[str, ...] = ("hey_jarvis",)) -> Path:
     return root
 
 
+def make_cascade_store(root: Path, sentry_cutoff: float = 0.5, judge_cutoff: float = 0.5, context_s: float = 2.0,
+                       after_s: float = 0.3, judge: str = "hey_jarvis") -> Path:
+    """A store whose hey_jarvis was published with a cascade, as publish lays it out: cascade.json (the schema,
+    the sentry's sha256, the operating point) and the judge under judge/. The judge here is an official model
+    (`judge`, a .tflite + its manifest), which `load_judge` opens as it opens a teacher."""
+    from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA, sha256_file
+
+    make_store(root)
+    folder = next((root / "hey-jarvis").glob("*/published.json")).parent
+    (folder / "judge").mkdir()
+    for ext in ("json", "tflite"):
+        shutil.copy(MODELS / f"{judge}.{ext}", folder / "judge" / f"{judge}.{ext}")
+    point = {"sentry_cutoff": sentry_cutoff, "judge_cutoff": judge_cutoff, "judge_context_s": context_s,
+             "judge_after_s": after_s, "judge": "judge/", "frr": 0.0, "fa_per_hour": 0.0}
+    (folder / CASCADE_FILE).write_text(json.dumps({
+        "schema": CASCADE_SCHEMA, "wake_word": "hey jarvis", "operating_point": point,
+        "sentry": {"tflite": "hey_jarvis.tflite", "sha256": sha256_file(folder / "hey_jarvis.tflite")}}))
+    return root
+
+
 @pytest.mark.parametrize("window,refractory,cutoff", [(5, 100, 0.9), (3, 9, 0.5), (1, 0, 0.7), (5, 30, 0.97)])
 def test_the_incremental_detector_fires_where_the_batch_rule_does(window, refractory, cutoff):
     rng = np.random.default_rng(window * 1000 + refractory)
