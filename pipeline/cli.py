@@ -376,13 +376,17 @@ def cmd_serve(args) -> int:
     try:
         settings = ServeSettings(host=args.host, port=args.port, http_port=None if args.no_http else args.http_port,
                                  read_timeout_s=args.read_timeout_s, max_connections=args.max_connections)
-        models = discover(args.store, args.names or ())
+        models = discover(args.store, args.names or (), confirm=args.confirm_with_judge)
     except ValidationError as e:
         print(f"wakeline serve: {e}", file=sys.stderr)
         return EXIT_INPUT
     except CatalogError as e:
         print(f"wakeline serve: {e}", file=sys.stderr)
         return EXIT_INPUT
+    if args.confirm_with_judge and not any(m.cascade is not None for m in models):
+        logging.getLogger("wakeline.serve").warning(
+            "--confirm-with-judge: no served model has a published cascade (cascade.json with an operating point "
+            "and its judge); every model is served on the device's logic alone")
     try:
         serve(models, settings)
     except OSError as e:
@@ -419,6 +423,11 @@ def _serve_parsers(sub) -> None:
     srv.add_argument("--read-timeout-s", type=float, default=5.0,
                      help="close a stream that sends nothing for this long (default: %(default)s)")
     srv.add_argument("--max-connections", type=int, default=200, help="default: %(default)s")
+    srv.add_argument("--confirm-with-judge", action="store_true",
+                     help="serve each model published with a cascade (cascade.json and judge/) as that cascade: the "
+                          "model fires at the cascade's sentry cutoff and each detection is sent only if the judge "
+                          "confirms it on the audio around it (judge_context_s before, judge_after_s after); models "
+                          "without a cascade are served as they are")
     srv.add_argument("--verbose", action="store_true", help="debug logging")
     srv.set_defaults(func=cmd_serve)
     cfg = sub.add_parser("esphome-config", help="print the ESPHome YAML that loads a model from `wakeline serve`")

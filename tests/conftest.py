@@ -236,6 +236,7 @@ SLOW_FIXTURES = {
     "planted": "synthesises a dataset", "okay_nabu_audio": "synthesises speech with piper",
     "jarvis": "synthesises speech with piper", "keras_model": "trains a MixedNet",
     "serve_server": "starts `wakeline serve`'s server", "jarvis_stream": "synthesises speech with piper",
+    "cascade_audio": "synthesises speech with piper",
 }
 
 

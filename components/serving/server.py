@@ -24,6 +24,13 @@ has been processed, so its `pong` tells a client how far behind the server is. T
 hold the GIL (two threads run them no faster than one), so worker threads would not add a core: one process
 uses one core.
 
+Judge-confirmed models (`--confirm-with-judge` and a published cascade, `catalog.ServedCascade`): the sentry
+fires at the cascade's sentry cutoff, and its detection is held until `judge_after_s` of audio after the firing
+point has arrived; the judge then scores the stream's features around it (`confirm.Confirmations`), and the
+`detection` (the sentry's timestamp, the judge's score in its context) is sent only if the judge confirms. The
+judge runs in a thread pool (`judge_workers`), awaited by the connection's read loop: that stream waits for its
+verdict, the others go on. At audio-stop a pending detection is judged on what has arrived.
+
 HTTP (`http_port`): `GET /<name>.json` is the model's manifest with `model` set to `<name>.tflite`, which
 `GET /<name>.tflite` serves, so ESPHome's `micro_wake_word: models: - model: http://HOST:PORT/<name>.json`
 downloads both; `GET /` lists the models as JSON.
@@ -34,9 +41,11 @@ import asyncio
 import contextlib
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -46,12 +55,14 @@ from wyoming.ping import Ping, Pong
 from wyoming.wake import Detect, Detection, NotDetected
 
 from components.common.artifacts import code_version
+from components.common.frontend import FEATURE_CHANNELS
 from components.common.jsonio import dumps
 from components.common.names import slug
 from components.judge.audio import JUDGE_RATE, AudioFormatError, PcmFormat, StreamConverter, check_format
 from components.judge.protocol import FrameLimits
 from components.judge.server import ATTRIBUTION, JudgeHandler, LoopThread
 from components.serving.catalog import ServedModel
+from components.serving.confirm import Confirmations, Verdict, judge_segment
 from components.serving.stream import DeviceStream, Firing, ModelStream
 
 log = logging.getLogger(__name__)
@@ -73,15 +84,23 @@ class ServeSettings(BaseModel):
     write_timeout_s: float = Field(5.0, gt=0)  # a client that does not read our events for this long is closed
     max_connections: int = Field(200, ge=1)
     max_chunk_bytes: int = Field(256 * 1024, ge=1024)  # one audio-chunk's payload (HA sends ~2 KiB)
+    judge_workers: int = Field(2, ge=1)  # threads scoring judge-confirmed detections (models with a cascade)
 
     @property
     def limits(self) -> FrameLimits:
         return FrameLimits(max_payload_bytes=self.max_chunk_bytes)
 
 
+def describe_model(m: ServedModel) -> str:
+    """One line per served model, for `info` and the startup log: its cutoff, and whether a judge confirms it."""
+    if m.cascade is None:
+        return f"{m.phrase} (cutoff {m.cutoff:g})"
+    return f"{m.phrase} ({m.cascade.describe()})"
+
+
 def wake_info(models: list[ServedModel]) -> Info:
     """What `describe` answers: one wake program with one wake model per served model."""
-    wake_models = [WakeModel(name=m.name, description=f"{m.phrase} (cutoff {m.cutoff:g})", phrase=m.phrase,
+    wake_models = [WakeModel(name=m.name, description=describe_model(m), phrase=m.phrase,
                              attribution=ATTRIBUTION, installed=True, languages=list(m.languages), version=m.version)
                    for m in models]
     return Info(wake=[WakeProgram(name=PROGRAM, description="wakeline: published micro_wake_word models on the "
@@ -97,13 +116,40 @@ class WakeService:
     settings: ServeSettings
     active: int = 0
     counts: dict[str, int] = field(default_factory=lambda: {"connections": 0, "streams": 0, "detections": 0,
-                                                              "errors": 0, "rejected": 0})
+                                                              "errors": 0, "rejected": 0, "judged": 0,
+                                                              "judge_rejected": 0})
     on_detection: Callable[[str, int], None] | None = None  # (name, timestamp ms): benchmarks measure latency
 
     def __post_init__(self) -> None:
         self.info_event = wake_info(self.models).event()
         self.by_name = {m.name: m for m in self.models}
         self.by_phrase = {slug(m.phrase): m for m in self.models}
+        self.judge_pool = ThreadPoolExecutor(self.settings.judge_workers, thread_name_prefix="serve-judge") \
+            if any(m.cascade is not None for m in self.models) else None
+
+    async def judge(self, confirm: Confirmations, final: bool = False) -> list[Verdict]:
+        """The verdicts on a stream's pending detections that are due, in the judge pool, in order."""
+        loop = asyncio.get_running_loop()
+        verdicts = []
+        for pending, frames in confirm.due(final):
+            cascade = confirm.cascades[pending.index]
+            verdicts.append(await loop.run_in_executor(self.judge_pool, judge_segment, cascade, pending, frames))
+        return verdicts
+
+    async def warm_up(self) -> None:
+        """Run every judge once in each pool thread (a TFLite-Micro judge opens an interpreter per thread)."""
+        if self.judge_pool is None:
+            return
+        loop = asyncio.get_running_loop()
+        for m in self.models:
+            if m.cascade is not None:
+                frames = np.zeros((m.cascade.context_frames + m.cascade.after_frames, FEATURE_CHANNELS), np.uint16)
+                await asyncio.gather(*(loop.run_in_executor(self.judge_pool, m.cascade.judge.judge_features, frames)
+                                       for _ in range(self.settings.judge_workers)))
+
+    def close(self) -> None:
+        if self.judge_pool is not None:
+            self.judge_pool.shutdown(wait=False, cancel_futures=True)
 
     def select(self, names: list[str] | None) -> list[ServedModel]:
         """The models a `detect` asks for (all of them without names); by id or by phrase."""
@@ -129,6 +175,7 @@ class StreamHandler(JudgeHandler):
         self.converter: StreamConverter | None = None
         self.device: DeviceStream | None = None
         self.streams: list[tuple[ServedModel, ModelStream]] = []
+        self.confirm: Confirmations | None = None  # the detections waiting for a judge
         self.base_ms = 0
         self.base_known = False
         self.samples = 0
@@ -176,8 +223,11 @@ class StreamHandler(JudgeHandler):
             await self._drop("unknown-wake-word", f"none of {names} is served here (served: {served})")
             return
         self.fmt, self.converter = fmt, StreamConverter(fmt)
-        self.streams = [(m, ModelStream(m.tflite, m.arena, m.cutoff, m.settings)) for m in models]
-        self.device = DeviceStream([s for _, s in self.streams])
+        self.streams = [(m, ModelStream(m.tflite, m.arena, m.sentry_cutoff, m.settings)) for m in models]
+        cascades = {i: m.cascade for i, m in enumerate(models) if m.cascade is not None}
+        self.confirm = Confirmations(cascades, {i: s.stride for i, (_, s) in enumerate(self.streams)}) \
+            if cascades else None
+        self.device = DeviceStream([s for _, s in self.streams], None if self.confirm is None else self.confirm.history)
         self._base(data)
         self.service.counts["streams"] += 1
         if not fmt.is_native:
@@ -210,22 +260,46 @@ class StreamHandler(JudgeHandler):
         pcm = self.converter.feed_bytes(payload)
         self.samples += len(pcm) // 2
         fired = device.feed(pcm)
-        if fired:
+        if fired or self.confirm is not None:
             await self._run(fired)
 
-    async def _run(self, fired: list[tuple[int, Firing]]) -> None:
+    async def _run(self, fired: list[tuple[int, Firing]], final: bool = False) -> None:
+        """Send the device detections; hold the judge-confirmed models' firings until their judge has spoken
+        (every one still held when `final`: the stream has ended)."""
+        confirm = self.confirm
         for index, firing in fired:
-            model = self.streams[index][0]
-            self.detections += 1
-            self.service.counts["detections"] += 1
-            timestamp = self.base_ms + firing.end_ms
-            log.info("%s: DETECTED %s at %d ms (window mean %.3f, cutoff %g)", self.peer, model.name,
-                     timestamp, firing.probability, model.cutoff)
-            if self.service.on_detection is not None:
-                self.service.on_detection(model.name, timestamp)
-            await self._send(Detection(name=model.name, timestamp=timestamp, context={
-                "probability": firing.probability, "cutoff": model.cutoff, "inference": firing.inference,
-                "version": model.version}).event())
+            if confirm is not None and index in confirm.cascades:
+                confirm.add(index, firing)
+            else:
+                await self._detected(index, firing)
+        if confirm is None or not (confirm.pending or len(confirm.history.frames) > confirm.history.keep):
+            return
+        for verdict in await self.service.judge(confirm, final):
+            index, firing = verdict.pending.index, verdict.pending.firing
+            cascade = confirm.cascades[index]
+            self.service.counts["judged"] += 1
+            log.info("%s: judge %s %s at %d ms (score %.3f, threshold %.3f, %d frames, %.1f ms)", self.peer,
+                     "CONFIRMED" if verdict.confirmed else "rejected", self.streams[index][0].name,
+                     self.base_ms + firing.end_ms, verdict.score, cascade.threshold, verdict.frames, verdict.judge_ms)
+            if verdict.confirmed:
+                await self._detected(index, firing, {"judge_score": round(verdict.score, 4),
+                                                     "judge_cutoff": cascade.judge_cutoff,
+                                                     "judge_ms": round(verdict.judge_ms, 2)})
+            else:
+                self.service.counts["judge_rejected"] += 1
+
+    async def _detected(self, index: int, firing: Firing, judged: dict[str, Any] | None = None) -> None:
+        model = self.streams[index][0]
+        self.detections += 1
+        self.service.counts["detections"] += 1
+        timestamp = self.base_ms + firing.end_ms
+        log.info("%s: DETECTED %s at %d ms (window mean %.3f, cutoff %g)", self.peer, model.name,
+                 timestamp, firing.probability, model.sentry_cutoff)
+        if self.service.on_detection is not None:
+            self.service.on_detection(model.name, timestamp)
+        await self._send(Detection(name=model.name, timestamp=timestamp, context={
+            "probability": firing.probability, "cutoff": model.sentry_cutoff, "inference": firing.inference,
+            "version": model.version, **(judged or {})}).event())
 
     async def _stop(self) -> None:
         if self.dropped:
@@ -235,7 +309,7 @@ class StreamHandler(JudgeHandler):
             await self._send_error("protocol", "audio-stop before audio-start")
             return
         fired = self.device.feed(self.converter.flush().astype("<i2").tobytes())
-        await self._run(fired + self.device.flush())
+        await self._run(fired + self.device.flush(), final=True)
         detections, audio_s = self.detections, self.samples / JUDGE_RATE
         names = [m.name for m, _ in self.streams]
         self._new_request()
@@ -352,8 +426,10 @@ async def serve_async(models: list[ServedModel], settings: ServeSettings, ready:
                 loop.add_signal_handler(sig, stop.set)
                 signals.append(sig)
     try:
-        log.info("serving %s on %s (Wyoming, streaming)%s", ", ".join(f"{m.name} (cutoff {m.cutoff:g}, version "
-                 f"{m.version})" for m in models), bound.uri,
+        await service.warm_up()
+        for m in models:
+            log.info("serving %s, version %s: %s", m.name, m.version, describe_model(m))
+        log.info("serving %d model(s) on %s (Wyoming, streaming)%s", len(models), bound.uri,
                  "" if bound.http_url is None else f" and {bound.http_url} (manifests for ESPHome)")
         if ready is not None:
             ready(bound)
@@ -366,6 +442,7 @@ async def serve_async(models: list[ServedModel], settings: ServeSettings, ready:
         for task in list(handlers):
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+        service.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
 

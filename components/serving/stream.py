@@ -7,6 +7,7 @@ with its state kept across chunks (as the device does: one interpreter, never re
 `FeatureStream` is the device frontend fed 10 ms at a time; `DeviceStream` is both for every served model on
 one stream, running the audio once it completes a stride. For the same audio the detections equal
 `activations(TflmStreamer(...)(features_uint16(audio)), cutoff, settings, quantized=True)`: the tests check it.
+`FrameHistory` keeps the stream's last feature frames for a judge to score (`components.serving.confirm`).
 """
 from __future__ import annotations
 
@@ -129,6 +130,39 @@ class ModelStream:
         return fired
 
 
+class FrameHistory:
+    """The stream's most recent raw uint16 feature frames [n, 40], addressed by their index on the stream (frame
+    k covers [10k, 10k + 30) ms): what a judge scores around a detection. `trim` bounds it to the last `keep`."""
+
+    def __init__(self, keep: int) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 frame, got {keep}")
+        self.keep = keep
+        self.frames = np.zeros((0, FEATURE_CHANNELS), np.uint16)
+        self.first = 0  # the stream index of frames[0]
+
+    @property
+    def total(self) -> int:
+        """Frames the stream has produced so far."""
+        return self.first + len(self.frames)
+
+    def extend(self, frames: np.ndarray) -> None:
+        if len(frames):
+            self.frames = np.concatenate([self.frames, frames]) if len(self.frames) else np.asarray(frames, np.uint16)
+
+    def segment(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) of the stream, `stop` clipped to what has arrived."""
+        if start < self.first:
+            raise ValueError(f"frame {start} was dropped (the history starts at {self.first}, keeps {self.keep})")
+        return self.frames[start - self.first:max(start, min(stop, self.total)) - self.first]
+
+    def trim(self) -> None:
+        drop = len(self.frames) - self.keep
+        if drop > 0:
+            self.frames = self.frames[drop:].copy()
+            self.first += drop
+
+
 class DeviceStream:
     """Every selected model on one stream: one frontend, one `ModelStream` per model, fed 16 kHz mono int16
     bytes as they arrive. The audio waits until it completes some model's next stride (the only moment a
@@ -138,9 +172,10 @@ class DeviceStream:
 
     SAFETY_BYTES = 16 * _FRAME_BYTES  # never hold more than this, whatever the frontend's warm-up turns out to be
 
-    def __init__(self, models: list[ModelStream]) -> None:
+    def __init__(self, models: list[ModelStream], history: FrameHistory | None = None) -> None:
         self.features = FeatureStream()
         self.models = models
+        self.history = history  # when given, every feature frame also goes there (for a judge)
         self._buf = bytearray()
         self._received = 0  # bytes fed so far
         self._need = self._next()
@@ -162,6 +197,8 @@ class DeviceStream:
     def flush(self) -> list[tuple[int, Firing]]:
         frames = self.features.feed_bytes(bytes(self._buf))
         self._buf.clear()
+        if self.history is not None:
+            self.history.extend(frames)
         fired = [(i, f) for i, m in enumerate(self.models) for f in m.feed(frames)]
         self._need = self._next()
         return sorted(fired, key=lambda x: x[1].end_ms) if len(fired) > 1 else fired

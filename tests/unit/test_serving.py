@@ -41,6 +41,26 @@ def make_store(root: Path, words: tuple[str, ...] = ("hey_jarvis",)) -> Path:
     return root
 
 
+def make_cascade_store(root: Path, sentry_cutoff: float = 0.5, judge_cutoff: float = 0.5, context_s: float = 2.0,
+                       after_s: float = 0.3, judge: str = "hey_jarvis") -> Path:
+    """A store whose hey_jarvis was published with a cascade, as publish lays it out: cascade.json (the schema,
+    the sentry's sha256, the operating point) and the judge under judge/. The judge here is an official model
+    (`judge`, a .tflite + its manifest), which `load_judge` opens as it opens a teacher."""
+    from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA, sha256_file
+
+    make_store(root)
+    folder = next((root / "hey-jarvis").glob("*/published.json")).parent
+    (folder / "judge").mkdir()
+    for ext in ("json", "tflite"):
+        shutil.copy(MODELS / f"{judge}.{ext}", folder / "judge" / f"{judge}.{ext}")
+    point = {"sentry_cutoff": sentry_cutoff, "judge_cutoff": judge_cutoff, "judge_context_s": context_s,
+             "judge_after_s": after_s, "judge": "judge/", "frr": 0.0, "fa_per_hour": 0.0}
+    (folder / CASCADE_FILE).write_text(json.dumps({
+        "schema": CASCADE_SCHEMA, "wake_word": "hey jarvis", "operating_point": point,
+        "sentry": {"tflite": "hey_jarvis.tflite", "sha256": sha256_file(folder / "hey_jarvis.tflite")}}))
+    return root
+
+
 @pytest.mark.parametrize("window,refractory,cutoff", [(5, 100, 0.9), (3, 9, 0.5), (1, 0, 0.7), (5, 30, 0.97)])
 def test_the_incremental_detector_fires_where_the_batch_rule_does(window, refractory, cutoff):
     rng = np.random.default_rng(window * 1000 + refractory)
@@ -217,3 +237,84 @@ def test_settings_reject_unknown_keys_and_bad_values():
         ServeSettings(read_timeout_s=0)
     with pytest.raises(ValidationError):
         ServeSettings(port=70000)
+
+
+def _published_folder(store: Path) -> Path:
+    return next((store / "hey-jarvis").glob("*/published.json")).parent
+
+
+def test_with_confirm_a_published_cascade_is_loaded_and_listed_and_other_models_are_served_as_they_are(tmp_path):
+    store = make_cascade_store(tmp_path / "store", sentry_cutoff=0.4, judge_cutoff=0.6, context_s=1.5, after_s=0.2)
+    shutil.copy(MODELS / "okay_nabu.json", store / "okay_nabu.json")  # an official model: no cascade
+    shutil.copy(MODELS / "okay_nabu.tflite", store / "okay_nabu.tflite")
+    models = {m.name: m for m in discover(store, confirm=True)}
+    jarvis, nabu = models["hey_jarvis"], models["okay_nabu"]
+    assert nabu.cascade is None and nabu.sentry_cutoff == nabu.cutoff
+    cascade = jarvis.cascade
+    assert cascade is not None and jarvis.sentry_cutoff == 0.4 and jarvis.cutoff == 0.97
+    assert (cascade.judge_cutoff, cascade.context_frames, cascade.after_frames) == (0.6, 150, 20)
+    assert cascade.threshold == cascade.judge.threshold_at(0.6) == int(0.6 * 255) / 256
+    described = {m.name: m.description for m in wake_info(list(models.values())).wake[0].models}
+    assert "judge-confirmed: sentry cutoff 0.4" in described["hey_jarvis"] and "judge" not in described["okay_nabu"]
+    assert all(m.cascade is None for m in discover(store))  # without the flag: the device models alone
+
+
+@pytest.mark.parametrize("breakage,message", [
+    (lambda doc, folder: doc.update(schema="something/1"), "not a cascade evaluation"),
+    (lambda doc, folder: doc["sentry"].update(sha256="0" * 64), "evaluated the model"),
+    (lambda doc, folder: doc["operating_point"].update(judge_cutoff=1.5), "judge_cutoff must be a number"),
+    (lambda doc, folder: doc["operating_point"].update(judge_context_s=0), "judge_context_s must be > 0"),
+    (lambda doc, folder: doc["operating_point"].update(judge="../../.."), "outside the published folder"),
+    (lambda doc, folder: shutil.rmtree(folder / "judge"), "its judge does not load"),
+])
+def test_a_broken_published_cascade_is_refused_with_the_reason(tmp_path, breakage, message):
+    store = make_cascade_store(tmp_path / "store")
+    folder = _published_folder(store)
+    doc = json.loads((folder / "cascade.json").read_text())
+    breakage(doc, folder)
+    (folder / "cascade.json").write_text(json.dumps(doc))
+    with pytest.raises(CatalogError, match=message):
+        discover(store, confirm=True)
+    assert discover(store)[0].cascade is None  # without the flag cascade.json is not read
+    assert main(["serve", "--store", str(store), "--confirm-with-judge", "--port", "0", "--no-http"]) == 2
+
+
+def test_a_cascade_evaluation_without_an_operating_point_serves_the_device_model(tmp_path):
+    store = make_cascade_store(tmp_path / "store")
+    folder = _published_folder(store)
+    doc = json.loads((folder / "cascade.json").read_text())
+    (folder / "cascade.json").write_text(json.dumps({**doc, "operating_point": None}))
+    assert discover(store, confirm=True)[0].cascade is None
+
+
+def test_the_judge_gets_the_segments_the_cascade_evaluation_scores_and_the_history_stays_bounded():
+    """Sentry firings at random inferences, frames arriving in random batches: each firing is due once its
+    `after` frames are in (or at the end), its frames are `SegmentWindow.bounds` of the whole stream, and the
+    history never holds more than what pending firings need plus one batch."""
+    from components.cascade_evaluation.cascade import SegmentWindow
+    from components.serving.catalog import ServedCascade
+    from components.serving.confirm import Confirmations
+    from components.serving.stream import Firing
+
+    rng = np.random.default_rng(8)
+    features = rng.integers(0, 1 << 12, (6000, 40)).astype(np.uint16)
+    cascade = ServedCascade(judge=None, sentry_cutoff=0.5, judge_cutoff=0.5, context_s=2.0, after_s=0.3,  # type: ignore[arg-type]
+                            context_frames=200, after_frames=30, source=Path("cascade.json"))
+    window = SegmentWindow.from_seconds(2.0, 0.3)
+    confirm = Confirmations({0: cascade}, {0: 3})
+    fired = sorted(int(t) for t in rng.choice(len(features) // 3, 60, replace=False))
+    seen, pos = {}, 0
+    while pos < len(features):
+        n = int(rng.integers(1, 400))
+        confirm.history.extend(features[pos:pos + n])
+        prev, pos = pos, min(len(features), pos + n)
+        for t in [t for t in fired if prev < (t + 1) * 3 <= pos]:  # the firings this batch completes
+            confirm.add(0, Firing(t, 0, 0.5))
+        for pending, frames in confirm.due(final=pos == len(features)):
+            assert pending.stop <= pos or pos == len(features)
+            seen[pending.firing.inference] = frames
+        assert len(confirm.history.frames) <= 230
+    assert sorted(seen) == fired
+    for t in fired:
+        start, stop = window.bounds(t, len(features))
+        np.testing.assert_array_equal(seen[t], features[start:stop])
