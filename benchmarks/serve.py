@@ -26,6 +26,9 @@ counts against the server, never for it.
 Scale (environment): WAKELINE_BENCH_SERVE_MAX_STREAMS (default 400) caps the search, WAKELINE_BENCH_SERVE_STREAM_S
 (default 10) is each stream's length. The issue's goals: >= 100 streams on 2 cores, ratio >= 0.8.
 WAKELINE_BENCH_SERVE_PROFILE=PATH runs the server under cProfile and writes its stats there (development).
+WAKELINE_BENCH_SERVE_STORE=DIR serves that store's hey_jarvis instead of the official model (e.g. a run's
+`runs/published`), and WAKELINE_BENCH_SERVE_CONFIRM=1 serves it with `--confirm-with-judge` (its published
+cascade); the in-process ceiling stays the device model alone.
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ import numpy as np
 from benchmarks.common import comparison, log, result
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "tests" / "fixtures" / "esphome-models" / "v2"
+MODELS = Path(os.environ.get("WAKELINE_BENCH_SERVE_STORE") or REPO / "tests" / "fixtures" / "esphome-models" / "v2")
+CONFIRM = os.environ.get("WAKELINE_BENCH_SERVE_CONFIRM", "") == "1"  # serve with --confirm-with-judge
 WORD = "hey_jarvis"
 SR = 16_000
 CHUNK_MS = 10  # homeassistant/components/assist_pipeline/const.py: MS_PER_CHUNK = 10
@@ -369,7 +373,8 @@ def run() -> list[dict]:
         with open(log_path, "wb") as f:
             proc = subprocess.Popen(prefix + ["-m", "pipeline.cli", "serve", "--store", str(MODELS), "--name", WORD,
                                               "--port", str(port), "--no-http", "--read-timeout-s", "30",
-                                              "--max-connections", str(MAX_STREAMS + 16)],
+                                              "--max-connections", str(MAX_STREAMS + 16)]
+                                    + (["--confirm-with-judge"] if CONFIRM else []),
                                     cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
@@ -398,7 +403,9 @@ def run() -> list[dict]:
     lat = best_level["latencies_ms"]
     p50, p95 = np.percentile(lat, [50, 95])
     summary = [{k: v for k, v in lv.items() if k != "latencies_ms"} for lv in levels]
-    context = {"model": "hey_jarvis v2 (official, TFLite-Micro)", "stream_s": audio_s, "chunk_ms": CHUNK_MS,
+    model = "hey_jarvis v2 (official, TFLite-Micro)" if "WAKELINE_BENCH_SERVE_STORE" not in os.environ else \
+        f"hey_jarvis from {MODELS}"
+    context = {"model": model, "confirm_with_judge": CONFIRM, "stream_s": audio_s, "chunk_ms": CHUNK_MS,
                "max_streams_tried": MAX_STREAMS, "cpu_count": os.cpu_count(), "levels": summary}
     return [
         result("concurrent_realtime_streams", best, "streams", criterion=CRITERION,
