@@ -9,7 +9,7 @@ from kfp import dsl, kubernetes
 
 from components.common.config import DEFAULT_CLUSTER, KubernetesSettings, Stage
 from components.common.images import Images
-from components.common.stages import CONFIG, SHARDS, TASKS, TRAITS, Fan, Task
+from components.common.stages import CONFIG, TASKS, TRAITS, Fan, Task
 
 PIPELINE_NAME = "wakeline"
 

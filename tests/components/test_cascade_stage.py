@@ -13,7 +13,7 @@ import pytest
 from components.cascade_evaluation.stage import REPORT_FILE, run, run_stage
 from components.common.artifacts import CASCADE_FILE, CASCADE_SCHEMA as SCHEMA
 from components.common.artifacts import EsphomeManifest, FeatureSetWriter, FeatureStoreLayout, Label, sha256_file
-from components.common.config import JudgeChoice, load_config, write_config_artifact
+from components.common.config import JudgeChoice, load_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "esphome-models" / "v2"
 SR = 16_000
