@@ -34,7 +34,7 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Confirmation:
     """The judge's answer on one sentry firing."""
 
     pending: Pending
@@ -74,9 +74,9 @@ class Confirmations:
         return out
 
 
-def judge_segment(cascade: ServedCascade, pending: Pending, frames: np.ndarray) -> Verdict:
+def judge_segment(cascade: ServedCascade, pending: Pending, frames: np.ndarray) -> Confirmation:
     """The judge's verdict on one firing's segment (runs in a worker thread: `Judge` is thread-safe)."""
     t0 = time.perf_counter()
     score = cascade.judge.judge_features(frames).score
-    return Verdict(pending, float(score), bool(score > cascade.threshold), len(frames),
+    return Confirmation(pending, float(score), bool(score > cascade.threshold), len(frames),
                    (time.perf_counter() - t0) * 1000)

@@ -62,7 +62,7 @@ from components.judge.audio import JUDGE_RATE, AudioFormatError, PcmFormat, Stre
 from components.judge.protocol import FrameLimits
 from components.judge.server import ATTRIBUTION, JudgeHandler, LoopThread
 from components.serving.catalog import ServedModel
-from components.serving.confirm import Confirmations, Verdict, judge_segment
+from components.serving.confirm import Confirmation, Confirmations, judge_segment
 from components.serving.stream import DeviceStream, Firing, ModelStream
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class WakeService:
         self.judge_pool = ThreadPoolExecutor(self.settings.judge_workers, thread_name_prefix="serve-judge") \
             if any(m.cascade is not None for m in self.models) else None
 
-    async def judge(self, confirm: Confirmations, final: bool = False) -> list[Verdict]:
+    async def judge(self, confirm: Confirmations, final: bool = False) -> list[Confirmation]:
         """The verdicts on a stream's pending detections that are due, in the judge pool, in order."""
         loop = asyncio.get_running_loop()
         verdicts = []
