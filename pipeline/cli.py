@@ -110,9 +110,9 @@ def cmd_config(args) -> int:
 
 
 def cmd_stages(args) -> int:
-    from components.common.stages import describe
+    from components.common.stages import describe_registry
 
-    print(describe())
+    print(describe_registry())
     return 0
 
 

@@ -180,7 +180,7 @@ def role_by_output() -> dict[tuple[str, str], str]:
     return out
 
 
-def describe() -> str:
+def describe_registry() -> str:
     """The registry as text, task by task (`wakeline stages`; the README's copy is checked against it)."""
     fan = {Fan.PER_SHARD: ", one per shard", Fan.GATHER: ", all shards at once", Fan.IF_BLESSED: ", if blessed"}
     lines = []

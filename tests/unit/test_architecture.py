@@ -41,3 +41,17 @@ def test_a_planted_violation_breaks_its_contract(tmp_path, importer, imported, c
     broken = [line for line in out.stdout.splitlines() if " BROKEN" in line]
     assert any(contract in line for line in broken), out.stdout
     assert imported in out.stdout
+
+
+def test_no_two_classes_share_a_name():
+    """Names that explain themselves: two classes called the same (two Verdicts, two Registrations) are two ideas
+    a reader has to tell apart by their import path."""
+    import ast
+    from collections import defaultdict
+
+    where: dict[str, list[str]] = defaultdict(list)
+    for path in sorted((ROOT / "components").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where[node.name].append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in where.items() if len(paths) > 1}

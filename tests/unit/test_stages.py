@@ -91,8 +91,8 @@ def test_lineage_roles_come_from_the_registry():
 def test_the_readmes_copy_of_the_registry_is_current():
     from pathlib import Path
 
-    from components.common.stages import describe
+    from components.common.stages import describe_registry
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    indented = "\n".join(("  " + line) if line else "" for line in describe().splitlines())
+    indented = "\n".join(("  " + line) if line else "" for line in describe_registry().splitlines())
     assert f"  ```\n{indented}\n  ```" in readme, "README: paste the output of `wakeline stages` again"
