@@ -771,6 +771,19 @@ class PublishedLayout:
     LINEAGE = "lineage.json"
 
 
+def latest_published(word_folder: Path) -> Path | None:
+    """The folder of the newest complete model in a local store's wake-word folder (what LATEST names), or None
+    when nothing was published there. ArtifactError when LATEST is unreadable or names no complete model."""
+    latest = Path(word_folder) / PublishedLayout.LATEST
+    if not latest.is_file():
+        return None
+    entry = read_json_object(latest)
+    folder = Path(word_folder) / str(entry.get("folder", ""))
+    if not entry.get("folder") or not (folder / PublishedLayout.COMPLETE).is_file():
+        raise ArtifactError(f"{latest}: names {folder}, which is not a complete published model")
+    return folder
+
+
 _KFP_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics", "HTML", "Markdown",
               "Input", "Output"}
 

@@ -10,13 +10,12 @@ sentry (the device model) at the operating point's sentry cutoff, each detection
 (`ServedCascade`). Other models are served as they are."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from components.common.artifacts import (CASCADE_FILE, ArtifactError, Kind, PublishedLayout, find, manifests_in,
+from components.common.artifacts import (CASCADE_FILE, ArtifactError, Kind, find, latest_published, manifests_in,
                                          read_cascade, sha256_file)
 from components.common.errors import InputError
 from components.common.metrics import DetectorSettings
@@ -153,18 +152,9 @@ def load_served(manifest_path: Path, version: str | None = None) -> ServedModel:
 
 def _published(word_folder: Path) -> tuple[Path, str] | None:
     """(manifest, version) of the latest model published in a store's wake-word folder, or None."""
-    latest = word_folder / PublishedLayout.LATEST
-    if not latest.is_file():
-        return None
     try:
-        entry = json.loads(latest.read_text())
-    except (OSError, ValueError) as e:
-        raise CatalogError(f"{latest}: unreadable ({e})") from None
-    folder = word_folder / str(entry.get("folder", ""))
-    if not entry.get("folder") or not (folder / PublishedLayout.COMPLETE).is_file():
-        raise CatalogError(f"{latest}: names {folder}, which is not a complete published model")
-    try:
-        return find(folder, Kind.ESPHOME_MODEL).pair[1], folder.name
+        folder = latest_published(word_folder)
+        return None if folder is None else (find(folder, Kind.ESPHOME_MODEL).pair[1], folder.name)
     except ArtifactError as e:
         raise CatalogError(str(e)) from None
 

@@ -176,3 +176,20 @@ def test_cascade_and_feature_store_round_trip(tmp_path):
     assert FeatureStoreLayout(main.parent).metadata() == read_json_object(main) == {"shards": 1}
     with pytest.raises(ArtifactError, match=f"{CASCADE_FILE}: not a feature store"):
         find(tmp_path / CASCADE_FILE, Kind.FEATURE_STORE)
+
+
+def test_latest_published_is_the_complete_folder_latest_names(tmp_path):
+    from components.common.artifacts import PublishedLayout, latest_published
+
+    word = tmp_path / "hey-jarvis"
+    word.mkdir()
+    assert latest_published(word) is None  # nothing published yet
+    (word / "abc").mkdir()
+    (word / PublishedLayout.LATEST).write_text(json.dumps({"folder": "abc"}))
+    with pytest.raises(ArtifactError, match="not a complete published model"):  # no COMPLETE marker yet
+        latest_published(word)
+    (word / "abc" / PublishedLayout.COMPLETE).write_text("{}")
+    assert latest_published(word) == word / "abc"
+    (word / PublishedLayout.LATEST).write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match="not a JSON object"):
+        latest_published(word)
