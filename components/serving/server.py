@@ -48,7 +48,6 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info, WakeModel, WakeProgram
 from wyoming.ping import Ping, Pong
