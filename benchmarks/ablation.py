@@ -10,8 +10,10 @@ shipped cutoff, on what no part of training ever saw:
   worst_condition_fa_per_hour   synthetic test FA/h of the worst condition
   blessed                the pipeline's own gate
 
-Variants (`python -m benchmarks.ablation [NAME ...]`, default: all of them; runs are kept and reused under
-runs/bench/accuracy/ablation-<name>/ when config and source are unchanged):
+Variants (`python -m benchmarks.ablation [--seed N] [NAME ...]`, default: all of them; runs are kept and reused
+under runs/bench/accuracy/ablation-<name>/ (ablation-<name>-seed<N>/ for another seed) when config and source are
+unchanged). `--seed` reruns a variant with another `seed` (other splits, texts, voices and initial weights): one
+run per row cannot tell a part's effect from run-to-run noise, a second seed can.
   all                 the default preset
   no-embedding-teacher  distillation.embedding_teacher.weight=0 (the student learns from the two MixedNets only)
   no-perturbation     data_prep.perturbation.method=none (every clip as the engine spoke it)
@@ -70,16 +72,18 @@ VARIANTS = {
 }
 
 
-def measure(name: str) -> dict:
+def measure(name: str, seed: int = 0) -> dict:
     """Train (or reuse) one variant and measure its shipped model."""
-    done = train(f"ablation-{name}", "default", VARIANTS[name](), wake_word=WORD)
+    run_name, overrides = (f"ablation-{name}", VARIANTS[name]()) if seed == 0 else \
+        (f"ablation-{name}-seed{seed}", [*VARIANTS[name](), f"seed={seed}"])
+    done = train(run_name, "default", overrides, wake_word=WORD)
     data = shared_data()
     model = Path(done["manifest"])
     real = folder_report(model, positives=[data / "real-wakeword-dev" / "hey_chatterbox"]).breakdown.frr_cell()
     speech = folder_report(model, ambient=[data / "real-speech-dev"]).breakdown.fa_cell()
     synth = store_breakdown(model, Path(done["features"]), done["heldout_families"])
     ho, wf = synth.worst_heldout(), synth.worst_fa()
-    return {"variant": name, "overrides": VARIANTS[name](), "real_wakeword_frr": real.frr,
+    return {"variant": name if seed == 0 else f"{name}-seed{seed}", "seed": seed, "overrides": overrides, "real_wakeword_frr": real.frr,
             "real_wakeword_detected": real.clips - real.misses, "real_wakeword_clips": real.clips,
             "real_speech_fa_per_hour": speech.fa_per_hour, "real_speech_false_accepts": speech.false_accepts,
             "real_speech_hours": speech.hours, "synthetic_test_frr": synth.frr_cell().frr,
@@ -101,11 +105,11 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(names: list[str] | None = None) -> list[dict]:
+def run(names: list[str] | None = None, seed: int = 0) -> list[dict]:
     rows = []
     out = OUT_DIR / "ablation-progress.json"
     for name in names or list(VARIANTS):
-        rows.append(measure(name))
+        rows.append(measure(name, seed))
         log(f"[bench] ablation: {name}: {json.dumps(rows[-1])}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dumps({"benchmark": "ablation", "rows": rows}, indent=2) + "\n")
@@ -114,8 +118,20 @@ def run(names: list[str] | None = None) -> list[dict]:
             for r in rows]
 
 
-if __name__ == "__main__":
-    unknown = [n for n in sys.argv[1:] if n not in VARIANTS]
+def main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__.split("\n")[0])
+    parser.add_argument("variants", nargs="*", metavar="VARIANT", help=f"default: all of {list(VARIANTS)}")
+    parser.add_argument("--seed", type=int, default=0, help="the config's seed (default 0, the preset's)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.variants if n not in VARIANTS]
     if unknown:
-        sys.exit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    run(sys.argv[1:] or None)
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    run(args.variants or None, args.seed)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
