@@ -72,10 +72,16 @@ VARIANTS = {
 }
 
 
+def run_spec(name: str, seed: int = 0) -> tuple[str, list[str]]:
+    """The kept run's name and the config overrides of one variant at one seed (0: the preset's own)."""
+    if seed == 0:
+        return f"ablation-{name}", VARIANTS[name]()
+    return f"ablation-{name}-seed{seed}", [*VARIANTS[name](), f"seed={seed}"]
+
+
 def measure(name: str, seed: int = 0) -> dict:
     """Train (or reuse) one variant and measure its shipped model."""
-    run_name, overrides = (f"ablation-{name}", VARIANTS[name]()) if seed == 0 else \
-        (f"ablation-{name}-seed{seed}", [*VARIANTS[name](), f"seed={seed}"])
+    run_name, overrides = run_spec(name, seed)
     done = train(run_name, "default", overrides, wake_word=WORD)
     data = shared_data()
     model = Path(done["manifest"])
