@@ -89,7 +89,8 @@ def measure(name: str, seed: int = 0) -> dict:
     speech = folder_report(model, ambient=[data / "real-speech-dev"]).breakdown.fa_cell()
     synth = store_breakdown(model, Path(done["features"]), done["heldout_families"])
     ho, wf = synth.worst_heldout(), synth.worst_fa()
-    return {"variant": name if seed == 0 else f"{name}-seed{seed}", "seed": seed, "overrides": overrides, "real_wakeword_frr": real.frr,
+    return {"variant": run_name.removeprefix("ablation-"), "seed": seed, "overrides": overrides,
+            "real_wakeword_frr": real.frr,
             "real_wakeword_detected": real.clips - real.misses, "real_wakeword_clips": real.clips,
             "real_speech_fa_per_hour": speech.fa_per_hour, "real_speech_false_accepts": speech.false_accepts,
             "real_speech_hours": speech.hours, "synthetic_test_frr": synth.frr_cell().frr,
