@@ -117,7 +117,7 @@ def run(names: list[str] | None = None, seed: int = 0) -> list[dict]:
     out = OUT_DIR / "ablation-progress.json"
     for name in names or list(VARIANTS):
         rows.append(measure(name, seed))
-        log(f"[bench] ablation: {name}: {json.dumps(rows[-1])}")
+        log(f"[bench] ablation: {rows[-1]['variant']}: {json.dumps(rows[-1])}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dumps({"benchmark": "ablation", "rows": rows}, indent=2) + "\n")
     print(table(rows))
