@@ -13,11 +13,13 @@ With `embedding_teacher.weight` > 0 a third logit joins the mean: the embedding 
 """
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +31,10 @@ from components.training.fit import FitPlan, fit_and_save
 from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
 from components.distillation.embedding_teacher import FittedEmbeddingTeacher
+from components.common.evaluation import finite_or_none
 from components.common.jsonio import dumps
+from components.common.metrics import OperatingPoint
+from components.quantization import device_path
 
 REPORT_FILE = "distillation.json"
 _EPS = 1e-6
@@ -126,19 +131,15 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
         print(f"distillation: embedding teacher fitted on {embedding_teacher.report['train_clips']} clips in "
               f"{embedding_teacher.report['wall_s']} s; validation clip FRR {val.get('frr', float('nan')):.1%} at "
               f"{embedding_teacher_mod.CUTOFF}", file=sys.stderr)
-    plan = FitPlan(cfg.student, seed=seed, run_name=f"distillation/{cfg.student.name}",
-                   next_batch=DistillationBatches(store, config, teachers, seed, embedding_teacher).batch,
-                   loss_fn=distillation_loss(cfg, config.training.label_smoothing),
-                   params={"distillation": cfg.model_dump(mode="json"), **teacher_hashes},
-                   inputs=teacher_hashes)
-    metadata, metrics, _ = fit_and_save(plan, store, output_dir, config, show_progress=show_progress,
-                                        stop_after=stop_after)
+    batches = lambda k: DistillationBatches(store, config, teachers, student_seed(config, k), embedding_teacher)
+    metadata, metrics, candidates = distil_students(batches, store, Path(output_dir), config, teacher_hashes,
+                                                    show_progress=show_progress, stop_after=stop_after)
     side_by_side = {t.label: {"name": t.spec.name, "val_frr": t.validation["frr"],
                               "val_fa_per_hour": t.validation["fa_per_hour"]} for t in teachers}
     side_by_side["student"] = {"name": cfg.student.name, "val_frr": metrics["val_frr"],
                                "val_fa_per_hour": metrics["val_fa_per_hour"]}
     report = {"models": side_by_side, "target_fa_per_hour": config.target_false_accepts_per_hour,
-              "distillation": cfg.model_dump(mode="json")}
+              "distillation": cfg.model_dump(mode="json"), "students": candidates}
     if embedding_teacher is not None:
         report["embedding_teacher"] = embedding_teacher.report
         val = embedding_teacher.report.get("validation", {})
@@ -149,7 +150,81 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
         metrics[f"{t.label}_val_frr"] = float(t.validation["frr"])
         metrics[f"{t.label}_val_fa_per_hour"] = float(t.validation["fa_per_hour"])
     metadata["teachers"] = side_by_side
+    metadata["students"] = candidates
     return metadata, metrics
+
+
+def student_seed(config: WakelineConfig, k: int) -> int:
+    """Candidate k's seed; candidate 0's is the one a single student has always had."""
+    return config.seed + 100 + 10 * k
+
+
+def choose_student(judged: Sequence[OperatingPoint], target_fa_per_hour: float) -> int:
+    """The candidate that meets the FA/h target with the lowest validation FRR (then the lowest worst-condition
+    FA/h, then the first): a candidate that cannot meet the target at any cutoff only wins when none can."""
+    return min(range(len(judged)), key=lambda k: (not judged[k].fa_per_hour <= target_fa_per_hour, judged[k].frr,
+                                                  judged[k].fa_per_hour, k))
+
+
+def distil_students(batches: Callable[[int], DistillationBatches], store: FeatureStoreLayout, output_dir: Path,
+                    config: WakelineConfig, teacher_hashes: dict[str, str], *, show_progress: bool = True,
+                    stop_after: int | None = None) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+    """Distil `distillation.students` candidates and save the chosen one in `output_dir`; a single student is
+    saved there directly and not judged (there is nothing to choose). Returns (its metadata, its metrics, one
+    row per candidate)."""
+    cfg = config.distillation
+    if cfg.students == 1:
+        metadata, metrics, _ = _fit(batches(0), 0, store, output_dir, config, teacher_hashes, show_progress,
+                                    stop_after)
+        return metadata, metrics, [{"index": 0, "seed": student_seed(config, 0), "chosen": True,
+                                    "float_validation": _float_validation(metrics)}]
+    fitted, judged, rows = [], [], []
+    with tempfile.TemporaryDirectory(prefix="wakeline-students-") as scratch:
+        for k in range(cfg.students):
+            t0 = time.monotonic()
+            folder = Path(scratch) / f"student-{k}"
+            metadata, metrics, model = _fit(batches(k), k, store, folder, config, teacher_hashes, show_progress,
+                                            stop_after)
+            _, tflite = device_path.to_int8(model, cfg.student, store, config.seed, folder / "judged.tflite")
+            on_device = device_path.validate(tflite, store, config).chosen
+            tflite.unlink()
+            fitted.append((folder, metadata, metrics))
+            judged.append(on_device)
+            rows.append({"index": k, "seed": student_seed(config, k), "float_validation": _float_validation(metrics),
+                         "device_validation": {"cutoff": on_device.cutoff, "frr": finite_or_none(on_device.frr),
+                                               "worst_condition_fa_per_hour": finite_or_none(on_device.fa_per_hour)},
+                         "wall_s": round(time.monotonic() - t0, 1)})
+            print(f"distillation: student {k + 1}/{cfg.students} (seed {student_seed(config, k)}): validation FRR "
+                  f"{on_device.frr:.1%} on the device path at cutoff {on_device.cutoff:.2f}, worst condition "
+                  f"{on_device.fa_per_hour:.1f} FA/h ({rows[-1]['wall_s']:.0f} s)", file=sys.stderr)
+        best = choose_student(judged, config.target_false_accepts_per_hour)
+        folder, metadata, metrics = fitted[best]
+        shutil.copytree(folder, output_dir, dirs_exist_ok=True)
+    for row in rows:
+        row["chosen"] = row["index"] == best
+    print(f"distillation: student {best + 1} of {cfg.students} ships (seed {student_seed(config, best)})",
+          file=sys.stderr)
+    metrics = {**metrics, "students": float(cfg.students), "chosen_student": float(best),
+               "chosen_student_device_val_frr": float(judged[best].frr)}
+    return metadata, metrics, rows
+
+
+def _fit(batches: DistillationBatches, k: int, store: FeatureStoreLayout, output_dir: Path, config: WakelineConfig,
+         teacher_hashes: dict[str, str], show_progress: bool, stop_after: int | None):
+    cfg = config.distillation
+    seed = student_seed(config, k)
+    plan = FitPlan(cfg.student, seed=seed,
+                   run_name=f"distillation/{cfg.student.name}" + (f"/candidate-{k}" if cfg.students > 1 else ""),
+                   next_batch=batches.batch, loss_fn=distillation_loss(cfg, config.training.label_smoothing),
+                   params={"distillation": cfg.model_dump(mode="json"), "student_seed": seed, **teacher_hashes},
+                   inputs=teacher_hashes)
+    return fit_and_save(plan, store, output_dir, config, show_progress=show_progress, stop_after=stop_after)
+
+
+def _float_validation(metrics: dict[str, float]) -> dict[str, float | None]:
+    """What training's own validation says (float Keras, epoch-0 positives, pooled FA/h): reported, not used."""
+    return {"frr": finite_or_none(metrics["val_frr"]), "fa_per_hour": finite_or_none(metrics["val_fa_per_hour"]),
+            "cutoff": finite_or_none(metrics["val_cutoff"])}
 
 
 def run_stage(inputs: Mapping[str, Path], outputs: Mapping[str, Path], config: WakelineConfig, *,

@@ -12,30 +12,24 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from components.common.artifacts import (LABEL_CODES, EsphomeManifest, FeatureStoreLayout, Label, Lineage, ModelLayout,
+from components.common.artifacts import (EsphomeManifest, FeatureStoreLayout, Label, Lineage, ModelLayout,
                                          Split, code_version, sha256_file)
 from components.training.batches import stream_windows
 from components.common.config import WakelineConfig
 from components.common.stages import StageResult
 from components.common.frontend import FLOAT_SCALE
-from components.common.evaluation import finite_or_none, breakdown, choose_cutoff, store_streams
+from components.common.evaluation import finite_or_none
 from components.common.metrics import ESPHOME_DETECTOR
 from components.common.names import slug
 from components.runtime.arena import minimum_arena
 from components.runtime.tflm import TflmStreamer
-from components.quantization.streaming import (convert_int8, extract, representative, stream, streaming_module)
+from components.quantization import device_path
+from components.quantization.device_path import CALIBRATION_SAMPLES
+from components.quantization.streaming import stream
 from components.common.jsonio import dumps
 
 MINIMUM_ESPHOME_VERSION = "2024.7.0"
 ARENA_MARGIN_BYTES = 2048  # on top of the x86-64 minimum; ESPHome's 32-bit structs are smaller, not larger
-CALIBRATION_SAMPLES = 300
-
-
-def _clips(store: FeatureStoreLayout, split: Split, label: Label, limit: int, rng: np.random.Generator):
-    fs = store.open(split, 0)
-    idx = np.flatnonzero(fs.labels == LABEL_CODES[label])
-    idx = rng.permutation(idx)[:limit]
-    return [np.asarray(fs.clip(int(i))) for i in idx]
 
 
 def manifest(config: WakelineConfig, model_file: str, cutoff: float, arena: int) -> EsphomeManifest:
@@ -78,10 +72,11 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
     model = keras.models.load_model(layout.model)
     store = FeatureStoreLayout(Path(features_dir))
     rng = np.random.default_rng([config.seed, 55])
-    module = streaming_module(extract(model, spec))
+    name = slug(config.wake_word)  # hey_jarvis.tflite, the ESPHome convention
+    module, tflite_path = device_path.to_int8(model, spec, store, config.seed, out / f"{name}.tflite")
 
     # 1. float streaming vs Keras on held-out clips (the windows that align with the streaming stride)
-    held_out = _clips(store, Split.TEST, Label.POSITIVE, parity_clips, rng)
+    held_out = device_path.clips(store, Split.TEST, Label.POSITIVE, parity_clips, rng)
     float_diff = 0.0
     for raw in held_out:
         feats = raw.astype(np.float32) * np.float32(FLOAT_SCALE)
@@ -93,18 +88,7 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
             ref = model(windows, training=False).numpy()[:, 0]
             float_diff = max(float_diff, float(np.abs(ref - streamed[-len(ref):]).max()))
 
-    # 2. INT8 conversion. Calibration replays whole clips in order, so the ring buffers hold the histories
-    #    they hold on the device (random isolated windows would calibrate the states on nonsense).
-    samples = []
-    train = _clips(store, Split.TRAIN, Label.POSITIVE, 8, rng) + _clips(store, Split.TRAIN, Label.NEGATIVE, 8, rng)
-    for raw in (train[i] for i in rng.permutation(len(train))):
-        feats = raw.astype(np.float32) * np.float32(FLOAT_SCALE)
-        samples += [feats[i:i + spec.stride] for i in range(0, len(feats) - spec.stride + 1, spec.stride)]
-    samples = samples[:CALIBRATION_SAMPLES * 2]
-    name = slug(config.wake_word)  # hey_jarvis.tflite, the ESPHome convention
-    tflite_path = convert_int8(module, representative(samples, spec.stride), out / f"{name}.tflite")
-
-    # 3. TFLite-Micro vs float streaming on the same held-out clips (LSB = 1/256)
+    # 2. TFLite-Micro vs float streaming on the same held-out clips (LSB = 1/256)
     exact = TflmStreamer(tflite_path, device=False)
     errors = []
     for raw in held_out:
@@ -113,17 +97,12 @@ def _quantize(model_dir: Path, features_dir: Path, output_dir: Path, config: Wak
         errors.append(np.abs(u8 - fl[:len(u8)]) * 256)
     err = np.concatenate(errors) if errors else np.zeros(1)
 
-    # 4. arena and cutoff
+    # 3. arena and cutoff
     arena_min = minimum_arena(tflite_path)
     if arena_min is None:
         raise RuntimeError(f"{tflite_path}: TFLite-Micro cannot load the converted model with any arena")
-    tflm = TflmStreamer(tflite_path)  # the device's input mapping from here on
-    # Validation positives under every condition, validation ambient per condition: the cutoff is the one at
-    # which the *worst* condition meets the FA/h target (a pooled rate would let quiet noise hide loud speech).
-    positives, ambient = store_streams(store, Split.VALIDATION, tflm)
-    chosen = choose_cutoff(positives, ambient, config.target_false_accepts_per_hour, config.cutoff_safety_margin,
-                           quantized=True)
-    at_cutoff = breakdown(positives, ambient, chosen.cutoff, quantized=True)
+    judged = device_path.validate(tflite_path, store, config)
+    chosen, at_cutoff = judged.chosen, judged.at_cutoff
     arena = int(arena_min + ARENA_MARGIN_BYTES)
     doc = manifest(config, tflite_path.name, chosen.cutoff, arena)
     doc.write(out / f"{name}.json")
