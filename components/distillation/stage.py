@@ -34,7 +34,7 @@ from components.distillation.embedding_teacher import FittedEmbeddingTeacher
 from components.common.evaluation import finite_or_none
 from components.common.jsonio import dumps
 from components.common.metrics import OperatingPoint
-from components.quantization import device_path
+from components.runtime import device_path
 
 REPORT_FILE = "distillation.json"
 _EPS = 1e-6

@@ -23,9 +23,9 @@ from components.common.metrics import ESPHOME_DETECTOR
 from components.common.names import slug
 from components.runtime.arena import minimum_arena
 from components.runtime.tflm import TflmStreamer
-from components.quantization import device_path
-from components.quantization.device_path import CALIBRATION_SAMPLES
-from components.quantization.streaming import stream
+from components.runtime import device_path
+from components.runtime.device_path import CALIBRATION_SAMPLES
+from components.runtime.streaming import stream
 from components.common.jsonio import dumps
 
 MINIMUM_ESPHOME_VERSION = "2024.7.0"

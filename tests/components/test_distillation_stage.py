@@ -114,3 +114,40 @@ def test_embedding_teacher_is_fitted_saved_and_changes_the_student(trained, tmp_
     w_on = keras.models.load_model(out / "model.keras").get_weights()
     w_plain = keras.models.load_model(tmp_path / "plain" / "model.keras").get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(w_on, w_plain))
+
+
+def test_candidate_students_are_judged_on_the_device_path_and_the_best_ships(trained, tmp_path):
+    """students=2: two seeds distilled, each converted to INT8 and scored on TFLite-Micro over validation; the
+    one `choose_student` picks is the Model that ships (its INT8 validation, re-measured, is the reported one),
+    candidate 0 is bit for bit the student a single-student run makes, and the report lists both."""
+    import keras
+
+    from components.common.artifacts import FeatureStoreLayout
+    from components.runtime import device_path
+
+    cfg, root = trained
+    teachers = [root / "teacher_0", root / "teacher_1"]
+    two = _with(cfg, students=2)
+    md, metrics = distil.run(teachers, root / "features", tmp_path / "chosen", two, show_progress=False)
+    rows = md["students"]
+    assert [r["seed"] for r in rows] == [cfg.seed + 100, cfg.seed + 110]
+    assert [r["chosen"] for r in rows].count(True) == 1
+    best = next(r for r in rows if r["chosen"])
+    assert metrics["chosen_student"] == best["index"]
+    frr = [r["device_validation"]["frr"] for r in rows]
+    assert best["device_validation"]["frr"] == min(frr)
+    assert json.loads((tmp_path / "chosen" / distil.REPORT_FILE).read_text())["students"] == rows
+
+    store = FeatureStoreLayout(root / "features")
+    shipped = keras.models.load_model(tmp_path / "chosen" / "model.keras")
+    _, tflite = device_path.to_int8(shipped, two.distillation.student, store, cfg.seed, tmp_path / "again.tflite")
+    again = device_path.validate(tflite, store, two).chosen
+    assert (again.frr, again.cutoff) == (best["device_validation"]["frr"], best["device_validation"]["cutoff"])
+
+    one_md, _ = distil.run(teachers, root / "features", tmp_path / "single", cfg, show_progress=False)
+    assert [r["seed"] for r in one_md["students"]] == [cfg.seed + 100] and "device_validation" not in one_md["students"][0]
+    w_single = keras.models.load_model(tmp_path / "single" / "model.keras").get_weights()
+    if best["index"] == 0:
+        assert all(np.array_equal(a, b) for a, b in zip(w_single, shipped.get_weights()))
+    else:
+        assert any(not np.array_equal(a, b) for a, b in zip(w_single, shipped.get_weights()))

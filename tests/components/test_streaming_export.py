@@ -6,7 +6,7 @@ from components.common.config import ModelSpec
 from components.training.models import build
 from components.esphome_verification.contract import flatbuffer_checks
 from components.runtime.arena import minimum_arena
-from components.quantization.streaming import convert_int8, extract, representative, stream, streaming_module
+from components.runtime.streaming import convert_int8, extract, representative, stream, streaming_module
 
 SPEC = ModelSpec(name="v2like", pointwise_filters=[64, 64, 64, 64])  # the official v2 hyperparameters
 

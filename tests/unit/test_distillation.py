@@ -145,3 +145,39 @@ def test_loss_is_hard_bce_without_teachers_and_scaled_soft_bce_with_only_teacher
     pt = 1 / (1 + np.exp(-logit(np.array([0.8, 0.3])) / t))
     ce = -(np.array([0.6, 0.4]) * np.log(pt) + np.array([0.4, 0.6]) * np.log(1 - pt)) * np.array([1.0, 0.5])
     assert float(soft_only) == pytest.approx(t * t * (ce[0] * 1 + ce[1] * 2) / 3, rel=1e-4)
+
+
+def _point(frr, fa, cutoff=0.5):
+    from components.common.metrics import OperatingPoint
+
+    return OperatingPoint(cutoff=cutoff, frr=frr, false_accepts=int(fa), fa_per_hour=fa)
+
+
+def test_the_student_with_the_lowest_device_path_frr_ships():
+    from components.distillation.stage import choose_student
+
+    assert choose_student([_point(0.42, 0.0), _point(0.70, 0.0), _point(0.43, 0.0)], 0.5) == 0
+    assert choose_student([_point(0.69, 0.3), _point(0.80, 0.0), _point(0.61, 0.5)], 0.5) == 2
+
+
+def test_a_student_that_misses_the_fa_target_ships_only_when_every_one_does():
+    from components.distillation.stage import choose_student
+
+    # the lowest FRR bought with false accepts above the target loses to a worse FRR within it ...
+    assert choose_student([_point(0.10, 3.0), _point(0.60, 0.4)], 0.5) == 1
+    # ... and when none meets it: the lowest FRR, then the fewest FA/h, then the first
+    assert choose_student([_point(0.90, 3.0), _point(0.80, 6.0)], 0.5) == 1
+    assert choose_student([_point(0.80, 6.0), _point(0.80, 3.0)], 0.5) == 1
+    assert choose_student([_point(0.80, 3.0), _point(0.80, 3.0)], 0.5) == 0
+
+
+def test_student_seeds_and_count():
+    from components.common.config import ConfigError, load_config
+    from components.distillation.stage import student_seed
+
+    cfg = load_config("smoke", overrides=["seed=7"])
+    assert cfg.distillation.students == 1  # the smoke preset distils one student, as before
+    assert [student_seed(cfg, k) for k in range(3)] == [107, 117, 127]  # candidate 0: a single student's seed
+    assert load_config("default").distillation.students == 3
+    with pytest.raises(ConfigError, match="distillation.students"):
+        load_config("smoke", overrides=["distillation.students=0"])

@@ -17,7 +17,7 @@ from components.common.config import ModelSpec, WakelineConfig
 from components.common.evaluation import Breakdown, breakdown, choose_cutoff, store_streams
 from components.common.frontend import FLOAT_SCALE
 from components.common.metrics import OperatingPoint
-from components.quantization.streaming import convert_int8, extract, representative, streaming_module
+from components.runtime.streaming import convert_int8, extract, representative, streaming_module
 
 CALIBRATION_SAMPLES = 300
 CALIBRATION_CLIPS_PER_LABEL = 8
