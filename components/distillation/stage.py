@@ -118,7 +118,7 @@ def run(teacher_dirs: list[Path], features_dir: Path, output_dir: Path, config: 
     store = FeatureStoreLayout(Path(features_dir))
     teachers = check_teachers({f"teacher_{'ab'[i]}": Path(d) for i, d in enumerate(teacher_dirs)}, cfg.student,
                               store.metadata(), cfg.max_teacher_val_frr)
-    seed = config.seed + 100
+    seed = student_seed(config, 0)
     teacher_hashes = {f"{t.label}_model": sha256_file(ModelLayout(t.path).model) for t in teachers}
     embedding_teacher = None
     if cfg.embedding_teacher.weight > 0 and cfg.soft_target_weight > 0:

@@ -2,8 +2,9 @@
 scored on TFLite-Micro's uint8 path with the cutoff at which the *worst* condition meets the FA/h target.
 
 Quantization ships through it; distillation judges its candidate students through it, because a float score
-of the same model does not order students the way the INT8 model does (measured: on one run the float score
-picked the student that the device path ranks last and that detects 12 real clips instead of 32).
+of the same model does not order students the way the INT8 model does (measured: on one run the float score,
+with the same worst-condition rule, picked a student that detects 12 real clips where the device path's pick
+detects 32).
 """
 from __future__ import annotations
 
