@@ -18,11 +18,13 @@ from typing import Any, Callable
 from components.common import xp as xpmod
 from components.common.artifacts import FeatureStoreLayout, Lineage, ModelLayout, Split, code_version, sha256_file
 from components.training.batches import Batch
-from components.common.config import ModelSpec, WakelineConfig
+from components.common.config import CheckpointRule, ModelSpec, WakelineConfig
+from components.common.evaluation import choose_cutoff, store_streams
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE
 from components.training.models import build
 from components.common.observability import ResourceMonitor
-from components.training.scoring import split_scores
+from components.common.metrics import OperatingPoint
+from components.training.scoring import Predict, split_scores, stream_probabilities
 from components.common.tracking import stage_run
 from components.training.trainer import (Trainer, build_model, operating_point, training_strategy,
                                        use_mixed_precision, use_xla)
@@ -44,6 +46,18 @@ def checkpoint_dir(config: WakelineConfig, spec: ModelSpec, store: FeatureStoreL
         "features": store.metadata().get("sets"), **(extra or {}),
     }, sort_keys=True).encode()).hexdigest()[:16]
     return Path(config.training.checkpoint_root).resolve() / f"{spec.name}-{key}"
+
+
+def validation_point(predict: Predict, store: FeatureStoreLayout, spec: ModelSpec,
+                     config: WakelineConfig) -> OperatingPoint:
+    """A float model's operating point on the validation split by `training.checkpoint_rule`: what picks the
+    checkpoint during training and what the saved model's validation document reports."""
+    target = config.target_false_accepts_per_hour
+    if config.training.checkpoint_rule is CheckpointRule.POOLED:
+        return operating_point(split_scores(predict, store, Split.VALIDATION, spec.input_frames, spec.stride), target)
+    positives, ambient = store_streams(store, Split.VALIDATION,
+                                       lambda raw: stream_probabilities(predict, raw, spec.input_frames, spec.stride))
+    return choose_cutoff(positives, ambient, target, config.cutoff_safety_margin, quantized=False)
 
 
 @dataclass
@@ -91,8 +105,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
                                                     spec.input_frames, plan.seed).batch
 
     def validate():
-        return split_scores(lambda x: model(x, training=False).numpy(), store, Split.VALIDATION,
-                            spec.input_frames, spec.stride)
+        return validation_point(lambda x: model(x, training=False).numpy(), store, spec, config)
 
     params = {"model": spec.model_dump(mode="json"), "training": config.training.model_dump(mode="json"),
               "target_fa_per_hour": config.target_false_accepts_per_hour, "xla": xla, "mixed_precision": mixed,
@@ -103,7 +116,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
             result = trainer.fit(next_batch, validate, config.target_false_accepts_per_hour,
                                  show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
         resources = monitor.write(out / ModelLayout.RESOURCES)
-        final = operating_point(validate(), config.target_false_accepts_per_hour)
+        final = validate()
         with atomic.replaced(layout.model) as tmp:
             model.save(tmp)
         spec_doc = {"spec": spec.model_dump(mode="json"), "features": feature_config(spec), "output": ModelLayout.OUTPUT_KIND,
@@ -111,6 +124,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
         layout.write_spec(spec_doc)
         validation = {"frr": final.frr, "fa_per_hour": final.fa_per_hour, "cutoff": final.cutoff,
                       "target_fa_per_hour": config.target_false_accepts_per_hour,
+                      "checkpoint_rule": config.training.checkpoint_rule.value,
                       "best_step": result.best.step if result.best else None,
                       "history": [vars(h) for h in result.history]}
         layout.write_validation(validation)

@@ -234,10 +234,11 @@ class Trainer:
         return state["step"], result
 
     # --- the loop ----------------------------------------------------------------------------------------
-    def fit(self, next_batch: Callable[[int, int], Batch], validate: Callable[[], StreamScores],
+    def fit(self, next_batch: Callable[[int, int], Batch], validate: Callable[[], OperatingPoint],
             target_fa_per_hour: float, *, show_progress: bool = True, stop_after: int | None = None,
             profile_dir: Path | None = None) -> TrainResult:
-        """Train to `training.total_steps`; `stop_after` ends early (tests of resume use it). With
+        """Train to `training.total_steps`, judging the model with `validate` (its operating point on the
+        validation split) every `training.eval_every_steps`; `stop_after` ends early (tests of resume use it). With
         `training.profile_steps` > 0 the first steps (data loading included) are cProfiled into `profile_dir`."""
         import tensorflow as tf
 
@@ -276,7 +277,7 @@ class Trainer:
                 tf.summary.scalar("augmentation_epoch", batch.epoch)
             done = step + 1
             if done % self.training.eval_every_steps == 0 or done == total:
-                point = operating_point(validate(), target_fa_per_hour)
+                point = validate()
                 rec = EvalRecord(done, point.fa_per_hour, point.frr, point.cutoff, float(np.mean(recent)))
                 recent = []
                 result.history.append(rec)

@@ -145,3 +145,29 @@ def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_
     worst = b["breakdown"]["worst_fa_per_hour"]  # the gate judges the worst condition, not the pooled rate
     assert verdict.blessed == (worst <= cfg.target_false_accepts_per_hour)
     assert "<img" in (tmp_path / "verify" / "report.html").read_text()
+
+
+def test_the_worst_condition_checkpoint_rule_judges_every_eval_and_the_saved_model_by_it(features, tmp_path):
+    """training.checkpoint_rule=worst_condition: each eval and the validation document are the operating point
+    that rule gives, recomputed here on the saved model; the rule is part of the resumable state's key."""
+    import keras
+
+    from components.common.config import CheckpointRule
+    from components.training.fit import validation_point
+
+    cfg, root = features
+    cfg = load_config("smoke", overrides=SETS + [f"training.checkpoint_root={tmp_path / 'ck'}",
+                                                 "training.checkpoint_rule=worst_condition"])
+    store = FeatureStoreLayout(root / "features")
+    assert checkpoint_dir(cfg, cfg.teachers[0], store) != checkpoint_dir(
+        cfg.model_copy(update={"training": cfg.training.model_copy(
+            update={"checkpoint_rule": CheckpointRule.POOLED})}), cfg.teachers[0], store)
+    _, metrics = run(root / "features", tmp_path / "model", cfg, 0, show_progress=False)
+    doc = json.loads((tmp_path / "model" / "validation.json").read_text())
+    assert doc["checkpoint_rule"] == "worst_condition" and len(doc["history"]) == 4
+    saved = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
+    again = validation_point(lambda x: saved(x, training=False).numpy(), store, cfg.teachers[0], cfg)
+    assert (doc["frr"], doc["cutoff"]) == pytest.approx((again.frr, again.cutoff))
+    best = next(h for h in doc["history"] if h["step"] == doc["best_step"])
+    assert (best["frr"], best["cutoff"]) == pytest.approx((doc["frr"], doc["cutoff"]))
+    assert metrics["val_cutoff"] == pytest.approx(doc["cutoff"])

@@ -18,7 +18,8 @@ from components.common.config.loading import (PRESETS_DIR, apply_override, deep_
                                               read_config_artifact, resolve_pipeline_config, validate,
                                               write_config_artifact)
 from components.common.config.run import (Accent, Adversarial, AgreementWeighting, Ambient, AmbientKind, Architecture,
-                                          AugmentOps, Augmentation, Cascade, Channel, ClipCounts, DataPrep,
+                                          AugmentOps, Augmentation, Cascade, Channel, CheckpointRule, ClipCounts,
+                                          DataPrep,
                                           DeviceBudget, Distillation, EmbeddingTeacher, EspeakSettings, EvalConditions,
                                           HibariSettings, JudgeChoice, KokoroSettings, LabelWeights, Mining, ModelSpec,
                                           NonEnglish, PerturbationMethod, PiperSettings, PositiveCondition, Quality,
@@ -32,7 +33,7 @@ __all__ = [
     "ConfigError", "FloatRange", "IntRange", "Probability", "Strict", "Toggle",
     # the run's parameters
     "Accent", "Adversarial", "AgreementWeighting", "Ambient", "AmbientKind", "Architecture", "AugmentOps",
-    "Augmentation", "Cascade", "Channel", "ClipCounts", "DataPrep", "DeviceBudget", "Distillation",
+    "Augmentation", "Cascade", "Channel", "CheckpointRule", "ClipCounts", "DataPrep", "DeviceBudget", "Distillation",
     "EmbeddingTeacher", "EspeakSettings", "EvalConditions", "HibariSettings", "JudgeChoice", "KokoroSettings",
     "LabelWeights", "Mining", "ModelSpec", "NonEnglish", "PerturbationMethod", "PiperSettings", "PositiveCondition",
     "Quality", "RoomImpulseResponses", "RunParameters", "SamplingWeights", "ScheduleShape", "SnrSchedule",
