@@ -24,13 +24,13 @@ def _test_frr(model_dir: Path, store, config) -> dict[str, float]:
 
     from components.common.artifacts import ModelLayout, Split
     from components.common.metrics import evaluate
-    from components.training.scoring import split_scores
+    from components.training.scoring import model_scorer, split_scores
 
     spec = config.distillation.student
     layout = ModelLayout(model_dir)
     model = keras.models.load_model(layout.model)
     cutoff = layout.read_validation()["cutoff"]
-    scores = split_scores(lambda x: model(x, training=False).numpy(), store, Split.TEST, spec.input_frames, spec.stride)
+    scores = split_scores(model_scorer(model, spec), store, Split.TEST)
     point = min(evaluate(scores), key=lambda p: abs(p.cutoff - cutoff))
     return {"test_frr": point.frr, "test_fa_per_hour": point.fa_per_hour, "cutoff": cutoff}
 

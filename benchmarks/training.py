@@ -14,6 +14,10 @@ Metrics (names are stable; other fields are context):
   mixed_precision_speedup               trainer.build_model(mixed_precision=True) over float32 on the GPU,
                                         same batches, steps and initial weights
   (the last two: value null with "skipped" where TensorFlow sees no usable GPU; never estimated)
+  validation_scoring_speedup_<model>    validation's scoring of one 5-min stream (the default student and first
+                                        teacher, random weights): `scoring.model_scorer` (the MixedNet body once over
+                                        the stream) over window-by-window `stream_probabilities` (the baseline, what
+                                        validation did before); max_abs_difference says they agree
 
 Inputs: synthetic features, float32 uniform in [0, 26] (the feature range, raw uint16 x 0.0390625), fixed seed;
 labels drawn with Training().sampling_weights' positive share and weights from the class weights. A few
@@ -339,6 +343,37 @@ def _gpu_or_error() -> list[dict]:
                 result("mixed_precision_speedup", None, "x", error=f"GPU path failed: {e!r}")]
 
 
+def bench_validation_scoring(stream_s: float = 300.0, rounds: int = 3) -> list[dict]:
+    from components.training.models import build
+    from components.training.scoring import model_scorer, stream_probabilities
+
+    config = load_config("default")
+    raw = np.random.default_rng(SEED).integers(0, 600, (int(stream_s * 100), 40)).astype(np.uint16)
+    out = []
+    for spec in (config.distillation.student, config.teachers[0]):
+        model = build(spec)
+        whole = model_scorer(model, spec)
+        windows = lambda r: stream_probabilities(lambda x: model(x, training=False).numpy(), r,  # noqa: E731
+                                                 spec.input_frames, spec.stride)
+        whole(raw[:1000]), windows(raw[:1000])  # warm-up: tracing
+        times: dict[str, list[float]] = {"whole": [], "windows": []}
+        for _ in range(rounds):
+            for name, f in (("whole", whole), ("windows", windows)):
+                with timer() as t:
+                    scores = f(raw)
+                times[name].append(t[0])
+                if name == "whole":
+                    a = scores
+        diff = float(np.max(np.abs(a - windows(raw))))
+        w, b = statistics.median(times["whole"]), statistics.median(times["windows"])
+        log(f"[bench] validation scoring {spec.name}: whole stream {w:.3f} s, window by window {b:.2f} s")
+        out.append(comparison(f"validation_scoring_speedup_{spec.name.replace('-', '_')}", stream_s / w, stream_s / b,
+                              baseline_name="stream_probabilities (window by window)", unit="audio s per s",
+                              stream_s=stream_s, windows=len(a), max_abs_difference=diff, rounds=rounds,
+                              load_avg_1m=load_average()))
+    return out
+
+
 def run() -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's first import: quiet C++ logs
-    return bench_student_cpu() + bench_teachers_cpu() + _gpu_or_error()
+    return bench_student_cpu() + bench_teachers_cpu() + bench_validation_scoring() + _gpu_or_error()

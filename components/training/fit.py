@@ -24,7 +24,7 @@ from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_
 from components.training.models import build
 from components.common.observability import ResourceMonitor
 from components.common.metrics import OperatingPoint
-from components.training.scoring import Predict, split_scores, stream_probabilities
+from components.training.scoring import Score, model_scorer, split_scores
 from components.common.tracking import stage_run
 from components.training.trainer import (Trainer, build_model, operating_point, training_strategy,
                                        use_mixed_precision, use_xla)
@@ -48,15 +48,13 @@ def checkpoint_dir(config: WakelineConfig, spec: ModelSpec, store: FeatureStoreL
     return Path(config.training.checkpoint_root).resolve() / f"{spec.name}-{key}"
 
 
-def validation_point(predict: Predict, store: FeatureStoreLayout, spec: ModelSpec,
-                     config: WakelineConfig) -> OperatingPoint:
+def validation_point(score: Score, store: FeatureStoreLayout, config: WakelineConfig) -> OperatingPoint:
     """A float model's operating point on the validation split by `training.checkpoint_rule`: what picks the
     checkpoint during training and what the saved model's validation document reports."""
     target = config.target_false_accepts_per_hour
     if config.training.checkpoint_rule is CheckpointRule.POOLED:
-        return operating_point(split_scores(predict, store, Split.VALIDATION, spec.input_frames, spec.stride), target)
-    positives, ambient = store_streams(store, Split.VALIDATION,
-                                       lambda raw: stream_probabilities(predict, raw, spec.input_frames, spec.stride))
+        return operating_point(split_scores(score, store, Split.VALIDATION), target)
+    positives, ambient = store_streams(store, Split.VALIDATION, score)
     return choose_cutoff(positives, ambient, target, config.cutoff_safety_margin, quantized=False)
 
 
@@ -104,8 +102,10 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     next_batch = plan.next_batch or TrainingBatches(store, config.training, config.augmentation.spec_augment,
                                                     spec.input_frames, plan.seed).batch
 
+    score = model_scorer(model, spec)
+
     def validate():
-        return validation_point(lambda x: model(x, training=False).numpy(), store, spec, config)
+        return validation_point(score, store, config)
 
     params = {"model": spec.model_dump(mode="json"), "training": config.training.model_dump(mode="json"),
               "target_fa_per_hour": config.target_false_accepts_per_hour, "xla": xla, "mixed_precision": mixed,

@@ -13,7 +13,7 @@ from components.augmentation.stage import run as augment
 from components.common.artifacts import FeatureStoreLayout, Split
 from components.common.config import load_config
 from components.training.models import build
-from components.training.scoring import split_scores
+from components.training.scoring import model_scorer, split_scores
 from components.training.trainer import operating_point
 from components.data_prep.stage import run as prepare
 from components.teacher_training.stage import checkpoint_dir, run
@@ -50,8 +50,8 @@ def test_training_lowers_loss_and_beats_an_untrained_model(features, tmp_path):
     store = FeatureStoreLayout(root / "features")
     spec = cfg.teachers[0]
     untrained = build(spec)
-    before = operating_point(split_scores(lambda x: untrained(x, training=False).numpy(), store, Split.VALIDATION,
-                                          spec.input_frames, spec.stride), cfg.target_false_accepts_per_hour)
+    before = operating_point(split_scores(model_scorer(untrained, spec), store, Split.VALIDATION),
+                             cfg.target_false_accepts_per_hour)
     assert metrics["val_fa_per_hour"] <= cfg.target_false_accepts_per_hour
     assert metrics["val_frr"] < before.frr, (metrics, before)
     for name in ("model.keras", "model_spec.json", "validation.json"):
@@ -166,7 +166,7 @@ def test_the_worst_condition_checkpoint_rule_judges_every_eval_and_the_saved_mod
     doc = json.loads((tmp_path / "model" / "validation.json").read_text())
     assert doc["checkpoint_rule"] == "worst_condition" and len(doc["history"]) == 4
     saved = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
-    again = validation_point(lambda x: saved(x, training=False).numpy(), store, cfg.teachers[0], cfg)
+    again = validation_point(model_scorer(saved, cfg.teachers[0]), store, cfg)
     assert (doc["frr"], doc["cutoff"]) == pytest.approx((again.frr, again.cutoff))
     best = next(h for h in doc["history"] if h["step"] == doc["best_step"])
     assert (best["frr"], best["cutoff"]) == pytest.approx((doc["frr"], doc["cutoff"]))

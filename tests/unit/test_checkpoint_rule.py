@@ -8,6 +8,7 @@ from components.common.artifacts import FeatureSetWriter, FeatureStoreLayout, La
 from components.common.config import CheckpointRule, load_config
 from components.common.frontend import FLOAT_SCALE
 from components.training.fit import validation_point
+from components.training.scoring import stream_probabilities
 
 POSITIVE, QUIET_POSITIVE, SPEECH_BURST = 100, 60, 80  # feature value = the score x 100 (see `predict`)
 
@@ -15,6 +16,10 @@ POSITIVE, QUIET_POSITIVE, SPEECH_BURST = 100, 60, 80  # feature value = the scor
 def predict(x: np.ndarray) -> np.ndarray:
     """A scorer whose probability is the window's largest channel-0 value / 100 (raw units)."""
     return np.clip(x[:, :, 0].max(axis=1) / (100 * FLOAT_SCALE), 0, 1)
+
+
+def scorer(spec, predict=predict):
+    return lambda raw: stream_probabilities(predict, raw, spec.input_frames, spec.stride)
 
 
 def _clip(frames: int, value: int) -> np.ndarray:
@@ -58,14 +63,14 @@ def _with_rule(config, rule):
 
 def test_the_pooled_rule_never_hears_the_speech_condition(case):
     config, spec, store = case
-    point = validation_point(predict, store, spec, _with_rule(config, CheckpointRule.POOLED))
+    point = validation_point(scorer(spec), store, _with_rule(config, CheckpointRule.POOLED))
     assert point.frr == 0.0 and point.false_accepts == 0
     assert point.cutoff < SPEECH_BURST / 100  # a cutoff the speech burst fires at
 
 
 def test_the_worst_condition_rule_clears_the_loudest_condition_and_counts_every_positive(case):
     config, spec, store = case
-    point = validation_point(predict, store, spec, _with_rule(config, CheckpointRule.WORST_CONDITION))
+    point = validation_point(scorer(spec), store, _with_rule(config, CheckpointRule.WORST_CONDITION))
     assert point.false_accepts == 0
     assert point.cutoff >= SPEECH_BURST / 100 + config.cutoff_safety_margin - 1e-9
     assert point.frr == pytest.approx(4 / 12)  # the 4 telephone positives (0.6) are missed, of 8 + 4
