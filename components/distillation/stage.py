@@ -222,7 +222,7 @@ def _fit(batches: DistillationBatches, k: int, store: FeatureStoreLayout, output
 
 
 def _float_validation(metrics: dict[str, float]) -> dict[str, float | None]:
-    """What training's own validation says (float Keras, epoch-0 positives, pooled FA/h): reported, not used."""
+    """What training's own validation says (float Keras, by `training.checkpoint_rule`): reported, not used."""
     return {"frr": finite_or_none(metrics["val_frr"]), "fa_per_hour": finite_or_none(metrics["val_fa_per_hour"]),
             "cutoff": finite_or_none(metrics["val_cutoff"])}
 

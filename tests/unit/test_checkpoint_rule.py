@@ -77,7 +77,7 @@ def test_the_worst_condition_rule_clears_the_loudest_condition_and_counts_every_
 
 
 def test_the_rule_is_an_enum_and_an_unknown_one_is_refused_naming_the_key():
-    assert load_config("default").training.checkpoint_rule is CheckpointRule.POOLED
+    assert load_config("default").training.checkpoint_rule is CheckpointRule.WORST_CONDITION
     from components.common.config import ConfigError
 
     with pytest.raises(ConfigError, match="training.checkpoint_rule"):
