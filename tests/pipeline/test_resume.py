@@ -18,12 +18,17 @@ import pytest
 pytestmark = pytest.mark.slow  # three to five smoke pipelines
 
 RUN_TIMEOUT_S = 1800
+# At the default 60 s, smoke's training background is 4 chunks (short files, one chunk each), and in CI all 4 were
+# recorded between two polls (2026-12-05), so the kill never landed mid-scan. 5 s chunks make several times more;
+# every run here uses them alike (the uninterrupted one too: the chunking is part of the mining session's key)
+CHUNK_S = 5
 
 
 def _argv(tmp: Path, run_id: str, state: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", "run", "--preset", "smoke", "--runs-dir", str(tmp / "runs"),
             "--run-id", run_id, "--set", f"training.checkpoint_root={state / 'checkpoints'}",
-            "--set", f"mining.session_root={state / 'mining'}", "--set", f"publish.store={state / 'published'}"]
+            "--set", f"mining.session_root={state / 'mining'}", "--set", f"publish.store={state / 'published'}",
+            "--set", f"mining.chunk_s={CHUNK_S}"]
 
 
 def _run(tmp: Path, run_id: str, state: Path, kill_when: Callable[[], bool] | None = None) -> bool:
