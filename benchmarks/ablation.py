@@ -26,6 +26,9 @@ run per row cannot tell a part's effect from run-to-run noise, a second seed can
                       (was 1,400 + 600 + 100 + 100) from 4,000 generated sentences (was 1,500)
   neural-positives    positives from the voices a real-speech model accepts (the realism check): 400 piper +
                       500 Kokoro + 600 hibari + 150 espeak-ng (was 250 + 250 + 400 + 500)
+  pooled-rule         training.checkpoint_rule=pooled (checkpoints judged as before 2026-12-05: mixed positives,
+                      non-speech ambient, pooled), for the rule's effect at each seed
+  ema                 training.weight_averaging=ema (validate, keep and ship the moving average of the weights)
 Each variant costs a full default run (about 30 min on 2 cores).
 """
 from __future__ import annotations
@@ -69,6 +72,8 @@ VARIANTS = {
                             "data_prep.generated_sentences=4000"],
     "neural-positives": lambda: ["data_prep.positives.piper_clips=400", "data_prep.positives.espeak_clips=150",
                                  "data_prep.positives.kokoro_clips=500", "data_prep.positives.hibari_clips=600"],
+    "pooled-rule": lambda: ["training.checkpoint_rule=pooled"],
+    "ema": lambda: ["training.weight_averaging=ema"],
 }
 
 

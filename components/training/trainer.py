@@ -2,6 +2,7 @@
 label-smoothed binary cross-entropy, device-like validation, checkpoint selection, resume, TensorBoard."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,7 +13,7 @@ import numpy as np
 
 from components.common import atomic, cpus
 from components.training.batches import Batch
-from components.common.config import ConfigError, Toggle, Training
+from components.common.config import ConfigError, Toggle, Training, WeightAveraging
 from components.common.metrics import (ESPHOME_DETECTOR, Checkpoint, DetectorSettings, OperatingPoint, StreamScores,
                                        at_fa_target, better_checkpoint, evaluate)
 from components.common.observability import StepProfiler
@@ -129,7 +130,10 @@ class Trainer:
         self.strategy = tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.mixed = any(getattr(layer, "compute_dtype", "float32") == "float16" for layer in model.layers)
-        self.optimizer = keras.optimizers.Adam(learning_rate=training.learning_rates[0])
+        # under `ema` Adam keeps the average itself (updated in the same compiled step, saved with its variables)
+        self._adam = self.optimizer = keras.optimizers.Adam(
+            learning_rate=training.learning_rates[0], use_ema=training.weight_averaging is WeightAveraging.EMA,
+            ema_momentum=training.ema_decay)
         if self.mixed:  # dynamic loss scaling keeps float16 gradients from underflowing
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         self.optimizer.build(model.trainable_variables)
@@ -191,6 +195,22 @@ class Trainer:
 
         loss, bad = self._distributed(shard(x), shard(y), shard(w), tf.constant(np.float32(w.sum())))
         return float(loss), int(bad)
+
+    @contextlib.contextmanager
+    def judged_weights(self):
+        """Inside, the model holds the weights that are validated, checkpointed and shipped: the moving average
+        under `training.weight_averaging: ema`, otherwise the live ones. The live weights come back after."""
+        if not self._adam.use_ema:
+            yield
+            return
+        live = [v.numpy() for v in self.model.trainable_variables]
+        for var, average in zip(self.model.trainable_variables, self._adam._model_variables_moving_average):
+            var.assign(average)
+        try:
+            yield
+        finally:
+            for var, value in zip(self.model.trainable_variables, live):
+                var.assign(value)
 
     # --- resumable state -------------------------------------------------------------------------------
     @property
@@ -277,19 +297,20 @@ class Trainer:
                 tf.summary.scalar("augmentation_epoch", batch.epoch)
             done = step + 1
             if done % self.training.eval_every_steps == 0 or done == total:
-                point = validate()
-                rec = EvalRecord(done, point.fa_per_hour, point.frr, point.cutoff, float(np.mean(recent)))
-                recent = []
-                result.history.append(rec)
-                with self.tb.as_default(step=done):
-                    tf.summary.scalar("val/frr", rec.frr)
-                    tf.summary.scalar("val/fa_per_hour", rec.fa_per_hour)
-                    tf.summary.scalar("val/cutoff", rec.cutoff)
-                if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
-                                     target_fa_per_hour):
-                    result.best = rec
-                    with atomic.replaced(self.workdir / "best.weights.h5") as tmp:
-                        self.model.save_weights(str(tmp))
+                with self.judged_weights():
+                    point = validate()
+                    rec = EvalRecord(done, point.fa_per_hour, point.frr, point.cutoff, float(np.mean(recent)))
+                    recent = []
+                    result.history.append(rec)
+                    with self.tb.as_default(step=done):
+                        tf.summary.scalar("val/frr", rec.frr)
+                        tf.summary.scalar("val/fa_per_hour", rec.fa_per_hour)
+                        tf.summary.scalar("val/cutoff", rec.cutoff)
+                    if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
+                                         target_fa_per_hour):
+                        result.best = rec
+                        with atomic.replaced(self.workdir / "best.weights.h5") as tmp:
+                            self.model.save_weights(str(tmp))
                 self.save_state(done, result)
                 saved_step = done
         self.tb.flush()

@@ -26,7 +26,7 @@ from components.common.config.run import (Accent, Adversarial, AgreementWeightin
                                           RoomImpulseResponses, RunParameters, SamplingWeights, ScheduleShape,
                                           SnrSchedule, SpeakerClass, SpeakerPerturbation, SpecAugment,
                                           SpeechCondition, Splits, Training, TrainingLanguages, TTSSettings,
-                                          UserSources, WakelineConfig)
+                                          UserSources, WakelineConfig, WeightAveraging)
 
 __all__ = [
     # base
@@ -38,7 +38,7 @@ __all__ = [
     "LabelWeights", "Mining", "ModelSpec", "NonEnglish", "PerturbationMethod", "PiperSettings", "PositiveCondition",
     "Quality", "RoomImpulseResponses", "RunParameters", "SamplingWeights", "ScheduleShape", "SnrSchedule",
     "SpeakerClass", "SpeakerPerturbation", "SpecAugment", "SpeechCondition", "Splits", "TTSSettings", "Training",
-    "TrainingLanguages", "UserSources", "WakelineConfig",
+    "TrainingLanguages", "UserSources", "WakelineConfig", "WeightAveraging",
     # deployment settings
     "DEFAULT_CLUSTER", "CpuQuantity", "EnvName", "KubernetesSettings", "LabelKey", "LabelValue", "MemoryQuantity",
     "Publish", "RegistryMode", "SecretEnv", "Stage", "StageResourceTable", "StageResources", "StateVolume",
