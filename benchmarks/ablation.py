@@ -29,6 +29,8 @@ run per row cannot tell a part's effect from run-to-run noise, a second seed can
   pooled-rule         training.checkpoint_rule=pooled (checkpoints judged as before 2026-12-05: mixed positives,
                       non-speech ambient, pooled), for the rule's effect at each seed
   ema                 training.weight_averaging=ema (validate, keep and ship the moving average of the weights)
+  long-conditions     data_prep.conditions.duration_s=1800 (30 min of each speech condition per split, was 10): the
+                      cutoff rests on 3 h of validation speech instead of 1 h, and test FA/h on 3 h
 Each variant costs a full default run (about 30 min on 2 cores).
 """
 from __future__ import annotations
@@ -74,6 +76,7 @@ VARIANTS = {
                                  "data_prep.positives.kokoro_clips=500", "data_prep.positives.hibari_clips=600"],
     "pooled-rule": lambda: ["training.checkpoint_rule=pooled"],
     "ema": lambda: ["training.weight_averaging=ema"],
+    "long-conditions": lambda: ["data_prep.conditions.duration_s=1800"],
 }
 
 
