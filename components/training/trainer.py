@@ -272,52 +272,92 @@ class Trainer:
         recent: list[float] = []
         saved_step = start
         profiler = StepProfiler(self.training.profile_steps, profile_dir or self.workdir)
-        for step in bar:
-            if stop_after is not None and step - start >= stop_after:
-                break
-            with profiler:
-                t0 = time.perf_counter()
-                batch = next_batch(step, total)
-                t1 = time.perf_counter()
-                self.optimizer.learning_rate.assign(lr_at(self.training, step))
-                loss, bad = self.checked_step(batch.x, batch.y, batch.weight)
-                t2 = time.perf_counter()
-            if not np.isfinite(loss) or bad:
-                bar.close()
-                raise NonFiniteLoss(self.model.name, step + 1, total,
-                                    "the loss is not finite" if not np.isfinite(loss)
-                                    else f"{bad} gradient entries are not finite", loss, saved_step)
-            recent.append(loss)
-            result.losses.append(loss)
-            result.steps_run += 1
-            with self.tb.as_default(step=step):
-                tf.summary.scalar("loss", loss)
-                tf.summary.scalar("learning_rate", lr_at(self.training, step))
-                tf.summary.scalar("step_time_s", t2 - t1)
-                tf.summary.scalar("data_time_s", t1 - t0)
-                tf.summary.scalar("augmentation_epoch", batch.epoch)
-            done = step + 1
-            if done % self.training.eval_every_steps == 0 or done == total:
-                with self.judged_weights():
-                    point = validate()
-                    rec = EvalRecord(done, point.fa_per_hour, point.frr, point.cutoff, float(np.mean(recent)))
-                    recent = []
-                    result.history.append(rec)
-                    with self.tb.as_default(step=done):
-                        tf.summary.scalar("val/frr", rec.frr)
-                        tf.summary.scalar("val/fa_per_hour", rec.fa_per_hour)
-                        tf.summary.scalar("val/cutoff", rec.cutoff)
-                    if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
-                                         target_fa_per_hour):
-                        result.best = rec
-                        with atomic.replaced(self.workdir / "best.weights.h5") as tmp:
-                            self.model.save_weights(str(tmp))
-                self.save_state(done, result)
-                saved_step = done
+        end = total if stop_after is None else min(total, start + stop_after)
+        with BatchPrefetcher(next_batch, total, end, enabled=self.training.profile_steps == 0) as batches:
+            for step in bar:
+                if step >= end:
+                    break
+                with profiler:
+                    t0 = time.perf_counter()
+                    batch = batches.take(step)
+                    t1 = time.perf_counter()
+                    self.optimizer.learning_rate.assign(lr_at(self.training, step))
+                    loss, bad = self.checked_step(batch.x, batch.y, batch.weight)
+                    t2 = time.perf_counter()
+                if not np.isfinite(loss) or bad:
+                    bar.close()
+                    raise NonFiniteLoss(self.model.name, step + 1, total,
+                                        "the loss is not finite" if not np.isfinite(loss)
+                                        else f"{bad} gradient entries are not finite", loss, saved_step)
+                recent.append(loss)
+                result.losses.append(loss)
+                result.steps_run += 1
+                with self.tb.as_default(step=step):
+                    tf.summary.scalar("loss", loss)
+                    tf.summary.scalar("learning_rate", lr_at(self.training, step))
+                    tf.summary.scalar("step_time_s", t2 - t1)
+                    tf.summary.scalar("data_time_s", t1 - t0)
+                    tf.summary.scalar("augmentation_epoch", batch.epoch)
+                done = step + 1
+                if done % self.training.eval_every_steps == 0 or done == total:
+                    with self.judged_weights():
+                        point = validate()
+                        rec = EvalRecord(done, point.fa_per_hour, point.frr, point.cutoff, float(np.mean(recent)))
+                        recent = []
+                        result.history.append(rec)
+                        with self.tb.as_default(step=done):
+                            tf.summary.scalar("val/frr", rec.frr)
+                            tf.summary.scalar("val/fa_per_hour", rec.fa_per_hour)
+                            tf.summary.scalar("val/cutoff", rec.cutoff)
+                        if better_checkpoint(rec.checkpoint(), result.best.checkpoint() if result.best else None,
+                                             target_fa_per_hour):
+                            result.best = rec
+                            with atomic.replaced(self.workdir / "best.weights.h5") as tmp:
+                                self.model.save_weights(str(tmp))
+                    self.save_state(done, result)
+                    saved_step = done
         self.tb.flush()
         if result.best is not None:
             self.model.load_weights(str(self.workdir / "best.weights.h5"))
         return result
+
+
+class BatchPrefetcher:
+    """Draws step s+1's batch on a worker thread while step s trains: batch assembly (NumPy, and in distillation
+    the teachers' forward passes) overlaps the optimizer step instead of adding to it. Batches are a function of
+    (seed, step), so a run trains on exactly the batches it would draw inline. `enabled=False` draws inline
+    (cProfile, which `training.profile_steps` turns on, sees only the thread that enabled it)."""
+
+    def __init__(self, next_batch: Callable[[int, int], Batch], total: int, end: int, *, enabled: bool = True):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.next_batch, self.total, self.end = next_batch, total, end
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batch") if enabled else None
+        self.pending: tuple[int, object] | None = None
+
+    def take(self, step: int) -> Batch:
+        """Step `step`'s batch (drawn ahead when it was the one expected), and the next one started."""
+        if self.pool is None:
+            return self.next_batch(step, self.total)
+        if self.pending is not None and self.pending[0] == step:
+            batch = self.pending[1].result()
+        else:
+            batch = self.next_batch(step, self.total)
+        self.pending = (step + 1, self.pool.submit(self.next_batch, step + 1, self.total)) if step + 1 < self.end \
+            else None
+        return batch
+
+    def __enter__(self) -> "BatchPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for a batch still being drawn (it is discarded) and stop the worker."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool, self.pending = None, None
 
 
 def _numbered(keys: list[str], prefix: str) -> list[str]:
