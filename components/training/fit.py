@@ -69,6 +69,7 @@ class FitPlan:
     loss_fn: Callable | None = None
     params: dict[str, Any] | None = None  # extra MLflow params and checkpoint key
     inputs: dict[str, str] | None = None  # extra lineage inputs (name -> sha256)
+    prefetch: bool = False  # draw the next batch on a worker thread while a step trains (Trainer.fit)
 
 
 def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, config: WakelineConfig, *,
@@ -114,7 +115,8 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
                    tags={"config_sha256": config.sha256()}) as tracker:
         with ResourceMonitor() as monitor:
             result = trainer.fit(next_batch, validate, config.target_false_accepts_per_hour,
-                                 show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile")
+                                 show_progress=show_progress, stop_after=stop_after, profile_dir=out / "profile",
+                                 prefetch=plan.prefetch)
         resources = monitor.write(out / ModelLayout.RESOURCES)
         final = validate()
         with atomic.replaced(layout.model) as tmp:

@@ -61,7 +61,7 @@ def test_an_error_drawing_a_batch_ahead_is_raised_at_the_step_that_needs_it():
 
 @pytest.mark.slow
 def test_training_with_batches_drawn_ahead_ends_with_the_weights_of_drawing_them_inline(tmp_path):
-    """profile_steps > 0 turns prefetching off (cProfile sees one thread): both runs must end bit-identical."""
+    """Trainer.fit with prefetch on and off: both runs must end bit-identical."""
     import keras
 
     from components.common.config import ModelSpec, Training
@@ -72,21 +72,27 @@ def test_training_with_batches_drawn_ahead_ends_with_the_weights_of_drawing_them
     spec = ModelSpec(name="tiny", input_frames=59, first_conv_filters=8, pointwise_filters=[8, 8],
                      mixconv_kernels=[[5], [7, 9]], dropout=0.5)
 
+    threads = []
+
     def next_batch(step, total):
+        threads.append(threading.current_thread().name)
         rng = np.random.default_rng([3, step])
         return Batch(rng.uniform(0, 26, (8, 59, 40)).astype("float32"), (np.arange(8) % 2).astype("float32"),
                      np.ones(8, "float32"), epoch=0)
 
-    def train(name, profile_steps):
+    def train(name, prefetch):
         keras.utils.set_random_seed(0)
-        trainer = Trainer(build(spec), Training(steps=[8], learning_rates=[1e-2], eval_every_steps=4,
-                                                profile_steps=profile_steps), tmp_path / name, xla=False, seed=0)
+        trainer = Trainer(build(spec), Training(steps=[8], learning_rates=[1e-2], eval_every_steps=4), tmp_path / name,
+                          xla=False, seed=0)
         result = trainer.fit(next_batch, lambda: OperatingPoint(cutoff=0.5, frr=0.5, false_accepts=0, fa_per_hour=0.0),
-                             1.0, show_progress=False, profile_dir=tmp_path / name / "profile")
+                             1.0, show_progress=False, prefetch=prefetch)
         return result.losses, trainer.model.get_weights()
 
-    ahead_losses, ahead = train("ahead", 0)
-    inline_losses, inline = train("inline", 20)
+    ahead_losses, ahead = train("ahead", True)
+    assert sum(name.startswith("next-batch") for name in threads) == 7  # all but the first
+    threads.clear()
+    inline_losses, inline = train("inline", False)
+    assert not any(name.startswith("next-batch") for name in threads)
     assert len(ahead_losses) == 8
     assert ahead_losses == inline_losses
     for a, b in zip(ahead, inline):
