@@ -79,6 +79,9 @@ VARIANTS = {
     "long-conditions": lambda: ["data_prep.conditions.duration_s=1800"],
     # the default keeps the probe's hits above 0.5, 52 in 50 min on seed 0 (cap 50): about 6x as many, less sure
     "more-mining": lambda: ["mining.threshold=0.2", "mining.top_k_per_hour=360"],
+    # candidate 0 of the default's three, bit for bit: what one student (and, where candidate 0 beats candidate 1
+    # on validation, two) would ship, for the second-word budget
+    "one-student": lambda: ["distillation.students=1"],
 }
 
 
