@@ -299,7 +299,7 @@ class Trainer:
                     tf.summary.scalar("loss", loss)
                     tf.summary.scalar("learning_rate", lr_at(self.training, step))
                     tf.summary.scalar("step_time_s", t2 - t1)
-                    tf.summary.scalar("data_time_s", t1 - t0)
+                    tf.summary.scalar("data_time_s", t1 - t0)  # with prefetch: the wait for the batch
                     tf.summary.scalar("augmentation_epoch", batch.epoch)
                 done = step + 1
                 if done % self.training.eval_every_steps == 0 or done == total:
