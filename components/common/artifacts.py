@@ -48,6 +48,10 @@ class QuarantineReason(str, enum.Enum):
     DUPLICATE = "duplicate"
 
 
+NON_ENGLISH_FAMILY = "espeak:non_english"  # the evaluation's languages: validation and test only
+OTHER_LANGUAGE_FAMILY = "espeak:other_language"  # other languages in training negatives
+
+
 @dataclass(frozen=True)
 class ManifestRecord:
     """One line of `manifest.jsonl`. `path` is relative to the dataset directory."""

@@ -19,8 +19,8 @@ from components.common.stages import StageResult
 from components.common.cpus import available_cpus
 from components.common.progress import progress
 from components.common.storage import materialize
-from components.data_prep import conditions, ingest, phrases, splits, synth
-from components.synthesis import ambient, rirs
+from components.data_prep import ingest, phrases, splits, synth
+from components.synthesis import ambient, conditions, rirs
 from components.common.jsonio import dumps
 from components.common import atomic
 

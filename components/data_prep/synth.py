@@ -9,7 +9,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from components.common.artifacts import SAMPLE_RATE_HZ, Label, QuarantineRecord
+from components.common.artifacts import (NON_ENGLISH_FAMILY, OTHER_LANGUAGE_FAMILY, SAMPLE_RATE_HZ, Label,
+                                         QuarantineRecord)
 from components.common.config import ClipCounts, WakelineConfig
 from components.data_prep import phrases
 from components.synthesis import espeak, neural_tts, perturb, piper_tts
@@ -21,8 +22,6 @@ ProgressFn = Callable[..., Iterator]
 
 KLATT_VARIANTS = frozenset({"klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"})
 BREATHY_VARIANTS = frozenset({"whisper", "whisperf", "croak"})
-NON_ENGLISH_FAMILY = "espeak:non_english"  # the evaluation's languages: validation and test only
-OTHER_LANGUAGE_FAMILY = "espeak:other_language"  # other languages in training negatives
 ENGINES = ("piper", "espeak", "kokoro", "hibari")  # a label's clips are planned in this order
 
 

@@ -308,3 +308,40 @@ def test_no_training_background_gives_an_empty_dataset_and_a_report(planted, fir
     report = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
     assert report["files"] == [] and report["kept"] == [] and sum(report["histogram"]["counts"]) == 0
     assert "<h1>Background mining</h1>" in (tmp_path / "out" / REPORT_HTML).read_text()
+
+
+def test_speech_streams_are_built_from_training_speech_alone_and_mined(planted, first_run, tmp_path):
+    from components.background_mining.stage import condition_streams
+
+    root, layout, _ = planted
+    copy = tmp_path / "dataset"
+    shutil.copytree(layout.root, copy)
+    held_out = [r for r in layout.read_manifest() if r.split is not Split.TRAIN]
+    assert {r.label for r in held_out} >= {Label.NEGATIVE, Label.BACKGROUND}
+    for r in held_out:  # gone: building a stream from validation or test speech would fail the run
+        (copy / r.path).unlink()
+    kinds = "data_prep.conditions.kinds=[clean_speech,telephone_speech,far_field_speech]"
+    cfg = config(tmp_path / "sessions", kinds, "mining.condition_stream_duration_s=20", "mining.threshold=0.05")
+    _with_probe(root / "sessions", tmp_path / "sessions")
+    md = run(copy, tmp_path / "out", cfg, show_progress=False)
+    report = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+
+    streams = {f["path"]: f for f in report["files"] if f["source"].startswith("condition-train:")}
+    assert sorted(streams) == ["condition-train/clean_speech.wav", "condition-train/telephone_speech.wav"]
+    assert all(f["duration_s"] == 20.0 for f in streams.values())
+    # no training room impulse responses in this dataset (data_prep.rirs.count=0): far-field is skipped, said why
+    assert md["speech_streams"]["conditions"] == ["condition-train:clean_speech", "condition-train:telephone_speech"]
+    assert len(md["speech_streams"]["skipped"]) == 1 and "far_field_speech" in md["speech_streams"]["skipped"][0]
+    assert md["hours_scanned"] == pytest.approx(first_run[0]["hours_scanned"] + 40 / 3600, abs=1e-5)
+
+    # the kept clips from a stream are its audio, ending at the hit: the stream is a function of dataset and seed
+    again, _ = condition_streams(DatasetLayout(copy), cfg, tmp_path / "again")
+    audio = {rec.path: read_wav_int16(rec.local) for rec, _ in again}
+    assert {rec.path: rec.sha256 for rec, _ in again} == {p: f["sha256"] for p, f in streams.items()}
+    from_streams = [h for h in report["kept"] if h["file"] in streams]
+    assert from_streams and md["speech_streams"]["hits"] >= len(from_streams)
+    out = DatasetLayout(tmp_path / "out")
+    for h in from_streams:
+        start = int(round(h["start_s"] * SR))
+        clip = read_wav_int16(out.root / h["clip"])
+        np.testing.assert_array_equal(clip, audio[h["file"]][start:start + len(clip)])

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from components.common.artifacts import Label, Split
 from components.common.config import Ambient, NonEnglish, SpeechCondition, Splits
-from components.data_prep.conditions import MissingSpeech, condition_stream
+from components.synthesis.conditions import MissingSpeech, condition_stream
 from components.data_prep.phrases import (HOUSEHOLD_SENTENCES, NON_ENGLISH_SENTENCES, general_speech,
                                           generated_sentences, heldout_texts)
 from components.data_prep.splits import assign_voices

@@ -477,6 +477,10 @@ class Mining(Strict):
     top_k_per_hour: Annotated[float, Field(gt=0)] = 60.0  # the most hits kept per hour of audio scanned
     min_separation_s: Annotated[float, Field(gt=0)] = 1.0  # hits closer than this: only the highest is kept
     clip_duration_s: Annotated[float, Field(ge=0.5, le=10)] = 1.5  # each hard negative clip, ending at the hit
+    # Speech the background does not hold as long-form audio: this many seconds per speech condition
+    # (data_prep.conditions.kinds: validation's recipes, built here from the training split's own speech, other
+    # languages for non_english_speech) are scanned besides the training background; 0 scans the background only
+    condition_stream_duration_s: Annotated[float, Field(ge=0)] = 0.0
     probe: ModelSpec = ModelSpec(name="probe", input_frames=98, first_conv_filters=12, pointwise_filters=[24, 24],
                                  mixconv_kernels=[[5], [9]], dropout=0.0)
     probe_steps: Annotated[int, Field(ge=1)] = 300

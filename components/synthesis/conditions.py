@@ -1,7 +1,8 @@
-"""Long-form evaluation audio per speech condition, built from a split's own speech clips.
+"""Long-form speech per condition, built from a split's own speech clips.
 
-Validation and test only: FA/h is measured per condition, and the cutoff is chosen so that the worst
-validation condition meets the target. Each stream is a function of its inputs and seed.
+data_prep builds them for validation and test: FA/h is measured per condition, and the cutoff is chosen so that
+the worst validation condition meets the target. background_mining can build the same recipes from the training
+split's speech and mine them for hard negatives. Each stream is a function of its inputs and seed.
 """
 from __future__ import annotations
 
