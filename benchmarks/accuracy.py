@@ -107,10 +107,12 @@ def store_breakdown(model_path: Path, features: Path, heldout: list[str]):
     return breakdown(pos, amb, cutoff, quantized=True, heldout_families=heldout)
 
 
-def folder_report(model_path: Path, positives: list[Path] = (), ambient: list[Path] = ()):
+def folder_report(model_path: Path, positives: list[Path] = (), ambient: list[Path] = (),
+                  cutoff: float | None = None):
+    """The model on folders of audio, at its shipped cutoff or at `cutoff`."""
     from components.runtime.folders import evaluate_folders
 
-    return evaluate_folders(model_path, list(positives), list(ambient))
+    return evaluate_folders(model_path, list(positives), list(ambient), cutoff=cutoff)
 
 
 def _official(word: str) -> Path:

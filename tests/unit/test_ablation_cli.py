@@ -28,3 +28,16 @@ def test_bad_arguments_are_refused_by_name(argv, message, capsys):
         ablation.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_table_shows_real_detections_at_fixed_cutoffs_where_measured():
+    row = {"variant": "all", "real_wakeword_frr": 0.25, "real_wakeword_detected": 42, "real_wakeword_clips": 56,
+           "real_speech_fa_per_hour": 0.0, "real_speech_false_accepts": 0, "heldout_family_frr": 0.5,
+           "heldout_family": "espeak:klatt", "worst_condition_fa_per_hour": 12.0, "worst_condition": "telephone_speech",
+           "cutoff": 0.62, "blessed": False}
+    at = {f"{c:.2f}": {"real_wakeword_detected": 50 + i, "real_speech_false_accepts": i}
+          for i, c in enumerate(ablation.FIXED_CUTOFFS)}
+    lines = ablation.table([{**row, "real_at_fixed_cutoffs": at}, row]).splitlines()
+    assert "real detected (FAs) at 0.3 / 0.4 / 0.5" in lines[0]
+    assert lines[2].endswith("| 0.62 | no | 50 (0) / 51 (1) / 52 (2) |")
+    assert lines[3].endswith("| 0.62 | no | – |")  # a row kept from before the fixed cutoffs were measured
