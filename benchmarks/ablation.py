@@ -35,6 +35,7 @@ run per row cannot tell a part's effect from run-to-run noise, a second seed can
   one-student         distillation.students=1 (was 3): the second word's budget, at the price in recall
   speech-mining       more-mining, and the scan also covers 10 min per speech condition built from training speech
                       (mining.condition_stream_duration_s=600): hard negatives where the test conditions false-fire
+  speech-mining-long  speech-mining with 30 min per speech condition (mining.condition_stream_duration_s=1800)
 Each variant costs a full default run (about 30 min on 2 cores).
 """
 from __future__ import annotations
@@ -90,6 +91,9 @@ VARIANTS = {
     # holds little of as long-form audio: mine validation's recipes built from training speech as well
     "speech-mining": lambda: ["mining.threshold=0.2", "mining.top_k_per_hour=360",
                               "mining.condition_stream_duration_s=600"],
+    # 3 h of training speech streams instead of 1 h: about 3x the speech hard negatives at the same hit cap per hour
+    "speech-mining-long": lambda: ["mining.threshold=0.2", "mining.top_k_per_hour=360",
+                                   "mining.condition_stream_duration_s=1800"],
 }
 
 
