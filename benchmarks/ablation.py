@@ -36,6 +36,9 @@ run per row cannot tell a part's effect from run-to-run noise, a second seed can
   speech-mining       more-mining, and the scan also covers 10 min per speech condition built from training speech
                       (mining.condition_stream_duration_s=600): hard negatives where the test conditions false-fire
   speech-mining-long  speech-mining with 30 min per speech condition (mining.condition_stream_duration_s=1800)
+  validation-voices   15 % of the single-voice neural families' training clips (hibari heart, piper joe, Kokoro
+                      packs) go to validation (data_prep.splits.single_voice_validation_fraction=0.15): the split
+                      that picks checkpoint, student and cutoff hears the voices closest to people
 Each variant costs a full default run (about 30 min on 2 cores).
 """
 from __future__ import annotations
@@ -94,6 +97,9 @@ VARIANTS = {
     # 3 h of training speech streams instead of 1 h: about 3x the speech hard negatives at the same hit cap per hour
     "speech-mining-long": lambda: ["mining.threshold=0.2", "mining.top_k_per_hour=360",
                                    "mining.condition_stream_duration_s=1800"],
+    # validation is about 90 % espeak-ng formant speech, because each single-voice neural family goes whole to
+    # training: share some of their clips with validation, so the cutoff is set on voices closer to people
+    "validation-voices": lambda: ["data_prep.splits.single_voice_validation_fraction=0.15"],
 }
 
 

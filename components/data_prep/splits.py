@@ -1,10 +1,11 @@
-"""Deterministic train/validation/test assignment that never lets a voice or speaker cross splits."""
+"""Deterministic train/validation/test assignment that never lets a voice or speaker cross splits (except, when
+asked, single synthetic voices shared between training and validation: never test)."""
 from __future__ import annotations
 
 import hashlib
 from typing import Mapping, Sequence
 
-from components.common.artifacts import Split
+from components.common.artifacts import Label, Split
 from components.common.config import Splits
 
 
@@ -81,3 +82,24 @@ def assign_voices(positives: Mapping[str, int], totals: Mapping[str, int], famil
             rest_pos[v] = positives.get(v, 0)
     out.update(assign_groups(rest_pos, rest_tot, cfg, seed))
     return out
+
+
+def shared_voices(voice_split: Mapping[str, Split], families: Mapping[str, str], engines: Sequence[str]) -> set[str]:
+    """Voices that are their family's only voice, are spoken by one of `engines` and went to training."""
+    per_family: dict[str, set[str]] = {}
+    for v, f in families.items():
+        per_family.setdefault(f, set()).add(v)
+    return {v for v, split in voice_split.items() if split is Split.TRAIN and v.partition(":")[0] in engines
+            and len(per_family.get(families.get(v, v), ())) == 1}
+
+
+def clip_split(voice: str, label: Label, text: str | None, origin: str, voice_split: Mapping[str, Split],
+               shared: set[str], fraction: float, seed: int) -> Split:
+    """A clip's split: its voice's, except that a `fraction` of a shared voice's clips go to validation. Speech
+    moves by whole text (validation never hears a sentence a shared voice says in training); positives, which
+    all say the wake word, move clip by clip."""
+    if voice not in shared or fraction <= 0:
+        return voice_split[voice]
+    key = origin if label is Label.POSITIVE or not text else f"text|{text}"
+    draw = int(_tiebreak(key, seed)[:12], 16) / 16 ** 12
+    return Split.VALIDATION if draw < fraction else voice_split[voice]

@@ -155,6 +155,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
                                        eval_only_families=(synth.NON_ENGLISH_FAMILY,))
     heldout_texts = phrases.heldout_texts(texts[Label.NEGATIVE], dp.splits.heldout_text_fraction, config.seed)
     jobs = synth.hold_out_texts(jobs, voice_split, heldout_texts, config.seed)
+    shared = splits.shared_voices(voice_split, families, synth.NEURAL_ENGINES)
     cache = synth.cache_for(config)
     synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet, cache)
     quarantine += rejected
@@ -166,7 +167,8 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     speech_by_split: dict[Split, list] = defaultdict(list)
     non_english_by_split: dict[Split, list] = defaultdict(list)
     for c in progress(clips, desc="write clips", unit="clip", disable=not show_progress):
-        split = voice_split[c.voice]
+        split = splits.clip_split(c.voice, c.label, c.text, c.origin, voice_split, shared,
+                                  dp.splits.single_voice_validation_fraction, config.seed)
         path = layout.clip_path(c.label, c.sha256)
         write_wav(path, c.samples)
         records.append(ManifestRecord(layout.relative(path), c.label, split, c.voice, c.source,

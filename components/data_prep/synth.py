@@ -23,6 +23,7 @@ ProgressFn = Callable[..., Iterator]
 KLATT_VARIANTS = frozenset({"klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"})
 BREATHY_VARIANTS = frozenset({"whisper", "whisperf", "croak"})
 ENGINES = ("piper", "espeak", "kokoro", "hibari")  # a label's clips are planned in this order
+NEURAL_ENGINES = ("piper", "kokoro", "hibari")  # the voices closest to people
 
 
 def family_of(voice: str) -> str:

@@ -12,8 +12,8 @@ from components.common.config import Ambient, NonEnglish, SpeechCondition, Split
 from components.synthesis.conditions import MissingSpeech, condition_stream
 from components.data_prep.phrases import (HOUSEHOLD_SENTENCES, NON_ENGLISH_SENTENCES, general_speech,
                                           generated_sentences, heldout_texts)
-from components.data_prep.splits import assign_voices
-from components.data_prep.synth import Job, family_of, hold_out_texts
+from components.data_prep.splits import assign_voices, clip_split, shared_voices
+from components.data_prep.synth import NEURAL_ENGINES, Job, family_of, hold_out_texts
 
 SR = 16_000
 
@@ -200,6 +200,33 @@ def test_assign_voices_heldout_wins_over_eval_only():
     cfg = Splits(heldout_families=["espeak:breathy"])
     a = assign_voices(positives, totals, families, cfg, 0, eval_only_families=["espeak:breathy"])
     assert all(a[v] is Split.TEST for v in totals if families[v] == "espeak:breathy")
+
+
+def test_single_voices_share_training_clips_with_validation_by_text_never_with_test():
+    positives, totals, families = voice_inventory()
+    families["hibari:heart"], totals["hibari:heart"], positives["hibari:heart"] = "hibari:heart", 300, 100
+    a = assign_voices(positives, totals, families, Splits(heldout_families=["espeak:klatt"]), 3)
+    a["hibari:heart"] = Split.TRAIN
+    shared = shared_voices(a, families, NEURAL_ENGINES)
+    # one neural voice per family and trained on: espeak's (even a family of one, like de+m1) never move
+    assert shared == {"piper:en_US-joe-medium", "hibari:heart"}
+    texts = [f"sentence {i}" for i in range(400)]
+    negatives = [(v, t, f"tts:{v}#{i}:{t}") for v in sorted(shared) for i, t in enumerate(texts * 2)]
+    got = {(v, o): clip_split(v, Label.NEGATIVE, t, o, a, shared, 0.15, 3) for v, t, o in negatives}
+    moved = [o for (v, o), s in got.items() if s is Split.VALIDATION]
+    assert set(got.values()) == {Split.TRAIN, Split.VALIDATION}
+    assert 0.10 < len(moved) / len(got) < 0.20
+    by_text: dict[str, set] = {}
+    for (v, t, o) in negatives:
+        by_text.setdefault(t, set()).add(got[(v, o)])
+    assert all(len(s) == 1 for s in by_text.values()), "a sentence is said in both training and validation"
+    pos = [clip_split("hibari:heart", Label.POSITIVE, "hey jarvis", f"tts:hibari:heart#{i}:hey jarvis", a, shared,
+                      0.15, 3) for i in range(400)]
+    assert 0.10 < pos.count(Split.VALIDATION) / len(pos) < 0.20 and Split.TEST not in pos
+    for v in totals:  # voices not shared keep their split; nothing moves at fraction 0
+        if v not in shared:
+            assert clip_split(v, Label.NEGATIVE, "sentence 1", "o", a, shared, 0.15, 3) is a[v]
+        assert clip_split(v, Label.POSITIVE, "hey jarvis", "o", a, shared, 0.0, 3) is a[v]
 
 
 @settings(max_examples=30, deadline=None)

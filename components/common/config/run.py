@@ -225,6 +225,12 @@ class Splits(Strict):
     heldout_families: list[Annotated[str, Field(pattern=r"^[a-z0-9_-]+:[A-Za-z0-9_.-]+$")]] = []
     # Share of the general-speech sentences only test speech says (test negatives, babble, condition streams)
     heldout_text_fraction: Annotated[float, Field(ge=0, lt=0.9)] = 0.25
+    # A family with one synthetic voice (hibari heart, piper joe, each Kokoro pack) goes whole to one split, so
+    # validation, which picks the checkpoint, the student and the cutoff, may hear almost only espeak-ng. This
+    # share of each such family's training clips goes to validation instead (speech by whole text, positives
+    # clip by clip): validation then hears the voices closest to people. Test never does; held-out families
+    # stay whole. 0: every voice stays in one split.
+    single_voice_validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
 
     def for_background(self) -> "Splits":
         """The fractions long-form background files are split by."""
