@@ -44,7 +44,9 @@ Each variant costs a full default run (about 30 min on 2 cores).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from benchmarks.accuracy import folder_report, shared_data, store_breakdown, train
@@ -115,6 +117,42 @@ def run_spec(name: str, seed: int = 0) -> tuple[str, list[str]]:
     return f"ablation-{name}-seed{seed}", [*VARIANTS[name](), f"seed={seed}"]
 
 
+def candidates(done: dict, positives: list[Path], ambient: list[Path]) -> list[dict]:
+    """Every candidate student distillation judged, on the real audio at its own validation cutoff and at the fixed
+    ones: does validation pick the candidate that is best on real people? Evaluation only: nothing is chosen by
+    it. Empty for a run that kept no candidates (one student, or made before they were kept)."""
+    from components.common.artifacts import ModelLayout
+    from components.distillation.stage import REPORT_FILE
+
+    shipped = Path(done["manifest"])
+    model_dir = ModelLayout(shipped.parents[2] / "distillation" / "model")
+    report = model_dir.root / REPORT_FILE
+    rows = json.loads(report.read_text())["students"] if report.is_file() else []
+    out = []
+    with tempfile.TemporaryDirectory(prefix="wakeline-candidates-") as tmp:
+        for r in rows:
+            if not r.get("candidate") or not (model_dir.root / r["candidate"]).is_file():
+                continue
+            k, cutoff = r["index"], r["device_validation"]["cutoff"]
+            tflite = Path(tmp) / f"student-{k}.tflite"
+            shutil.copyfile(model_dir.root / r["candidate"], tflite)
+            doc = json.loads(shipped.read_text())  # same architecture, so the same arena and detector settings
+            doc["model"], doc["micro"]["probability_cutoff"] = tflite.name, cutoff
+            manifest = tflite.with_suffix(".json")
+            manifest.write_text(json.dumps(doc))
+            row = {"index": k, "chosen": r["chosen"], "validation_frr": r["device_validation"]["frr"],
+                   "cutoff": cutoff, **_real(manifest, positives, ambient, None), "real_at_fixed_cutoffs": {
+                       f"{c:.2f}": _real(manifest, positives, ambient, c) for c in FIXED_CUTOFFS}}
+            out.append(row)
+    return out
+
+
+def _real(model: Path, positives: list[Path], ambient: list[Path], cutoff: float | None) -> dict:
+    p = folder_report(model, positives=positives, cutoff=cutoff).breakdown.frr_cell()
+    a = folder_report(model, ambient=ambient, cutoff=cutoff).breakdown.fa_cell()
+    return {"real_wakeword_detected": p.clips - p.misses, "real_speech_false_accepts": a.false_accepts}
+
+
 def measure(name: str, seed: int = 0) -> dict:
     """Train (or reuse) one variant and measure its shipped model."""
     run_name, overrides = run_spec(name, seed)
@@ -124,11 +162,7 @@ def measure(name: str, seed: int = 0) -> dict:
     positives, ambient = [data / "real-wakeword-dev" / "hey_chatterbox"], [data / "real-speech-dev"]
     real = folder_report(model, positives=positives).breakdown.frr_cell()
     speech = folder_report(model, ambient=ambient).breakdown.fa_cell()
-    at_cutoffs = {}
-    for c in FIXED_CUTOFFS:
-        p = folder_report(model, positives=positives, cutoff=c).breakdown.frr_cell()
-        a = folder_report(model, ambient=ambient, cutoff=c).breakdown.fa_cell()
-        at_cutoffs[f"{c:.2f}"] = {"real_wakeword_detected": p.clips - p.misses, "real_speech_false_accepts": a.false_accepts}
+    at_cutoffs = {f"{c:.2f}": _real(model, positives, ambient, c) for c in FIXED_CUTOFFS}
     synth = store_breakdown(model, Path(done["features"]), done["heldout_families"])
     ho, wf = synth.worst_heldout(), synth.worst_fa()
     return {"variant": run_name.removeprefix("ablation-"), "seed": seed, "overrides": overrides,
@@ -139,13 +173,14 @@ def measure(name: str, seed: int = 0) -> dict:
             "heldout_family": None if ho is None else ho.family, "heldout_family_frr": None if ho is None else ho.frr,
             "worst_condition": wf.condition, "worst_condition_fa_per_hour": wf.fa_per_hour,
             "cutoff": synth.cutoff, "blessed": done["blessed"], "wall_s": done["wall_s"],
-            "real_at_fixed_cutoffs": at_cutoffs}
+            "real_at_fixed_cutoffs": at_cutoffs, "candidates": candidates(done, positives, ambient)}
 
 
 def table(rows: list[dict]) -> str:
     fixed = " / ".join(f"{c:.1f}" for c in FIXED_CUTOFFS)
     head = ("| variant | real FRR (detected/56) | real-speech FA/h (FAs) | held-out FRR | worst-condition FA/h | "
-            f"cutoff | blessed | real detected (FAs) at {fixed} |\n|---|---|---|---|---|---|---|---|")
+            f"cutoff | blessed | real detected (FAs) at {fixed} | candidates: real detected at own cutoff "
+            "(validation FRR), * shipped |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         at = r.get("real_at_fixed_cutoffs") or {}
@@ -154,8 +189,13 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['real_wakeword_frr']:.1%} ({r['real_wakeword_detected']}/"
                      f"{r['real_wakeword_clips']}) | {r['real_speech_fa_per_hour']:.1f} ({r['real_speech_false_accepts']}) "
                      f"| {ho} | {r['worst_condition_fa_per_hour']:.1f} ({r['worst_condition']}) | {r['cutoff']:.2f} | "
-                     f"{'yes' if r['blessed'] else 'no'} | {fixed_cells or '–'} |")
+                     f"{'yes' if r['blessed'] else 'no'} | {fixed_cells or '–'} | {_candidate_cells(r) or '–'} |")
     return "\n".join(lines)
+
+
+def _candidate_cells(row: dict) -> str:
+    return " / ".join(f"{c['real_wakeword_detected']}{'*' if c['chosen'] else ''} ({c['validation_frr']:.0%})"
+                      for c in row.get("candidates") or [])
 
 
 def run(names: list[str] | None = None, seed: int = 0) -> list[dict]:

@@ -393,10 +393,13 @@ class ModelLayout:
                        "wake_word"} (background_mining's probe writes one beside its own probe.keras)
     validation.json    device-like FRR / FA/h on validation, the calibrated `cutoff`, the eval history
     resources.json     what training used
+    candidates/        distillation with several students: each candidate's INT8 `.tflite` as validation judged it
+                       (`student-<k>.tflite`), kept for evaluation only; the chosen one is the shipped Keras model
     """
 
     root: Path
     MODEL = "model.keras"
+    CANDIDATES = "candidates"
     SPEC = "model_spec.json"
     VALIDATION = "validation.json"
     RESOURCES = "resources.json"
@@ -409,6 +412,10 @@ class ModelLayout:
     @property
     def spec(self) -> Path:
         return self.root / self.SPEC
+
+    def candidate(self, k: int) -> Path:
+        """Candidate student k's judged INT8 model (distillation with several students)."""
+        return self.root / self.CANDIDATES / f"student-{k}.tflite"
 
     @property
     def validation(self) -> Path:

@@ -143,6 +143,10 @@ def test_candidate_students_are_judged_on_the_device_path_and_the_best_ships(tra
     _, tflite = device_path.to_int8(shipped, two.distillation.student, store, cfg.seed, tmp_path / "again.tflite")
     again = device_path.validate(tflite, store, two).chosen
     assert (again.frr, again.cutoff) == (best["device_validation"]["frr"], best["device_validation"]["cutoff"])
+    for r in rows:  # every candidate's judged INT8 model is kept (evaluation only) and re-validates the same
+        kept = device_path.validate(tmp_path / "chosen" / r["candidate"], store, two).chosen
+        assert kept.cutoff == r["device_validation"]["cutoff"]
+        assert kept.frr == pytest.approx(r["device_validation"]["frr"], abs=1e-5)
 
     one_md, _ = distil.run(teachers, root / "features", tmp_path / "single", cfg, show_progress=False)
     assert [r["seed"] for r in one_md["students"]] == [cfg.seed + 100] and "device_validation" not in one_md["students"][0]
