@@ -13,6 +13,19 @@ def test_every_preset_validates():
         assert isinstance(load_config(name), WakelineConfig)
 
 
+def test_quality_keeps_every_part_default_ships_with():
+    """`quality` is `default` with more data and longer training: it never drops a part `default` relies on (it
+    once trained without the embedding teacher and with one student)."""
+    d, q = load_config("default"), load_config("quality")
+    assert q.distillation.embedding_teacher.weight >= d.distillation.embedding_teacher.weight > 0
+    assert q.distillation.students >= d.distillation.students > 1
+    assert sum(q.training.steps) >= sum(d.training.steps)
+    assert q.training.checkpoint_rule == d.training.checkpoint_rule
+    assert q.data_prep.perturbation.method == d.data_prep.perturbation.method
+    assert q.data_prep.splits.heldout_families == d.data_prep.splits.heldout_families
+    assert q.data_prep.conditions.duration_s >= d.data_prep.conditions.duration_s
+
+
 def test_unknown_key_is_named_with_allowed_keys():
     with pytest.raises(ConfigError) as e:
         load_config("smoke", overrides=["data_prep.ambient.lenght_s=3"])
