@@ -101,10 +101,10 @@ VARIANTS = {
     # 3 h of training speech streams instead of 1 h: about 3x the speech hard negatives at the same hit cap per hour
     "speech-mining-long": lambda: ["mining.threshold=0.2", "mining.top_k_per_hour=360",
                                    "mining.condition_stream_duration_s=1800"],
-    # validation is about 90 % espeak-ng formant speech, because each single-voice neural family goes whole to
-    # training: share some of their clips with validation, so the cutoff is set on voices closer to people
     # validation ranked the default's three students as real people did (seed 0): more of them, more chances
     "five-students": lambda: ["distillation.students=5"],
+    # validation is about 90 % espeak-ng formant speech, because each single-voice neural family goes whole to
+    # training: share some of their clips with validation, so the cutoff is set on voices closer to people
     "validation-voices": lambda: ["data_prep.splits.single_voice_validation_fraction=0.15"],
 }
 
