@@ -132,6 +132,7 @@ def candidates(done: dict, positives: list[Path], ambient: list[Path]) -> list[d
     model_dir = ModelLayout(shipped.parents[2] / "distillation" / "model")
     report = model_dir.root / REPORT_FILE
     rows = json.loads(report.read_text())["students"] if report.is_file() else []
+    shipped_doc = json.loads(shipped.read_text())  # same architecture, so the same arena and detector settings
     out = []
     with tempfile.TemporaryDirectory(prefix="wakeline-candidates-") as tmp:
         for r in rows:
@@ -140,8 +141,7 @@ def candidates(done: dict, positives: list[Path], ambient: list[Path]) -> list[d
             k, cutoff = r["index"], r["device_validation"]["cutoff"]
             tflite = Path(tmp) / f"student-{k}.tflite"
             shutil.copyfile(model_dir.root / r["candidate"], tflite)
-            doc = json.loads(shipped.read_text())  # same architecture, so the same arena and detector settings
-            doc["model"], doc["micro"]["probability_cutoff"] = tflite.name, cutoff
+            doc = {**shipped_doc, "model": tflite.name, "micro": {**shipped_doc["micro"], "probability_cutoff": cutoff}}
             manifest = tflite.with_suffix(".json")
             manifest.write_text(json.dumps(doc))
             row = {"index": k, "chosen": r["chosen"], "validation_frr": r["device_validation"]["frr"],

@@ -178,7 +178,8 @@ def distil_students(batches: Callable[[int], DistillationBatches], store: Featur
                                     stop_after)
         return metadata, metrics, [{"index": 0, "seed": student_seed(config, 0), "chosen": True,
                                     "float_validation": _float_validation(metrics)}]
-    fitted, judged, rows, judged_models = [], [], [], []
+    fitted, judged, rows = [], [], []
+    layout = ModelLayout(Path(output_dir))
     with tempfile.TemporaryDirectory(prefix="wakeline-students-") as scratch:
         for k in range(cfg.students):
             t0 = time.monotonic()
@@ -187,10 +188,13 @@ def distil_students(batches: Callable[[int], DistillationBatches], store: Featur
                                             stop_after)
             _, tflite = device_path.to_int8(model, cfg.student, store, config.seed, folder / "judged.tflite")
             on_device = device_path.validate(tflite, store, config).chosen
-            judged_models.append(tflite.rename(Path(scratch) / f"judged-{k}.tflite"))
+            kept = layout.candidate(k)  # outside the student's folder, so the copy below leaves it out
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(tflite, kept)
             fitted.append((folder, metadata, metrics))
             judged.append(on_device)
             rows.append({"index": k, "seed": student_seed(config, k), "float_validation": _float_validation(metrics),
+                         "candidate": kept.relative_to(layout.root).as_posix(),
                          "device_validation": {"cutoff": on_device.cutoff, "frr": finite_or_none(on_device.frr),
                                                "worst_condition_fa_per_hour": finite_or_none(on_device.fa_per_hour)},
                          "wall_s": round(time.monotonic() - t0, 1)})
@@ -200,11 +204,6 @@ def distil_students(batches: Callable[[int], DistillationBatches], store: Featur
         best = choose_student(judged, config.target_false_accepts_per_hour)
         folder, metadata, metrics = fitted[best]
         shutil.copytree(folder, output_dir, dirs_exist_ok=True)
-        layout = ModelLayout(Path(output_dir))
-        for row, tflite in zip(rows, judged_models):
-            layout.candidate(row["index"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tflite, layout.candidate(row["index"]))
-            row["candidate"] = layout.candidate(row["index"]).relative_to(layout.root).as_posix()
     for row in rows:
         row["chosen"] = row["index"] == best
     print(f"distillation: student {best + 1} of {cfg.students} ships (seed {student_seed(config, best)})",
