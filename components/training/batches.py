@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.common.artifacts import LABEL_CODES, FeatureSet, FeatureStoreLayout, Label, Split
-from components.common.config import SpecAugment, Training
+from components.common.config import EpochOrder, SpecAugment, Training
 from components.common.frontend import FLOAT_SCALE
 from components.training.specaugment import spec_augment
 
@@ -32,7 +32,8 @@ def window(frames: np.ndarray, input_frames: int, start: int | None = None) -> n
 
 
 class TrainingBatches:
-    """Draws batches for step `s` of `total_steps` from augmentation epoch `s * K // total_steps`."""
+    """Draws batches for step `s` of `total_steps` from augmentation epoch `s * K // total_steps` (the curriculum)
+    or `s mod K` (`training.epoch_order: interleaved`)."""
 
     def __init__(self, store: FeatureStoreLayout, training: Training, spec_augment: SpecAugment,
                  input_frames: int, seed: int) -> None:
@@ -51,6 +52,8 @@ class TrainingBatches:
             raise ValueError("the training split has no positive clips")
 
     def epoch_for(self, step: int, total_steps: int) -> int:
+        if self.training.epoch_order is EpochOrder.INTERLEAVED:
+            return step % len(self.sets)
         return min(len(self.sets) - 1, step * len(self.sets) // max(total_steps, 1))
 
     def batch(self, step: int, total_steps: int) -> Batch:

@@ -102,6 +102,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(features, tmp_path):
 
 
 def test_batches_are_a_function_of_the_step(features):
+    from components.common.config import EpochOrder
     from components.training.batches import TrainingBatches
 
     cfg, root = features
@@ -111,6 +112,12 @@ def test_batches_are_a_function_of_the_step(features):
     assert np.array_equal(a.batch(7, 100).x, b.batch(7, 100).x)
     assert not np.array_equal(a.batch(7, 100).x, a.batch(8, 100).x)
     assert a.batch(0, 100).epoch == 0 and a.batch(99, 100).epoch == len(store.epochs(Split.TRAIN)) - 1
+    epochs = len(store.epochs(Split.TRAIN))
+    assert epochs > 1
+    mixed = cfg.training.model_copy(update={"epoch_order": EpochOrder.INTERLEAVED})
+    c = TrainingBatches(store, mixed, cfg.augmentation.spec_augment, 100, 0)
+    assert [c.batch(s, 100).epoch for s in range(epochs + 1)] == [*range(epochs), 0]  # every range, in turn
+    assert c.batch(99, 100).epoch == 99 % epochs
 
 
 def test_a_trained_mixednet_quantizes_to_a_verified_esphome_model(features, tmp_path):

@@ -19,8 +19,8 @@ from components.common.config.loading import (PRESETS_DIR, apply_override, deep_
                                               write_config_artifact)
 from components.common.config.run import (Accent, Adversarial, AgreementWeighting, Ambient, AmbientKind, Architecture,
                                           AugmentOps, Augmentation, Cascade, Channel, CheckpointRule, ClipCounts,
-                                          DataPrep, DeviceBudget, Distillation, EmbeddingTeacher, EspeakSettings,
-                                          EvalConditions,
+                                          DataPrep, DeviceBudget, Distillation, EmbeddingTeacher, EpochOrder,
+                                          EspeakSettings, EvalConditions,
                                           HibariSettings, JudgeChoice, KokoroSettings, LabelWeights, Mining, ModelSpec,
                                           NonEnglish, PerturbationMethod, PiperSettings, PositiveCondition, Quality,
                                           RoomImpulseResponses, RunParameters, SamplingWeights, ScheduleShape,
@@ -34,7 +34,7 @@ __all__ = [
     # the run's parameters
     "Accent", "Adversarial", "AgreementWeighting", "Ambient", "AmbientKind", "Architecture", "AugmentOps",
     "Augmentation", "Cascade", "Channel", "CheckpointRule", "ClipCounts", "DataPrep", "DeviceBudget", "Distillation",
-    "EmbeddingTeacher", "EspeakSettings", "EvalConditions", "HibariSettings", "JudgeChoice", "KokoroSettings",
+    "EmbeddingTeacher", "EpochOrder", "EspeakSettings", "EvalConditions", "HibariSettings", "JudgeChoice", "KokoroSettings",
     "LabelWeights", "Mining", "ModelSpec", "NonEnglish", "PerturbationMethod", "PiperSettings", "PositiveCondition",
     "Quality", "RoomImpulseResponses", "RunParameters", "SamplingWeights", "ScheduleShape", "SnrSchedule",
     "SpeakerClass", "SpeakerPerturbation", "SpecAugment", "SpeechCondition", "Splits", "TTSSettings", "Training",
