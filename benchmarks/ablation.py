@@ -111,6 +111,9 @@ VARIANTS = {
     "interleaved-epochs": lambda: ["training.epoch_order=interleaved"],
     # or end the curriculum at the SNR validation and test are mixed at (5..20 dB) instead of -5..10 dB
     "gentle-snr": lambda: ["augmentation.snr.end_db_range=[5,20]"],
+    # the student starts from the official okay_nabu v2 model's convolutions, which have heard real speech, music
+    # and noise (the embedding teacher is the only other part that has)
+    "okay-nabu-init": lambda: ["distillation.student_init=okay_nabu"],
 }
 
 

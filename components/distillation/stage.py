@@ -25,8 +25,9 @@ import numpy as np
 
 from components.common.artifacts import FeatureStoreLayout, ModelLayout, sha256_file
 from components.training.batches import Batch, TrainingBatches
-from components.common.config import AgreementWeighting, Distillation, WakelineConfig
+from components.common.config import AgreementWeighting, Distillation, StudentInit, WakelineConfig
 from components.common.stages import StageResult
+from components.training import pretrained
 from components.training.fit import FitPlan, fit_and_save
 from components.distillation import embedding_teacher as embedding_teacher_mod
 from components.distillation.compat import Teacher, check_teachers
@@ -221,8 +222,22 @@ def _fit(batches: DistillationBatches, k: int, store: FeatureStoreLayout, output
                    run_name=f"distillation/{cfg.student.name}" + (f"/candidate-{k}" if cfg.students > 1 else ""),
                    next_batch=batches.batch, loss_fn=distillation_loss(cfg, config.training.label_smoothing),
                    params={"distillation": cfg.model_dump(mode="json"), "student_seed": seed, **teacher_hashes},
-                   inputs=teacher_hashes, prefetch=batches.uses_teachers)  # a batch runs the teachers
+                   inputs=teacher_hashes, prefetch=batches.uses_teachers,  # a batch runs the teachers
+                   init=_student_init(batches, config))
     return fit_and_save(plan, store, output_dir, config, show_progress=show_progress, stop_after=stop_after)
+
+
+CALIBRATION_BATCHES = 4  # training batches whose windows set a pretrained student's BatchNorm statistics
+
+
+def _student_init(batches: DistillationBatches, config: WakelineConfig) -> Callable[[Any], None] | None:
+    """`distillation.student_init`: None (random weights) or what loads okay_nabu's convolutions."""
+    if config.distillation.student_init is StudentInit.RANDOM:
+        return None
+    total = config.training.total_steps
+    windows = np.concatenate([batches.source.batch(total + k, total).x[:, -batches.student_frames:]
+                              for k in range(CALIBRATION_BATCHES)])  # steps past the schedule: not trained on
+    return lambda model: pretrained.load_into(model, config.distillation.student, windows)
 
 
 def _float_validation(metrics: dict[str, float]) -> dict[str, float | None]:

@@ -70,6 +70,7 @@ class FitPlan:
     params: dict[str, Any] | None = None  # extra MLflow params and checkpoint key
     inputs: dict[str, str] | None = None  # extra lineage inputs (name -> sha256)
     prefetch: bool = False  # draw the next batch on a worker thread while a step trains (Trainer.fit)
+    init: Callable[[Any], None] | None = None  # sets the freshly built model's starting weights (default: random)
 
 
 def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, config: WakelineConfig, *,
@@ -96,6 +97,8 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     strategy = training_strategy()
     with strategy.scope():
         model = build_model(build, spec, mixed)
+        if plan.init is not None:  # before the Trainer, which restores a resumed run's own weights over these
+            plan.init(model)
         trainer = Trainer(model, config.training, checkpoint_dir(config, spec, store, plan.params), xla=xla,
                           seed=plan.seed, loss_fn=plan.loss_fn)
     print(f"{plan.run_name}: {model.count_params()} parameters, {backend.reason}, XLA {'on' if xla else 'off'}, "

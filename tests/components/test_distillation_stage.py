@@ -155,3 +155,34 @@ def test_candidate_students_are_judged_on_the_device_path_and_the_best_ships(tra
         assert all(np.array_equal(a, b) for a, b in zip(w_single, shipped.get_weights()))
     else:
         assert any(not np.array_equal(a, b) for a, b in zip(w_single, shipped.get_weights()))
+
+
+def test_a_student_can_start_from_okay_nabu(trained, tmp_path, monkeypatch):
+    """student_init=okay_nabu: each candidate is built with okay_nabu's convolutions (BatchNorms calibrated on
+    training windows) before its first step, and after a short distillation still carries them, where the same
+    student from random weights does not."""
+    import keras
+
+    from components.common.config import ModelSpec, StudentInit
+    from components.training import pretrained
+
+    cfg, root = trained
+    teachers = [root / "teacher_0", root / "teacher_1"]
+    big = _with(cfg, student=ModelSpec(name="student"))  # okay_nabu's shapes, default's student
+    calls = []
+    original = pretrained.load_into
+    monkeypatch.setattr(pretrained, "load_into", lambda model, spec, windows, **kw: (
+        calls.append(windows.shape), original(model, spec, windows, **kw))[1])
+    distil.run(teachers, root / "features", tmp_path / "nabu", _with(big, student_init=StudentInit.OKAY_NABU),
+               show_progress=False)
+    assert calls == [(distil.CALIBRATION_BATCHES * cfg.training.batch_size, 170, 40)]
+    distil.run(teachers, root / "features", tmp_path / "random", big, show_progress=False)
+    assert len(calls) == 1
+
+    official = pretrained.read()["conv"][0][0].transpose(1, 2, 3, 0).ravel()
+
+    def first_conv(name):
+        return keras.models.load_model(tmp_path / name / "model.keras").get_layer("first_conv").get_weights()[0].ravel()
+
+    assert np.corrcoef(official, first_conv("nabu"))[0, 1] > 0.9
+    assert abs(np.corrcoef(official, first_conv("random"))[0, 1]) < 0.3

@@ -26,6 +26,17 @@ def test_quality_keeps_every_part_default_ships_with():
     assert q.data_prep.conditions.duration_s >= d.data_prep.conditions.duration_s
 
 
+def test_a_pretrained_student_needs_okay_nabus_convolutions():
+    """student_init=okay_nabu is checked before any stage: default's student has okay_nabu's shapes, smoke's
+    smaller one is refused with the keys that differ."""
+    assert load_config("default", overrides=["distillation.student_init=okay_nabu"]).distillation.student_init.value \
+        == "okay_nabu"
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides=["distillation.student_init=okay_nabu"])
+    assert "distillation.student.first_conv_filters" in str(e.value)
+    assert "distillation.student.pointwise_filters" in str(e.value)
+
+
 def test_unknown_key_is_named_with_allowed_keys():
     with pytest.raises(ConfigError) as e:
         load_config("smoke", overrides=["data_prep.ambient.lenght_s=3"])

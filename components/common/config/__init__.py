@@ -17,16 +17,16 @@ from components.common.config.loading import (PRESETS_DIR, apply_override, deep_
                                               load_preset, merge_layer, parse_config, preset_names,
                                               read_config_artifact, resolve_pipeline_config, validate,
                                               write_config_artifact)
-from components.common.config.run import (Accent, Adversarial, AgreementWeighting, Ambient, AmbientKind, Architecture,
-                                          AugmentOps, Augmentation, Cascade, Channel, CheckpointRule, ClipCounts,
-                                          DataPrep, DeviceBudget, Distillation, EmbeddingTeacher, EpochOrder,
-                                          EspeakSettings, EvalConditions,
+from components.common.config.run import (OKAY_NABU_SHAPES, Accent, Adversarial, AgreementWeighting, Ambient,
+                                          AmbientKind, Architecture, AugmentOps, Augmentation, Cascade, Channel,
+                                          CheckpointRule, ClipCounts, DataPrep, DeviceBudget, Distillation,
+                                          EmbeddingTeacher, EpochOrder, EspeakSettings, EvalConditions,
                                           HibariSettings, JudgeChoice, KokoroSettings, LabelWeights, Mining, ModelSpec,
                                           NonEnglish, PerturbationMethod, PiperSettings, PositiveCondition, Quality,
                                           RoomImpulseResponses, RunParameters, SamplingWeights, ScheduleShape,
                                           SnrSchedule, SpeakerClass, SpeakerPerturbation, SpecAugment,
-                                          SpeechCondition, Splits, Training, TrainingLanguages, TTSSettings,
-                                          UserSources, WakelineConfig, WeightAveraging)
+                                          SpeechCondition, Splits, StudentInit, Training, TrainingLanguages,
+                                          TTSSettings, UserSources, WakelineConfig, WeightAveraging)
 
 __all__ = [
     # base
@@ -34,11 +34,11 @@ __all__ = [
     # the run's parameters
     "Accent", "Adversarial", "AgreementWeighting", "Ambient", "AmbientKind", "Architecture", "AugmentOps",
     "Augmentation", "Cascade", "Channel", "CheckpointRule", "ClipCounts", "DataPrep", "DeviceBudget", "Distillation",
-    "EmbeddingTeacher", "EpochOrder", "EspeakSettings", "EvalConditions", "HibariSettings", "JudgeChoice", "KokoroSettings",
-    "LabelWeights", "Mining", "ModelSpec", "NonEnglish", "PerturbationMethod", "PiperSettings", "PositiveCondition",
+    "EmbeddingTeacher", "EpochOrder", "EspeakSettings", "EvalConditions", "HibariSettings", "JudgeChoice",
+    "KokoroSettings", "LabelWeights", "Mining", "ModelSpec", "NonEnglish", "PerturbationMethod", "PiperSettings", "PositiveCondition",
     "Quality", "RoomImpulseResponses", "RunParameters", "SamplingWeights", "ScheduleShape", "SnrSchedule",
-    "SpeakerClass", "SpeakerPerturbation", "SpecAugment", "SpeechCondition", "Splits", "TTSSettings", "Training",
-    "TrainingLanguages", "UserSources", "WakelineConfig", "WeightAveraging",
+    "SpeakerClass", "SpeakerPerturbation", "SpecAugment", "SpeechCondition", "Splits", "StudentInit", "TTSSettings",
+    "Training", "TrainingLanguages", "OKAY_NABU_SHAPES", "UserSources", "WakelineConfig", "WeightAveraging",
     # deployment settings
     "DEFAULT_CLUSTER", "CpuQuantity", "EnvName", "KubernetesSettings", "LabelKey", "LabelValue", "MemoryQuantity",
     "Publish", "RegistryMode", "SecretEnv", "Stage", "StageResourceTable", "StageResources", "StateVolume",

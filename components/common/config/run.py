@@ -528,6 +528,21 @@ class EmbeddingTeacher(Strict):
     l2: Annotated[float, Field(ge=0)] = 1e-4
 
 
+class StudentInit(str, enum.Enum):
+    """Where the student's weights start."""
+
+    RANDOM = "random"
+    # the official ESPHome okay_nabu v2 model's convolutions (Apache-2.0, vendored): trained on real speech,
+    # music and noise; the head starts fresh. Needs the student's convolutions to be okay_nabu's (OKAY_NABU_SHAPES)
+    OKAY_NABU = "okay_nabu"
+
+
+# okay_nabu v2's convolutions, read from its flatbuffer (reference: microwakeword-and-esphome.md section 2.2)
+OKAY_NABU_SHAPES = {"architecture": Architecture.MIXEDNET, "first_conv_filters": 32, "first_conv_kernel": 5,
+                    "stride": 3, "pointwise_filters": [64, 64, 64, 64],
+                    "mixconv_kernels": [[5], [7, 11], [9, 15], [23]]}
+
+
 class Distillation(Strict):
     """The ESPHome-sized student learns from the hard labels and the teachers' softened outputs:
     loss = (1 - soft_target_weight) * BCE(label) + soft_target_weight * T^2 * BCE(teachers at T)."""
@@ -543,6 +558,17 @@ class Distillation(Strict):
     # device path (INT8 on TFLite-Micro, at the cutoff where its worst condition meets the FA/h target) ships.
     # The student's seed alone moved real detections from 6 to 32 of 56 on one run's features and teachers.
     students: Annotated[int, Field(ge=1, le=10)] = 1
+    student_init: StudentInit = StudentInit.RANDOM
+
+    @model_validator(mode="after")
+    def _init_fits(self):
+        if self.student_init is StudentInit.OKAY_NABU:
+            wrong = [f"{k} is {getattr(self.student, k)!r}, okay_nabu's is {v!r}" for k, v in OKAY_NABU_SHAPES.items()
+                     if getattr(self.student, k) != v]
+            if wrong:
+                raise ValueError("student_init=okay_nabu needs the student's convolutions to be okay_nabu's: "
+                                 "distillation.student." + "; distillation.student.".join(wrong))
+        return self
 
     @field_validator("teacher_weights")
     @classmethod
