@@ -114,6 +114,9 @@ VARIANTS = {
     # the student starts from the official okay_nabu v2 model's convolutions, which have heard real speech, music
     # and noise (the embedding teacher is the only other part that has)
     "okay-nabu-init": lambda: ["distillation.student_init=okay_nabu"],
+    # and fine-tunes from them at a third of the learning rate (teachers unchanged)
+    "okay-nabu-finetune": lambda: ["distillation.student_init=okay_nabu",
+                                   "distillation.learning_rates=[0.0003,0.00006]"],
 }
 
 

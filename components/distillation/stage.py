@@ -223,7 +223,7 @@ def _fit(batches: DistillationBatches, k: int, store: FeatureStoreLayout, output
                    next_batch=batches.batch, loss_fn=distillation_loss(cfg, config.training.label_smoothing),
                    params={"distillation": cfg.model_dump(mode="json"), "student_seed": seed, **teacher_hashes},
                    inputs=teacher_hashes, prefetch=batches.uses_teachers,  # a batch runs the teachers
-                   init=_student_init(batches, config))
+                   init=_student_init(batches, config), training=config.student_training())
     return fit_and_save(plan, store, output_dir, config, show_progress=show_progress, stop_after=stop_after)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from components.common import xp as xpmod
 from components.common.artifacts import FeatureStoreLayout, Lineage, ModelLayout, Split, code_version, sha256_file
 from components.training.batches import Batch
-from components.common.config import CheckpointRule, ModelSpec, WakelineConfig
+from components.common.config import CheckpointRule, ModelSpec, Training, WakelineConfig
 from components.common.evaluation import choose_cutoff, store_streams
 from components.common.frontend import FEATURE_CHANNELS, FEATURE_STEP_MS, FLOAT_SCALE
 from components.training.models import build
@@ -71,6 +71,7 @@ class FitPlan:
     inputs: dict[str, str] | None = None  # extra lineage inputs (name -> sha256)
     prefetch: bool = False  # draw the next batch on a worker thread while a step trains (Trainer.fit)
     init: Callable[[Any], None] | None = None  # sets the freshly built model's starting weights (default: random)
+    training: Training | None = None  # this model's schedule, where it is not `config.training` (the students')
 
 
 def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, config: WakelineConfig, *,
@@ -82,7 +83,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     from components.training.batches import TrainingBatches
 
     t0 = time.monotonic()
-    spec = plan.spec
+    spec, training = plan.spec, plan.training or config.training
     backend = xpmod.select(config.training.device, key="training.device")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
         model = build_model(build, spec, mixed)
         if plan.init is not None:  # before the Trainer, which restores a resumed run's own weights over these
             plan.init(model)
-        trainer = Trainer(model, config.training, checkpoint_dir(config, spec, store, plan.params), xla=xla,
+        trainer = Trainer(model, training, checkpoint_dir(config, spec, store, plan.params), xla=xla,
                           seed=plan.seed, loss_fn=plan.loss_fn)
     print(f"{plan.run_name}: {model.count_params()} parameters, {backend.reason}, XLA {'on' if xla else 'off'}, "
           f"{'mixed float16' if mixed else 'float32'}, {trainer.replicas} replica(s)", file=sys.stderr)
@@ -111,7 +112,7 @@ def fit_and_save(plan: FitPlan, store: FeatureStoreLayout, output_dir: Path, con
     def validate():
         return validation_point(score, store, config)
 
-    params = {"model": spec.model_dump(mode="json"), "training": config.training.model_dump(mode="json"),
+    params = {"model": spec.model_dump(mode="json"), "training": training.model_dump(mode="json"),
               "target_fa_per_hour": config.target_false_accepts_per_hour, "xla": xla, "mixed_precision": mixed,
               **(plan.params or {})}
     with stage_run(plan.run_name, f"wakeline/{config.wake_word}", params,

@@ -160,11 +160,17 @@ def test_candidate_students_are_judged_on_the_device_path_and_the_best_ships(tra
 def test_a_student_can_start_from_okay_nabu(trained, tmp_path, monkeypatch):
     """student_init=okay_nabu: each candidate is built with okay_nabu's convolutions (BatchNorms calibrated on
     training windows) before its first step, and after a short distillation still carries them, where the same
-    student from random weights does not."""
+    student from random weights does not. distillation.learning_rates is the students' schedule, not the
+    teachers'."""
     import keras
 
     from components.common.config import ModelSpec, StudentInit
-    from components.training import pretrained
+    from components.training import fit, pretrained
+
+    schedules = []
+    trainer = fit.Trainer
+    monkeypatch.setattr(fit, "Trainer", lambda model, training, *a, **kw: (
+        schedules.append(training.learning_rates), trainer(model, training, *a, **kw))[1])
 
     cfg, root = trained
     teachers = [root / "teacher_0", root / "teacher_1"]
@@ -173,11 +179,12 @@ def test_a_student_can_start_from_okay_nabu(trained, tmp_path, monkeypatch):
     original = pretrained.load_into
     monkeypatch.setattr(pretrained, "load_into", lambda model, spec, windows, **kw: (
         calls.append(windows.shape), original(model, spec, windows, **kw))[1])
-    distil.run(teachers, root / "features", tmp_path / "nabu", _with(big, student_init=StudentInit.OKAY_NABU),
-               show_progress=False)
+    distil.run(teachers, root / "features", tmp_path / "nabu",
+               _with(big, student_init=StudentInit.OKAY_NABU, learning_rates=[3e-4, 1e-4]), show_progress=False)
     assert calls == [(distil.CALIBRATION_BATCHES * cfg.training.batch_size, 170, 40)]
     distil.run(teachers, root / "features", tmp_path / "random", big, show_progress=False)
     assert len(calls) == 1
+    assert schedules == [[3e-4, 1e-4], cfg.training.learning_rates]
 
     official = pretrained.read()["conv"][0][0].transpose(1, 2, 3, 0).ravel()
 

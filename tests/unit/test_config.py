@@ -37,6 +37,15 @@ def test_a_pretrained_student_needs_okay_nabus_convolutions():
     assert "distillation.student.pointwise_filters" in str(e.value)
 
 
+def test_students_learning_rates_are_one_per_training_phase():
+    cfg = load_config("default", overrides=["distillation.learning_rates=[0.0003, 0.00006]"])
+    assert cfg.student_training().learning_rates == [0.0003, 0.00006]
+    assert cfg.student_training().steps == cfg.training.steps and cfg.training.learning_rates == [0.001, 0.0002]
+    assert load_config("default").student_training() == load_config("default").training  # empty: training's
+    with pytest.raises(ConfigError, match="distillation.learning_rates has 1 entries; training.steps has 2"):
+        load_config("default", overrides=["distillation.learning_rates=[0.0003]"])
+
+
 def test_unknown_key_is_named_with_allowed_keys():
     with pytest.raises(ConfigError) as e:
         load_config("smoke", overrides=["data_prep.ambient.lenght_s=3"])

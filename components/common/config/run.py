@@ -559,6 +559,9 @@ class Distillation(Strict):
     # The student's seed alone moved real detections from 6 to 32 of 56 on one run's features and teachers.
     students: Annotated[int, Field(ge=1, le=10)] = 1
     student_init: StudentInit = StudentInit.RANDOM
+    # the students' learning rate per phase of `training.steps` (one entry each); empty: `training.learning_rates`.
+    # A student that starts from okay_nabu may want to move less far from it
+    learning_rates: list[Annotated[float, Field(gt=0)]] = []
 
     @model_validator(mode="after")
     def _init_fits(self):
@@ -664,6 +667,20 @@ class RunParameters(Strict):
             raise ValueError("data_prep.splits: background_validation_fraction + background_test_fraction must be "
                              "< 0.8 (training needs background audio too)")
         return self
+
+    @model_validator(mode="after")
+    def _student_schedule(self):
+        rates = self.distillation.learning_rates
+        if rates and len(rates) != len(self.training.steps):
+            raise ValueError(f"distillation.learning_rates has {len(rates)} entries; training.steps has "
+                             f"{len(self.training.steps)} phases: one rate per phase, or none for training's")
+        return self
+
+    def student_training(self) -> Training:
+        """`training` with the students' own learning rates (`distillation.learning_rates`), if any."""
+        if not self.distillation.learning_rates:
+            return self.training
+        return self.training.model_copy(update={"learning_rates": list(self.distillation.learning_rates)})
 
     @model_validator(mode="after")
     def _models_fit_the_clips(self):
