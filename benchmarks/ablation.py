@@ -106,17 +106,16 @@ VARIANTS = {
     # validation is about 90 % espeak-ng formant speech, because each single-voice neural family goes whole to
     # training: share some of their clips with validation, so the cutoff is set on voices closer to people
     "validation-voices": lambda: ["data_prep.splits.single_voice_validation_fraction=0.15"],
-    # validation FRR rose when the curriculum's last epoch (-5..10 dB, the whole low-LR phase) began, in 7 of 9
+    # validation FRR rose when the curriculum's last epoch (-5..10 dB, the whole low-LR phase) began, in 8 of 9
     # students: read every SNR range throughout instead
     "interleaved-epochs": lambda: ["training.epoch_order=interleaved"],
     # or end the curriculum at the SNR validation and test are mixed at (5..20 dB) instead of -5..10 dB
     "gentle-snr": lambda: ["augmentation.snr.end_db_range=[5,20]"],
-    # the student starts from the official okay_nabu v2 model's convolutions, which have heard real speech, music
-    # and noise (the embedding teacher is the only other part that has)
-    "okay-nabu-init": lambda: ["distillation.student_init=okay_nabu"],
-    # and fine-tunes from them at a third of the learning rate (teachers unchanged)
-    "okay-nabu-finetune": lambda: ["distillation.student_init=okay_nabu",
-                                   "distillation.learning_rates=[0.0003,0.00006]"],
+    # `default` before 2026-12-07: students from random weights, at the teachers' learning rates
+    "random-student": lambda: ["distillation.student_init=random", "distillation.learning_rates=[]"],
+    # the students start from okay_nabu's convolutions, as in `default`, but train at the teachers' learning rates
+    # (measured on 2026-12-07 as `okay-nabu-init`; `default` then was random-student)
+    "okay-nabu-init": lambda: ["distillation.learning_rates=[]"],
 }
 
 

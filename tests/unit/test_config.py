@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from components.common.config import (ConfigError, WakelineConfig, apply_override, load_config, preset_names,
-                                      resolve_pipeline_config, validate)
+from components.common.config import (ConfigError, StudentInit, WakelineConfig, apply_override, load_config,
+                                      preset_names, resolve_pipeline_config, validate)
 from pipeline.cli import main
 
 
@@ -19,6 +19,8 @@ def test_quality_keeps_every_part_default_ships_with():
     d, q = load_config("default"), load_config("quality")
     assert q.distillation.embedding_teacher.weight >= d.distillation.embedding_teacher.weight > 0
     assert q.distillation.students >= d.distillation.students > 1
+    assert q.distillation.student_init == d.distillation.student_init == StudentInit.OKAY_NABU
+    assert q.distillation.learning_rates == d.distillation.learning_rates
     assert sum(q.training.steps) >= sum(d.training.steps)
     assert q.training.checkpoint_rule == d.training.checkpoint_rule
     assert q.data_prep.perturbation.method == d.data_prep.perturbation.method
@@ -38,10 +40,10 @@ def test_a_pretrained_student_needs_okay_nabus_convolutions():
 
 
 def test_students_learning_rates_are_one_per_training_phase():
-    cfg = load_config("default", overrides=["distillation.learning_rates=[0.0003, 0.00006]"])
-    assert cfg.student_training().learning_rates == [0.0003, 0.00006]
+    cfg = load_config("default", overrides=["distillation.learning_rates=[0.0005, 0.0001]"])
+    assert cfg.student_training().learning_rates == [0.0005, 0.0001]
     assert cfg.student_training().steps == cfg.training.steps and cfg.training.learning_rates == [0.001, 0.0002]
-    assert load_config("default").student_training() == load_config("default").training  # empty: training's
+    assert load_config("smoke").student_training() == load_config("smoke").training  # empty: training's
     with pytest.raises(ConfigError, match="distillation.learning_rates has 1 entries; training.steps has 2"):
         load_config("default", overrides=["distillation.learning_rates=[0.0003]"])
 
