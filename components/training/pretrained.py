@@ -47,7 +47,7 @@ def read(path: Path = OKAY_NABU) -> dict[str, list[tuple[np.ndarray, np.ndarray]
     interp.allocate_tensors()
     kinds = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in kinds.values()}
-    for op in interp._get_ops_details():
+    for op in interp._get_ops_details():  # private, but in the pinned TF 2.21; the tests read the model through it
         kind = kinds.get(op["op_name"])
         if kind:
             out[kind].append((_dequantized(interp, int(op["inputs"][1])), _dequantized(interp, int(op["inputs"][2]))))
