@@ -1,5 +1,5 @@
 """Start a MixedNet from the official ESPHome `okay_nabu` v2 model's convolutions (Apache-2.0, vendored in
-`pretrained/`, see its NOTICE): they were trained on real speech, music and noise that wakeline cannot
+`pretrained/`, with its README and LICENSE): they were trained on real speech, music and noise that wakeline cannot
 download, so a student that starts from them has heard what a home sounds like before it hears our synthetic
 data. The head (the dense layer) is the wake word's own and stays freshly initialised unless asked for.
 
