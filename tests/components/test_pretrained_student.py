@@ -20,7 +20,8 @@ def _frames(seed=0):
 
 
 def _windows(raw):
-    return np.stack([raw[3 * (i + 1) - 170:3 * (i + 1)] for i in range(56, 56 + STEPS)]).astype(np.float32) * FLOAT_SCALE
+    windows = np.stack([raw[3 * (i + 1) - 170:3 * (i + 1)] for i in range(56, 56 + STEPS)])
+    return windows.astype(np.float32) * FLOAT_SCALE
 
 
 def _official_head_features(raw):
