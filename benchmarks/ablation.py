@@ -116,6 +116,8 @@ VARIANTS = {
     # the students start from okay_nabu's convolutions, as in `default`, but train at the teachers' learning rates
     # (measured on 2026-12-07 as `okay-nabu-init`; `default` then was random-student)
     "okay-nabu-init": lambda: ["distillation.learning_rates=[]"],
+    # okay_nabu's first convolution and first two MixConv blocks stay as loaded; the last two blocks and the head learn
+    "frozen-stages": lambda: ["distillation.frozen_stages=3"],
 }
 
 

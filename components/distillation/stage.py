@@ -231,13 +231,19 @@ CALIBRATION_BATCHES = 4  # training batches whose windows set a pretrained stude
 
 
 def _student_init(batches: DistillationBatches, config: WakelineConfig) -> Callable[[Any], None] | None:
-    """`distillation.student_init`: None (random weights) or what loads okay_nabu's convolutions."""
+    """`distillation.student_init`: None (random weights) or what loads okay_nabu's convolutions (and freezes the
+    first `distillation.frozen_stages`)."""
     if config.distillation.student_init is StudentInit.RANDOM:
         return None
     total = config.training.total_steps
     windows = np.concatenate([batches.source.batch(total + k, total).x[:, -batches.student_frames:]
                               for k in range(CALIBRATION_BATCHES)])  # steps past the schedule: not trained on
-    return lambda model: pretrained.load_into(model, config.distillation.student, windows)
+    cfg = config.distillation
+
+    def init(model) -> None:
+        pretrained.load_into(model, cfg.student, windows)
+        pretrained.freeze(model, cfg.student, cfg.frozen_stages)
+    return init
 
 
 def _float_validation(metrics: dict[str, float]) -> dict[str, float | None]:

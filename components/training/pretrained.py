@@ -92,3 +92,20 @@ def load_into(model, spec: ModelSpec, windows: np.ndarray, *, head: bool = False
     if head:
         kernel, bias = w["dense"][0]
         model.get_layer("probability").set_weights([kernel.T, bias])
+
+
+def stage_layers(model, spec: ModelSpec, stages: int) -> list:
+    """The layers of the first `stages` convolution stages: the first convolution, then each MixConv block's
+    depthwise convolutions, pointwise convolution and BatchNorm."""
+    names = ["first_conv"][:stages]
+    for b, kernels in enumerate(spec.mixconv_kernels[:max(stages - 1, 0)]):
+        names += [f"b{b}_dw{k}" for k in kernels] + [f"b{b}_pointwise", f"b{b}_bn"]
+    return [model.get_layer(n) for n in names]
+
+
+def freeze(model, spec: ModelSpec, stages: int) -> None:
+    """Keep the first `stages` convolution stages as they are: out of the gradient, and each BatchNorm in inference
+    mode (Keras runs a non-trainable BatchNorm on its moving statistics, so they stay okay_nabu's)."""
+    for layer in stage_layers(model, spec, stages):
+        layer.trainable = False
+

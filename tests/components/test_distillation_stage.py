@@ -193,3 +193,21 @@ def test_a_student_can_start_from_okay_nabu(trained, tmp_path, monkeypatch):
 
     assert np.corrcoef(official, first_conv("nabu"))[0, 1] > 0.9
     assert abs(np.corrcoef(official, first_conv("random"))[0, 1]) < 0.3
+
+
+def test_frozen_stages_ship_okay_nabus_first_convolution_unchanged(trained, tmp_path):
+    """distillation.frozen_stages=1: the shipped student's first convolution is okay_nabu's, to the bit, while
+    its first block learnt."""
+    import keras
+
+    from components.common.config import ModelSpec, StudentInit
+    from components.training import pretrained
+
+    cfg, root = trained
+    config = _with(cfg, student=ModelSpec(name="student"), student_init=StudentInit.OKAY_NABU, frozen_stages=1)
+    distil.run([root / "teacher_0", root / "teacher_1"], root / "features", tmp_path / "frozen", config,
+               show_progress=False)
+    shipped = keras.models.load_model(tmp_path / "frozen" / "model.keras")
+    w = pretrained.read()
+    assert np.array_equal(shipped.get_layer("first_conv").get_weights()[0], w["conv"][0][0].transpose(1, 2, 3, 0))
+    assert not np.array_equal(shipped.get_layer("b0_pointwise").get_weights()[0], w["conv"][1][0].transpose(1, 2, 3, 0))

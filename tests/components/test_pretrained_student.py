@@ -80,3 +80,32 @@ def test_a_student_of_other_shapes_is_refused():
     spec = ModelSpec(name="small", first_conv_filters=16, pointwise_filters=[24, 24, 24, 24])
     with pytest.raises(pretrained.IncompatibleSpec, match="first_conv_filters, pointwise_filters"):
         pretrained.load_into(mixednet(spec), spec, np.zeros((1, 170, 40), np.float32))
+
+
+def test_frozen_stages_keep_okay_nabus_weights_through_training():
+    """After freeze(3), a training step moves the last two blocks and the head but neither the first
+    convolution, the first two blocks' weights nor their BatchNorm statistics."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    spec = ModelSpec(name="student")
+    model = mixednet(spec)
+    windows = _windows(_frames(3))
+    pretrained.load_into(model, spec, windows)
+    pretrained.freeze(model, spec, 3)
+    frozen = pretrained.stage_layers(model, spec, 3)
+    assert [layer.name for layer in frozen] == ["first_conv", "b0_dw5", "b0_pointwise", "b0_bn", "b1_dw7",
+                                                "b1_dw11", "b1_pointwise", "b1_bn"]
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
+    optimizer = keras.optimizers.SGD(learning_rate=0.1)
+    y = np.arange(len(windows)) % 2
+    with tf.GradientTape() as tape:
+        p = model(windows, training=True)[:, 0]
+        loss = keras.losses.binary_crossentropy(y, p)
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    moved = {layer.name for layer in model.layers
+             if any(not np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))}
+    assert not moved & {layer.name for layer in frozen}
+    assert {"b2_pointwise", "b3_pointwise", "b2_bn", "probability"} <= moved
+

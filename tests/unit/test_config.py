@@ -39,6 +39,14 @@ def test_a_pretrained_student_needs_okay_nabus_convolutions():
     assert "distillation.student.pointwise_filters" in str(e.value)
 
 
+def test_frozen_stages_need_okay_nabu_and_exist():
+    assert load_config("default", overrides=["distillation.frozen_stages=3"]).distillation.frozen_stages == 3
+    with pytest.raises(ConfigError, match="distillation.frozen_stages keeps pretrained weights"):
+        load_config("default", overrides=["distillation.frozen_stages=2", "distillation.student_init=random"])
+    with pytest.raises(ConfigError, match="distillation.frozen_stages is 6; the student has 5"):
+        load_config("default", overrides=["distillation.frozen_stages=6"])
+
+
 def test_students_learning_rates_are_one_per_training_phase():
     cfg = load_config("default", overrides=["distillation.learning_rates=[0.0005, 0.0001]"])
     assert cfg.student_training().learning_rates == [0.0005, 0.0001]

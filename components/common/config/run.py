@@ -562,9 +562,19 @@ class Distillation(Strict):
     # the students' learning rate per phase of `training.steps` (one entry each); empty: `training.learning_rates`.
     # `default` fine-tunes from okay_nabu at a third of the teachers' rates (better at three seeds than theirs)
     learning_rates: list[Annotated[float, Field(gt=0)]] = []
+    # how many of the student's leading convolution stages (the first convolution, then each MixConv block) keep
+    # okay_nabu's weights and BatchNorm statistics while the rest trains; 0 trains them all. Needs okay_nabu.
+    frozen_stages: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _init_fits(self):
+        stages = 1 + len(self.student.mixconv_kernels)
+        if self.frozen_stages and self.student_init is not StudentInit.OKAY_NABU:
+            raise ValueError("distillation.frozen_stages keeps pretrained weights: it needs "
+                             "distillation.student_init=okay_nabu")
+        if self.frozen_stages > stages:
+            raise ValueError(f"distillation.frozen_stages is {self.frozen_stages}; the student has {stages} "
+                             "convolution stages")
         if self.student_init is StudentInit.OKAY_NABU:
             wrong = [f"{k} is {getattr(self.student, k)!r}, okay_nabu's is {v!r}" for k, v in OKAY_NABU_SHAPES.items()
                      if getattr(self.student, k) != v]
