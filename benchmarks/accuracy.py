@@ -21,7 +21,8 @@ on the same audio (`baseline` names it):
 Runs are kept under runs/bench/accuracy/<name>/ and reused when the config and the source (components/,
 pipeline/, configs/presets/) are unchanged, so a rerun after editing a benchmark or the README costs minutes.
 WAKELINE_SHARED_DATA points at the real recordings (default: ../shared/data beside the repository).
-89 min measured on 2 cores from nothing (with the test suite running beside it); the evaluation alone, about 2 min.
+31 min measured on 2 cores from nothing (2026-12-07, alone; 89 min with the test suite beside it); the evaluation alone,
+about 2 min.
 """
 from __future__ import annotations
 
