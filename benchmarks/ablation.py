@@ -118,6 +118,8 @@ VARIANTS = {
     "okay-nabu-init": lambda: ["distillation.learning_rates=[]"],
     # okay_nabu's first convolution and first two MixConv blocks stay as loaded; the last two blocks and the head learn
     "frozen-stages": lambda: ["distillation.frozen_stages=3"],
+    # only the first convolution stays as loaded (frozen-stages collapsed at seed 2: two blocks could not fit)
+    "frozen-first-conv": lambda: ["distillation.frozen_stages=1"],
 }
 
 
