@@ -108,4 +108,3 @@ def freeze(model, spec: ModelSpec, stages: int) -> None:
     mode (Keras runs a non-trainable BatchNorm on its moving statistics, so they stay okay_nabu's)."""
     for layer in stage_layers(model, spec, stages):
         layer.trainable = False
-

@@ -108,4 +108,3 @@ def test_frozen_stages_keep_okay_nabus_weights_through_training():
              if any(not np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))}
     assert not moved & {layer.name for layer in frozen}
     assert {"b2_pointwise", "b3_pointwise", "b2_bn", "probability"} <= moved
-
