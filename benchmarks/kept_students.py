@@ -78,7 +78,7 @@ class KeptRun:
 
 def cutoff_rules(run: KeptRun) -> list[dict]:
     from components.common.artifacts import Split
-    from components.common.evaluation import at_fa_target, store_streams, worst_condition_points
+    from components.common.evaluation import choose_cutoff, store_streams
     from components.runtime.tflm import TflmStreamer
 
     rows = []
@@ -86,12 +86,9 @@ def cutoff_rules(run: KeptRun) -> list[dict]:
         for student in run.students:
             tflite = Path(tmp) / f"student-{student['index']}.tflite"
             shutil.copyfile(run.model_dir / student["candidate"], tflite)
-            points = worst_condition_points(*store_streams(run.store, Split.VALIDATION, TflmStreamer(tflite)),
-                                            quantized=True)
-            for allowed, target in RULES.items():
-                margin = run.config.cutoff_safety_margin
-                p = (at_fa_target(points, target, margin) or at_fa_target(points, target)
-                     or max(points, key=lambda q: q.cutoff))
+            positives, ambient = store_streams(run.store, Split.VALIDATION, TflmStreamer(tflite))
+            for allowed, target in RULES.items():  # distillation's own rule, at each target
+                p = choose_cutoff(positives, ambient, target, run.config.cutoff_safety_margin, quantized=True)
                 rows.append({"run": run.name, "student": student["index"], "allowed_false_accepts": allowed,
                              "cutoff": p.cutoff, "validation_frr": p.frr, **run.measure(tflite, p.cutoff)})
                 log(f"[bench] kept-students: {json.dumps(rows[-1])}")
