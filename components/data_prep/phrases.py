@@ -250,22 +250,49 @@ _TEMPLATES = (
 )
 
 
-def generated_sentences(n: int, seed: int) -> list[str]:
-    """`n` distinct sentences from the templates, in a seeded order (the same n and seed, the same list)."""
-    rng = np.random.default_rng([seed, 424242])
+def _fill(templates: Sequence[str], slots: dict[str, Sequence[str]], n: int,
+          rng: np.random.Generator) -> list[str]:
+    """`n` distinct sentences: a drawn template with every slot drawn from its list (one draw per slot)."""
     out: list[str] = []
     seen: set[str] = set()
     attempts = 0
     while len(out) < n and attempts < n * 20:
         attempts += 1
-        template = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))]
-        fields = {k: v[int(rng.integers(len(v)))] for k, v in _SLOTS.items()}
+        template = templates[int(rng.integers(len(templates)))]
+        fields = {k: v[int(rng.integers(len(v)))] for k, v in slots.items()}
         text = template.format(**fields)
         text = text[0].upper() + text[1:]
         if text not in seen:
             seen.add(text)
             out.append(text)
     return out
+
+
+def generated_sentences(n: int, seed: int) -> list[str]:
+    """`n` distinct sentences from the templates, in a seeded order (the same n and seed, the same list)."""
+    return _fill(_TEMPLATES, _SLOTS, n, np.random.default_rng([seed, 424242]))
+
+
+# Greetings open the way a "hey <name>" wake word does but name someone else (the sentences a model for "hey
+# jarvis" fired on, measured 2026-12-03: "Hey Sam, have you got a minute?"). Written for this project.
+_GREETING_OPENERS = ("Hey {name}", "Hi {name}", "Hello {name}", "Oh hey {name}", "Hey there {name}",
+                     "Hey {name} and {name2}", "Hey you", "Hey", "Hey guys", "Morning {name}", "Hey, it's {name}",
+                     "Hey hey {name}", "Okay {name}", "Hey mum", "Hey dad", "Excuse me {name}")
+_GREETING_TAILS = ("have you got a minute?", "how was {place}?", "can you {verb} me {time}?", "dinner is ready.",
+                   "where did you put {thing}?", "are you coming to {place}?", "look at this!",
+                   "I left {thing} in the {room}.", "do you want {food}?", "it's me.", "over here!",
+                   "what time is it?", "guess what happened at {place}.", "are you still there?",
+                   "can you hear me?", "turn that down, please.", "")
+_GREETING_NAMES = (*_SLOTS["name"], "Marvin", "Harvey", "Charlie", "Jasmine", "Martin", "Chelsea", "Darius", "Alice",
+                   "Tobias", "Margaret", "Jacob", "Sophie", "Daniel", "Olivia", "Arthur", "Chloe", "Henry", "Isla",
+                   "Leo", "Mia", "Noah", "Ruby", "Felix", "Zara")
+
+
+def greeting_sentences(n: int, seed: int) -> list[str]:
+    """`n` distinct greetings ("Hey Marvin, dinner is ready."), in a seeded order."""
+    templates = [f"{o}, {t}" if t else f"{o}!" for o in _GREETING_OPENERS for t in _GREETING_TAILS]
+    slots = {**_SLOTS, "name": _GREETING_NAMES, "name2": _GREETING_NAMES}
+    return _fill(templates, slots, n, np.random.default_rng([seed, 434343]))
 
 
 def general_speech(phrases: Sequence[str], n_generated: int, seed: int) -> list[str]:

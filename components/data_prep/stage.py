@@ -155,6 +155,10 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
                                        eval_only_families=(synth.NON_ENGLISH_FAMILY,))
     heldout_texts = phrases.heldout_texts(texts[Label.NEGATIVE], dp.splits.heldout_text_fraction, config.seed)
     jobs = synth.hold_out_texts(jobs, voice_split, heldout_texts, config.seed)
+    try:
+        jobs += synth.greeting_jobs(config, voice_split, heldout_texts)
+    except ValueError as e:
+        raise DataPrepError(str(e)) from None
     shared = splits.shared_voices(voice_split, families, synth.NEURAL_ENGINES)
     cache = synth.cache_for(config)
     synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet, cache)

@@ -90,23 +90,44 @@ def label_texts(config: WakelineConfig) -> dict[Label, list[str]]:
     }
 
 
+def _espeak_params(e, rng: np.random.Generator) -> tuple:
+    return (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
+            ("seed", int(rng.integers(2 ** 31))))
+
+
+def _engine_params(engine: str, tts, rng: np.random.Generator) -> tuple:
+    """One clip's prosody for `engine`, drawn from its configured ranges (the draw order is part of the plan)."""
+    if engine == "piper":
+        p = tts.piper
+        return (("length_scale", round(float(rng.uniform(*p.length_scale_range)), 3)),
+                ("noise_scale", round(float(rng.uniform(*p.noise_scale_range)), 3)),
+                ("noise_w_scale", round(float(rng.uniform(*p.noise_w_scale_range)), 3)))
+    if engine == "espeak":
+        return _espeak_params(tts.espeak, rng)
+    cfg = tts.kokoro if engine == "kokoro" else tts.hibari
+    params = (("speed", round(float(rng.uniform(*cfg.speed_range)), 3)),
+              ("accent", cfg.accents[int(rng.integers(len(cfg.accents)))].value))
+    return params + ((("seed", int(rng.integers(2 ** 31))),) if engine == "hibari" else ())
+
+
+def _engine_of(count: ClipCounts, i: int) -> str:
+    bounds = np.cumsum([count.piper_clips, count.espeak_clips, count.kokoro_clips, count.hibari_clips])
+    return ENGINES[int(np.searchsorted(bounds, i, side="right"))]
+
+
+def _speaker(config: WakelineConfig, stream: int, i: int) -> perturb.Speaker | None:
+    return perturb.draw_speaker(config.data_prep.perturbation, _rng(config.seed, 40, stream, i))
+
+
 def plan(config: WakelineConfig, texts: dict[Label, list[str]]) -> list[Job]:
     """Every synthesis job, fully determined by the config: texts, voices, prosody and target speakers."""
     dp = config.data_prep
-    p, e, k, h = dp.tts.piper, dp.tts.espeak, dp.tts.kokoro, dp.tts.hibari
+    e, k = dp.tts.espeak, dp.tts.kokoro
     voices = [f"{lang}+{var}" for lang in e.languages for var in e.variants]
     voices = [voices[i] for i in _rng(config.seed, 1).permutation(len(voices))]
     kokoro_voices = neural_tts.kokoro_voices(k.blends)
     counts: dict[Label, ClipCounts] = {Label.POSITIVE: dp.positives, Label.ADVERSARIAL_NEGATIVE: dp.adversarial,
                                        Label.NEGATIVE: dp.speech}
-
-    def espeak_params(rng: np.random.Generator) -> tuple:
-        return (("rate_wpm", int(rng.uniform(*e.rate_wpm_range))), ("pitch", int(rng.uniform(*e.pitch_range))),
-                ("seed", int(rng.integers(2 ** 31))))
-
-    def speaker(stream: int, i: int):
-        return perturb.draw_speaker(dp.perturbation, _rng(config.seed, 40, stream, i))
-
     jobs: list[Job] = []
     for stream, (label, count) in enumerate(counts.items(), start=10):
         rng = _rng(config.seed, stream)
@@ -118,26 +139,13 @@ def plan(config: WakelineConfig, texts: dict[Label, list[str]]) -> list[Job]:
             chosen = phrases.rendition_texts(pool, n, rng)
         else:
             chosen = [pool[i] for i in rng.permutation(max(n, len(pool)))[:n] % len(pool)]
-        bounds = np.cumsum([count.piper_clips, count.espeak_clips, count.kokoro_clips, count.hibari_clips])
         for i, text in enumerate(chosen):
-            engine = ENGINES[int(np.searchsorted(bounds, i, side="right"))]
-            if engine == "piper":
-                params = (("length_scale", round(float(rng.uniform(*p.length_scale_range)), 3)),
-                          ("noise_scale", round(float(rng.uniform(*p.noise_scale_range)), 3)),
-                          ("noise_w_scale", round(float(rng.uniform(*p.noise_w_scale_range)), 3)))
-                voice = piper_tts.VOICE_ID
-            elif engine == "espeak":
-                params = espeak_params(rng)
-                voice = f"espeak:{voices[(i + stream) % len(voices)]}"
-            else:
-                cfg = k if engine == "kokoro" else h
-                params = (("speed", round(float(rng.uniform(*cfg.speed_range)), 3)),
-                          ("accent", cfg.accents[int(rng.integers(len(cfg.accents)))].value))
-                if engine == "hibari":
-                    params += (("seed", int(rng.integers(2 ** 31))),)
-                voice = (f"kokoro:{kokoro_voices[(i + stream) % len(kokoro_voices)]}" if engine == "kokoro"
-                         else f"hibari:{neural_tts.HIBARI_VOICE}")
-            jobs.append(Job(engine, label, text, voice, params, i, speaker(stream, i)))
+            engine = _engine_of(count, i)
+            params = _engine_params(engine, dp.tts, rng)
+            voice = {"piper": piper_tts.VOICE_ID, "espeak": f"espeak:{voices[(i + stream) % len(voices)]}",
+                     "kokoro": f"kokoro:{kokoro_voices[(i + stream) % len(kokoro_voices)]}",
+                     "hibari": f"hibari:{neural_tts.HIBARI_VOICE}"}[engine]
+            jobs.append(Job(engine, label, text, voice, params, i, _speaker(config, stream, i)))
     for stream, langs, clips, base, group in (
             (20, dp.conditions.non_english.languages, dp.conditions.non_english.espeak_clips, 100_000, ""),
             (21, dp.other_languages.languages, dp.other_languages.espeak_clips, 200_000, OTHER_LANGUAGE_FAMILY)):
@@ -145,10 +153,42 @@ def plan(config: WakelineConfig, texts: dict[Label, list[str]]) -> list[Job]:
         for i in range(clips):
             lang = langs[i % len(langs)]
             pool = phrases.NON_ENGLISH_SENTENCES[lang]
-            params = espeak_params(rng)
+            params = _espeak_params(e, rng)
             variant = e.variants[int(rng.integers(len(e.variants)))]
             jobs.append(Job("espeak", Label.NEGATIVE, pool[int(rng.integers(len(pool)))], f"espeak:{lang}+{variant}",
-                            params, base + i, speaker(stream, i), group))
+                            params, base + i, _speaker(config, stream, i), group))
+    return jobs
+
+
+def greeting_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str]) -> list[Job]:
+    """Training-only greetings (`data_prep.greetings`), said by voices the split put in training, never one
+    of `avoid_texts` (the texts only test speech says). Planned after the split, so the evaluation audio is the
+    same with or without them."""
+    from components.common.artifacts import Split
+
+    count = config.data_prep.greetings
+    if not count.total:
+        return []
+    lowered = [p.lower() for p in config.phrases]
+    texts = [t for t in phrases.greeting_sentences(count.total, config.seed)
+             if t not in avoid_texts and not any(p in t.lower() for p in lowered)]
+    english = (NON_ENGLISH_FAMILY, OTHER_LANGUAGE_FAMILY)
+    by_engine = {engine: sorted(v for v, s in voice_split.items() if s is Split.TRAIN and v.startswith(f"{engine}:")
+                                and family_of(v) not in english)
+                 for engine in ENGINES}
+    missing = [en for en in ENGINES if getattr(count, f"{en}_clips") and not by_engine[en]]
+    if missing or not texts:
+        raise ValueError(f"data_prep.greetings: no training voice of {missing} to say them" if missing
+                         else "data_prep.greetings: every greeting says the wake word")
+    stream = 22
+    rng = _rng(config.seed, stream)
+    jobs = []
+    for i in range(count.total):
+        engine = _engine_of(count, i)
+        params = _engine_params(engine, config.data_prep.tts, rng)
+        pool = by_engine[engine]
+        jobs.append(Job(engine, Label.NEGATIVE, texts[i % len(texts)], pool[int(rng.integers(len(pool)))], params,
+                        300_000 + i, _speaker(config, stream, i)))
     return jobs
 
 

@@ -147,6 +147,19 @@ def test_held_out_family_is_heard_by_test_only(heldout_dataset):
     assert all(r.voice.split(":")[1].split("+")[0] in ("de", "fr") for r in non_english)
 
 
+def test_greetings_are_heard_in_training_and_leave_evaluation_audio_unchanged(heldout_dataset, tmp_path):
+    _, layout, _ = heldout_dataset
+    cfg = load_config("smoke", overrides=HELD_OUT + ["data_prep.greetings.espeak_clips=6"])
+    with_greetings = DatasetLayout(tmp_path)
+    run(tmp_path, cfg, show_progress=False)
+    before, after = layout.read_manifest(), with_greetings.read_manifest()
+    evaluated = lambda records: sorted((r.split, r.label, r.sha256) for r in records if r.split is not Split.TRAIN)
+    assert evaluated(after) == evaluated(before)
+    added = {r.text for r in after if r.split is Split.TRAIN} - {r.text for r in before if r.split is Split.TRAIN}
+    assert len(added) == 6 and all(t.startswith(("Hey", "Hi ", "Hello", "Oh hey", "Morning", "Okay", "Excuse"))
+                                   for t in added)
+
+
 def test_test_speech_says_texts_training_never_says(heldout_dataset):
     _, layout, _ = heldout_dataset
     english = [r for r in layout.read_manifest() if r.label is Label.NEGATIVE and r.family != "espeak:non_english"]

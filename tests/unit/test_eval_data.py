@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from components.common.artifacts import Label, Split
 from components.common.config import Ambient, NonEnglish, SpeechCondition, Splits
 from components.synthesis.conditions import MissingSpeech, condition_stream
+from components.common.config import load_config
 from components.data_prep.phrases import (HOUSEHOLD_SENTENCES, NON_ENGLISH_SENTENCES, general_speech,
-                                          generated_sentences, heldout_texts)
+                                          generated_sentences, greeting_sentences, heldout_texts)
 from components.data_prep.splits import assign_voices, clip_split, shared_voices
-from components.data_prep.synth import NEURAL_ENGINES, Job, family_of, hold_out_texts
+from components.data_prep.synth import NEURAL_ENGINES, Job, family_of, greeting_jobs, hold_out_texts
 
 SR = 16_000
 
@@ -106,6 +107,39 @@ def test_generated_sentences_are_distinct_and_seeded():
     assert a == generated_sentences(200, 5)
     assert a != generated_sentences(200, 6)
     assert all(s[0].isupper() and s[-1] in ".?" for s in a)
+
+
+def test_greetings_are_distinct_seeded_and_open_with_a_greeting():
+    a = greeting_sentences(300, 5)
+    assert len(a) == 300 and len(set(a)) == 300
+    assert a == greeting_sentences(300, 5) and a != greeting_sentences(300, 6)
+    openers = ("Hey", "Hi ", "Hello", "Oh hey", "Morning", "Okay", "Excuse me")
+    assert all(s.startswith(openers) and s[-1] in ".?!" for s in a)
+    assert sum(s.startswith("Hey") for s in a) > 150  # most open like a "hey <name>" wake word
+
+
+GREETING_SPLIT = {"espeak:en-us+m1": Split.TRAIN, "espeak:en-us+f2": Split.TRAIN, "espeak:en-us+klatt": Split.TEST,
+                  "espeak:de+m1": Split.VALIDATION, "espeak:en-gb+m3": Split.VALIDATION,
+                  "kokoro:jf_alpha": Split.TRAIN, "kokoro:jf_nezumi": Split.TEST, "hibari:heart": Split.TRAIN}
+
+
+def test_greeting_jobs_use_training_voices_only_and_avoid_test_texts():
+    cfg = load_config("smoke", overrides=["wake_word=hey marvin", "data_prep.greetings.espeak_clips=150",
+                                          "data_prep.greetings.kokoro_clips=40", "data_prep.greetings.hibari_clips=10"])
+    avoid = set(greeting_sentences(200, cfg.seed)[:50])
+    jobs = greeting_jobs(cfg, GREETING_SPLIT, avoid)
+    assert Counter(j.engine for j in jobs) == {"espeak": 150, "kokoro": 40, "hibari": 10}
+    assert {j.voice for j in jobs} == {v for v, s in GREETING_SPLIT.items() if s is Split.TRAIN}
+    assert all(j.label is Label.NEGATIVE and j.text not in avoid for j in jobs)
+    assert not any("hey marvin" in j.text.lower() for j in jobs)  # the wake word is never a negative
+    assert jobs == greeting_jobs(cfg, GREETING_SPLIT, avoid)
+    assert greeting_jobs(load_config("smoke"), GREETING_SPLIT, avoid) == []
+
+
+def test_greeting_jobs_need_a_training_voice_of_each_engine_asked_for():
+    cfg = load_config("smoke", overrides=["data_prep.greetings.piper_clips=5"])
+    with pytest.raises(ValueError, match="data_prep.greetings.*piper"):
+        greeting_jobs(cfg, GREETING_SPLIT, set())
 
 
 @pytest.mark.parametrize("n", [4, 20, 200, 401])

@@ -279,6 +279,9 @@ class DataPrep(Strict):
     other_languages: TrainingLanguages = TrainingLanguages()
     perturbation: SpeakerPerturbation = SpeakerPerturbation()
     generated_sentences: Annotated[int, Field(ge=0)] = 600  # template sentences added to the household ones
+    # Greetings that name someone else ("Hey Marvin, dinner is ready."), heard in training only: said by the
+    # voices the split put in training, planned after it, so validation and test audio are the same without them.
+    greetings: ClipCounts = ClipCounts()
     # Synthesised clips are cached by content (engine, voice, text, settings, engine code); "" = the user cache
     # folder ($XDG_CACHE_HOME or ~/.cache)/wakeline/synth. A second run, or another wake word, reuses them.
     synthesis_cache: bool = True
