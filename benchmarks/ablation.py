@@ -120,10 +120,9 @@ VARIANTS = {
     "frozen-stages": lambda: ["distillation.frozen_stages=3"],
     # only the first convolution stays as loaded (frozen-stages collapsed at seed 2: two blocks could not fit)
     "frozen-first-conv": lambda: ["distillation.frozen_stages=1"],
-    # 750 greetings that name someone else ("Hey Marvin, dinner is ready."), training only; the evaluation audio
-    # is the same as the preset's (a test model for "hey jarvis" fired on "Hey Sam, have you got a minute?")
-    "greetings": lambda: ["data_prep.greetings.piper_clips=50", "data_prep.greetings.espeak_clips=400",
-                          "data_prep.greetings.kokoro_clips=100", "data_prep.greetings.hibari_clips=200"],
+    # `default` before 2026-12-07 (measured against it as `greetings`, which added `default`'s 750 training-only
+    # greetings): no greetings that name someone else; the evaluation audio is the same either way
+    "no-greetings": lambda: [f"data_prep.greetings.{e}_clips=0" for e in ("piper", "espeak", "kokoro", "hibari")],
 }
 
 

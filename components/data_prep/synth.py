@@ -178,7 +178,9 @@ def greeting_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[st
                  for engine in ENGINES}
     missing = [en for en in ENGINES if getattr(count, f"{en}_clips") and not by_engine[en]]
     if missing or not texts:
-        raise ValueError(f"data_prep.greetings: no training voice of {missing} to say them" if missing
+        raise ValueError(f"data_prep.greetings: the split put no voice of {missing} in training (a single-voice "
+                         f"engine's voice may go whole to validation or test); set data_prep.greetings."
+                         f"{missing[0] if missing else 'piper'}_clips=0" if missing
                          else "data_prep.greetings: every greeting says the wake word")
     stream = 22
     rng = _rng(config.seed, stream)
