@@ -120,6 +120,9 @@ VARIANTS = {
     "frozen-stages": lambda: ["distillation.frozen_stages=3"],
     # only the first convolution stays as loaded (frozen-stages collapsed at seed 2: two blocks could not fit)
     "frozen-first-conv": lambda: ["distillation.frozen_stages=1"],
+    # the students start from okay_nabu at a tenth of the teachers' rates (`default`: a third), keeping more of what
+    # okay_nabu learnt from real speech without freezing any layer (frozen-stages collapsed at one seed)
+    "slow-students": lambda: ["distillation.learning_rates=[0.0001,0.00002]"],
     # `default` before 2026-12-07 (measured against it as `greetings`, which added `default`'s 750 training-only
     # greetings): no greetings that name someone else; the evaluation audio is the same either way
     "no-greetings": lambda: [f"data_prep.greetings.{e}_clips=0" for e in ("piper", "espeak", "kokoro", "hibari")],
