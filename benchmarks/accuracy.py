@@ -88,7 +88,20 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
             "blessed": bool(blessing.get("blessed")), "reasons": blessing.get("reasons", []),
             "test_breakdown": blessing.get("behaviour", {}).get("breakdown")}
     marker.write_text(dumps(done, indent=2))
+    _drop_shard_copies(home / "runs")
     return done
+
+
+def _drop_shard_copies(runs: Path) -> None:
+    """Delete the augmentation shards' feature stores once gathered: `features` holds the same frames, and each kept
+    run would otherwise hold them twice (about 1 GB a `default` run; a CI run on a full disk failed for that)."""
+    shard_stores = sorted(runs.glob("kfp/*/for-loop-*/augmentation/features"))
+    freed = sum(f.stat().st_size for d in shard_stores for f in d.rglob("*") if f.is_file())
+    for d in shard_stores:
+        shutil.rmtree(d)
+    if shard_stores:
+        log(f"[bench] accuracy: dropped {len(shard_stores)} shard feature store(s) already gathered "
+            f"({freed / 2**30:.2f} GiB)")
 
 
 def _model(path: Path):

@@ -44,3 +44,18 @@ def test_the_table_shows_real_detections_at_fixed_cutoffs_where_measured():
     assert lines[1].count("|") == lines[0].count("|") == lines[2].count("|")
     assert lines[2].endswith("| 0.62 | no | 50 (0) / 51 (1) / 52 (2) | 30 (60%) / 42* (34%) / 47 (58%) |")
     assert lines[3].endswith("| 0.62 | no | – | – |")  # a row kept from before either was measured
+
+
+def test_a_kept_run_drops_its_shard_feature_stores_and_keeps_the_gathered_one(tmp_path):
+    from benchmarks.accuracy import _drop_shard_copies
+
+    run = tmp_path / "kfp" / "wakeline-1"
+    shards = [run / f"for-loop-1-iteration-{i}" / "augmentation" / "features" for i in range(2)]
+    gathered = run / "gather-features" / "features"
+    for d in (*shards, gathered):
+        (d / "train" / "epoch-000").mkdir(parents=True)
+        (d / "train" / "epoch-000" / "frames.u16").write_bytes(b"\0" * 64)
+    _drop_shard_copies(tmp_path)
+    assert not any(d.exists() for d in shards)
+    assert (run / "for-loop-1-iteration-0" / "augmentation").is_dir()
+    assert (gathered / "train" / "epoch-000" / "frames.u16").stat().st_size == 64
