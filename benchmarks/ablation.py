@@ -38,6 +38,8 @@ run per row cannot tell a part's effect from run-to-run noise, a second seed can
   speech-mining-long  speech-mining with 30 min per speech condition (mining.condition_stream_duration_s=1800)
   five-students       distillation.students=5 (was 3): the best of five on validation ships; students 0-2 are the
                       default's own (same seeds), so this adds two more chances
+  sound-alikes        600 training-only sentences greeting or naming the real words and first names closest in
+                      sound to the wake word ("Hey Letterbox, ...": piper 50, espeak-ng 300, Kokoro 100, hibari 150)
   validation-voices   15 % of the single-voice neural families' training clips (hibari heart, piper joe, Kokoro
                       packs) go to validation (data_prep.splits.single_voice_validation_fraction=0.15): the split
                       that picks checkpoint, student and cutoff hears the voices closest to people
@@ -126,6 +128,10 @@ VARIANTS = {
     # `default` before 2026-12-07 (measured against it as `greetings`, which added `default`'s 750 training-only
     # greetings): no greetings that name someone else; the evaluation audio is the same either way
     "no-greetings": lambda: [f"data_prep.greetings.{e}_clips=0" for e in ("piper", "espeak", "kokoro", "hibari")],
+    # 600 training-only sentences that greet or name the real words and names closest in sound to "chatterbox"
+    # ("Hey Letterbox, ...", "Did you say butterbox?"): near-misses people say, not edits of the wake word
+    "sound-alikes": lambda: [f"data_prep.sound_alikes.{e}_clips={n}"
+                             for e, n in (("piper", 50), ("espeak", 300), ("kokoro", 100), ("hibari", 150))],
 }
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -293,6 +293,64 @@ def greeting_sentences(n: int, seed: int) -> list[str]:
     templates = [f"{o}, {t}" if t else f"{o}!" for o in _GREETING_OPENERS for t in _GREETING_TAILS]
     slots = {**_SLOTS, "name": _GREETING_NAMES, "name2": _GREETING_NAMES}
     return _fill(templates, slots, n, np.random.default_rng([seed, 434343]))
+
+
+_VOWEL_PHONES = frozenset("aɑɒæəɐɛeɜɚɪiɨᵻoɔuʊʌAIOWYQ")  # misaki's and espeak-ng's vowels, diphthongs as one letter
+
+
+def _phone_distance(a: str, b: str) -> float:
+    """Edit distance between phone strings; one vowel for another costs half (vowels blur across accents)."""
+    prev = [float(j) for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, 1):
+        cur = [float(i)]
+        for j, cb in enumerate(b, 1):
+            sub = 0.0 if ca == cb else 0.5 if ca in _VOWEL_PHONES and cb in _VOWEL_PHONES else 1.0
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + sub))
+        prev = cur
+    return prev[-1]
+
+
+def sound_alike_words(targets: Sequence[str], lexicon: Mapping[str, str], phonemize: Callable[[str], str],
+                      per_target: int, max_relative_distance: float = 0.5, min_edits: float = 1.0) -> list[str]:
+    """Real words of `lexicon` (word -> phonemes) that sound like each target word ("marvin", "harvest" for
+    "jarvis"), closest first, `per_target` each. Words under `min_edits` away (one vowel: "Jervis") and words
+    that contain a target are left out: an accent says them as the wake word, and they would teach the model to
+    reject it."""
+    out: list[str] = []
+    spelled = [t.lower().replace(" ", "") for t in targets]
+    for tp in dict.fromkeys(_phones(phonemize(t.lower())).replace("ɾ", "T") for t in targets):
+        scored = []
+        for word, ipa in lexicon.items():
+            wp = _phones(ipa).replace("ɾ", "T")
+            if abs(len(wp) - len(tp)) > 2 or any(t in word for t in spelled) or tp in wp:
+                continue
+            edits = _phone_distance(wp, tp)
+            if edits >= min_edits and edits <= max_relative_distance * len(tp):
+                scored.append((edits / max(len(tp), 1), word))
+        out += [w for _, w in sorted(scored)[:per_target] if w not in out]
+    return out
+
+
+_CARRIERS = ("Did you say {name}?", "I said {name}, not the other one.", "{name}.", "Is that {name}?",
+             "It's {name} again.", "Ask {name} about it.", "{name} is on the phone.")
+
+
+# First names the lexicon lacks, scored beside its words (phonemes from the G2P): people are greeted by name.
+SOUND_ALIKE_NAMES = ("Travis", "Davis", "Mavis", "Marvin", "Harvey", "Carlos", "Tariq", "Jarrod", "Garvey", "Chavez",
+                     "Jervis", "Purvis", "Curtis", "Doris", "Boris", "Morris", "Maurice", "Francis", "Otis", "Alexis",
+                     "Chester", "Charlotte", "Chuck", "Chad", "Jasper", "Jacques", "Javier", "Gervais", "Mathis",
+                     "Nabil", "Naomi", "Nadia", "Bobby", "Robbie", "Toby", "Kobe", "Ruby", "Abu", "Nabu", "Nevis")
+
+
+def sound_alike_sentences(words: Sequence[str], n: int, seed: int) -> list[str]:
+    """`n` distinct sentences that greet or name a sound-alike word ("Hey Marvin, dinner is ready.",
+    "Did you say harvest?"), in a seeded order."""
+    if not words:
+        return []
+    openers = [o for o in _GREETING_OPENERS if "{name}" in o and "{name2}" not in o]
+    templates = [f"{o}, {t}" if t else f"{o}!" for o in openers for t in _GREETING_TAILS] + list(_CARRIERS)
+    names = [w[0].upper() + w[1:] for w in words]
+    return _fill(templates, {**_SLOTS, "name": names}, n, np.random.default_rng([seed, 535353]))
 
 
 def general_speech(phrases: Sequence[str], n_generated: int, seed: int) -> list[str]:

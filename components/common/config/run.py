@@ -282,6 +282,9 @@ class DataPrep(Strict):
     # Greetings that name someone else ("Hey Marvin, dinner is ready."), heard in training only: said by the
     # voices the split put in training, planned after it, so validation and test audio are the same without them.
     greetings: ClipCounts = ClipCounts()
+    # Sentences that greet or name real words and names sounding like the wake word less its first word ("Hey
+    # Marvin, ..." for "hey jarvis"; hibari's lexicon ranked by phoneme distance), heard in training only.
+    sound_alikes: ClipCounts = ClipCounts()
     # Synthesised clips are cached by content (engine, voice, text, settings, engine code); "" = the user cache
     # folder ($XDG_CACHE_HOME or ~/.cache)/wakeline/synth. A second run, or another wake word, reuses them.
     synthesis_cache: bool = True
