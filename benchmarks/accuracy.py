@@ -88,14 +88,15 @@ def train(name: str, preset: str, overrides: list[str], wake_word: str | None = 
             "blessed": bool(blessing.get("blessed")), "reasons": blessing.get("reasons", []),
             "test_breakdown": blessing.get("behaviour", {}).get("breakdown")}
     marker.write_text(dumps(done, indent=2))
-    _drop_shard_copies(home / "runs")
+    _drop_shard_copies(Path(done["features"]))
     return done
 
 
-def _drop_shard_copies(runs: Path) -> None:
-    """Delete the augmentation shards' feature stores once gathered: `features` holds the same frames, and each kept
-    run would otherwise hold them twice (about 1 GB a `default` run; a CI run on a full disk failed for that)."""
-    shard_stores = sorted(runs.glob("kfp/*/for-loop-*/augmentation/features"))
+def _drop_shard_copies(gathered: Path) -> None:
+    """Delete the augmentation shards' feature stores beside the `gathered` one (kfp.local's <run>/gather-features/
+    features): it holds the same frames, and each kept run would otherwise hold them twice (about 1 GB a `default`
+    run; a CI run on a full disk failed for that)."""
+    shard_stores = sorted(gathered.parents[1].glob("for-loop-*/augmentation/features"))
     freed = sum(f.stat().st_size for d in shard_stores for f in d.rglob("*") if f.is_file())
     for d in shard_stores:
         shutil.rmtree(d)

@@ -49,13 +49,15 @@ def test_the_table_shows_real_detections_at_fixed_cutoffs_where_measured():
 def test_a_kept_run_drops_its_shard_feature_stores_and_keeps_the_gathered_one(tmp_path):
     from benchmarks.accuracy import _drop_shard_copies
 
-    run = tmp_path / "kfp" / "wakeline-1"
+    run = tmp_path / "runs" / "run" / "kfp" / "wakeline-1"  # what benchmarks.accuracy.train's kfp.local run writes
     shards = [run / f"for-loop-1-iteration-{i}" / "augmentation" / "features" for i in range(2)]
     gathered = run / "gather-features" / "features"
-    for d in (*shards, gathered):
+    other_run = tmp_path / "runs" / "run" / "kfp" / "wakeline-0" / "for-loop-1-iteration-0" / "augmentation" / "features"
+    for d in (*shards, gathered, other_run):
         (d / "train" / "epoch-000").mkdir(parents=True)
         (d / "train" / "epoch-000" / "frames.u16").write_bytes(b"\0" * 64)
-    _drop_shard_copies(tmp_path)
+    _drop_shard_copies(gathered)
     assert not any(d.exists() for d in shards)
     assert (run / "for-loop-1-iteration-0" / "augmentation").is_dir()
     assert (gathered / "train" / "epoch-000" / "frames.u16").stat().st_size == 64
+    assert other_run.is_dir()  # only this run's shards
