@@ -316,13 +316,14 @@ def sound_alike_words(targets: Sequence[str], lexicon: Mapping[str, str], phonem
     "jarvis"), closest first, `per_target` each. Words under `min_edits` away (one vowel: "Jervis") and words
     that contain a target are left out: an accent says them as the wake word, and they would teach the model to
     reject it."""
-    out: list[str] = []
+    flat = lambda ipa: _phones(ipa).replace("ɾ", "T")  # hibari's lexicon writes the flap as ɾ, its G2P as T
     spelled = [t.lower().replace(" ", "") for t in targets]
-    for tp in dict.fromkeys(_phones(phonemize(t.lower())).replace("ɾ", "T") for t in targets):
+    candidates = [(word, flat(ipa)) for word, ipa in lexicon.items() if not any(t in word for t in spelled)]
+    out: list[str] = []
+    for tp in dict.fromkeys(flat(phonemize(t.lower())) for t in targets):
         scored = []
-        for word, ipa in lexicon.items():
-            wp = _phones(ipa).replace("ɾ", "T")
-            if abs(len(wp) - len(tp)) > 2 or any(t in word for t in spelled) or tp in wp:
+        for word, wp in candidates:
+            if abs(len(wp) - len(tp)) > 2 or tp in wp:
                 continue
             edits = _phone_distance(wp, tp)
             if edits >= min_edits and edits <= max_relative_distance * len(tp):
