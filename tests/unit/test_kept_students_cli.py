@@ -22,3 +22,38 @@ def test_an_unknown_command_is_refused(capsys):
         kept_students.main(["bogus"])
     assert e.value.code == 2
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_a_kept_run_name_gives_its_recipe_and_seed():
+    assert kept_students.recipe_of("ablation-greetings-seed2") == ("greetings", 2)
+    assert kept_students.recipe_of("ablation-greetings") == ("greetings", 0)
+    assert kept_students.recipe_of("no-greetings-seed13") == ("no-greetings", 13)
+    assert kept_students.recipe_of("seed-mining") == ("seed-mining", 0)
+
+
+def test_the_judge_cutoff_is_the_lowest_with_at_most_the_allowed_false_accepts():
+    from components.common.metrics import OperatingPoint
+
+    points = [OperatingPoint(c, frr, n, float(n)) for c, frr, n in
+              [(0.5, 0.6, 0), (0.1, 0.1, 9), (0.2, 0.2, 4), (0.3, 0.3, 2), (0.4, 0.5, 1)]]
+    assert [kept_students.lowest_cutoff(points, k).cutoff for k in (0, 1, 2, 3, 4, 8, 9)] == \
+        [0.5, 0.4, 0.3, 0.3, 0.2, 0.2, 0.1]
+    # no cutoff meets it: the highest one, never a made-up point
+    assert kept_students.lowest_cutoff(points[1:4], 1).cutoff == 0.3
+
+
+def test_the_judge_summary_pairs_recipes_seed_by_seed():
+    def rows(run, *detected):
+        return [{"run": run, "real_wakeword_detected": d, "real_speech_false_accepts": d == 1} for d in detected]
+
+    data = (rows("ablation-base", 30, 40) + rows("ablation-base-seed1", 20, 20) + rows("ablation-base-seed2", 50, 50)
+            + rows("ablation-new", 38, 38) + rows("ablation-new-seed1", 22, 24) + rows("ablation-new-seed3", 1, 1))
+    s = kept_students.judge_summary(data, "base")
+    assert s["base"]["seeds"] == {0: 35.0, 1: 20.0, 2: 50.0} and "against_baseline" not in s["base"]
+    assert s["base"]["mean"] == pytest.approx(35.0) and s["base"]["sd"] == pytest.approx(15.0)
+    vs = s["new"]["against_baseline"]
+    assert vs["seeds"] == [0, 1] and vs["differences"] == [3.0, 3.0]  # seed 3 has no baseline to pair with
+    assert vs["mean_difference"] == 3.0 and vs["standard_error"] == 0.0
+    table = kept_students.format_judge(s)
+    assert "| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 2 |" in table
+    assert s["base"]["real_speech_false_accepts"] == 0
