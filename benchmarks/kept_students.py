@@ -34,6 +34,7 @@ from components.common.jsonio import dumps
 # the judge's operating points: false accepts in all validation audio together (1.33 h in `default`), the cutoff
 # set by validation alone, so a recipe that moves every score is not rewarded or punished for the move
 JUDGE_FALSE_ACCEPTS = (1, 2, 4, 8)
+JUDGE_VERSION = 2  # bumped when a judge row gains or changes a field, so cached rows are measured again
 JUDGE_FILE = "judge.json"  # per kept run: the judge's rows, reused while the run's candidates are unchanged
 # the worst validation condition's allowed false accepts in its 10 minutes -> an FA/h target between n and n+1
 RULES = {0: 0.5, 1: 6.5, 2: 12.5}
@@ -185,7 +186,7 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
     from components.runtime.tflm import TflmStreamer
 
     key = [[s["candidate"], hashlib.sha256((run.model_dir / s["candidate"]).read_bytes()).hexdigest()]
-           for s in run.students] + [list(JUDGE_FALSE_ACCEPTS)]
+           for s in run.students] + [list(JUDGE_FALSE_ACCEPTS), JUDGE_VERSION]
     cache = run.folder / JUDGE_FILE
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:  # named as asked (a link may rename)
         return [{**r, "run": run.name} for r in json.loads(cache.read_text())["rows"]]
@@ -199,12 +200,17 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
             positives, ambient = store_streams(run.store, Split.VALIDATION, TflmStreamer(tflite, model.arena))
             validation = evaluate(StreamScores([p.probs for p in positives], [a.probs for a in ambient],
                                                quantized=True), model.settings)
+            positives, ambient = store_streams(run.store, Split.TEST, TflmStreamer(tflite, model.arena))
+            test = {p.cutoff: p for p in evaluate(StreamScores([p.probs for p in positives],
+                                                               [a.probs for a in ambient], quantized=True),
+                                                  model.settings)}
             on_real = {p.cutoff: p for p in real.points(model)}
             for allowed in JUDGE_FALSE_ACCEPTS:
                 v = lowest_cutoff(validation, allowed)
-                r = on_real[v.cutoff]
+                r, t = on_real[v.cutoff], test[v.cutoff]
                 rows.append({"run": run.name, "student": student["index"], "chosen": bool(student["chosen"]),
                              "validation_false_accepts": allowed, "cutoff": v.cutoff, "validation_frr": v.frr,
+                             "test_false_accepts": t.false_accepts, "test_frr": t.frr,
                              "real_wakeword_detected": clips - round(r.frr * clips), "real_wakeword_clips": clips,
                              "real_speech_false_accepts": r.false_accepts})
                 log(f"[bench] judge: {json.dumps(rows[-1])}")
@@ -224,9 +230,12 @@ def judge_summary(rows: list[dict], baseline: str | None) -> dict:
     deviation over seeds; against `baseline`, the mean seed-by-seed difference and its standard error."""
     per_run: dict[str, list[int]] = {}
     real_fas: dict[str, int] = {}
+    test_fas: dict[str, int] = {}
     for r in rows:
+        recipe = recipe_of(r["run"])[0]
         per_run.setdefault(r["run"], []).append(r["real_wakeword_detected"])
-        real_fas[recipe_of(r["run"])[0]] = real_fas.get(recipe_of(r["run"])[0], 0) + r["real_speech_false_accepts"]
+        real_fas[recipe] = real_fas.get(recipe, 0) + r["real_speech_false_accepts"]
+        test_fas[recipe] = test_fas.get(recipe, 0) + r["test_false_accepts"]
     recipes: dict[str, dict[int, float]] = {}
     for run, values in per_run.items():
         recipe, seed = recipe_of(run)
@@ -236,7 +245,7 @@ def judge_summary(rows: list[dict], baseline: str | None) -> dict:
         values = np.array(list(by_seed.values()))
         entry = {"seeds": dict(sorted(by_seed.items())), "mean": float(values.mean()),
                  "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
-                 "real_speech_false_accepts": real_fas[recipe]}
+                 "real_speech_false_accepts": real_fas[recipe], "test_false_accepts": test_fas[recipe]}
         if baseline and baseline in recipes and recipe != baseline:
             shared = sorted(set(by_seed) & set(recipes[baseline]))
             d = np.array([by_seed[s] - recipes[baseline][s] for s in shared])
@@ -250,8 +259,8 @@ def judge_summary(rows: list[dict], baseline: str | None) -> dict:
 
 def format_judge(summary: dict) -> str:
     lines = ["| recipe | seeds | real detected of 56, mean over students and cutoffs, per seed | mean (SD) | "
-             "against the baseline, seed by seed: mean difference (SE) | real-speech false accepts, all rows |",
-             "|---|---|---|---|---|---|"]
+             "against the baseline, seed by seed: mean difference (SE) | synthetic test false accepts, all rows | "
+             "real-speech false accepts, all rows |", "|---|---|---|---|---|---|---|"]
     for recipe, e in summary.items():
         seeds = " / ".join(f"{v:.1f}" for v in e["seeds"].values())
         sd = "–" if e["sd"] is None else f"{e['sd']:.1f}"
@@ -260,7 +269,7 @@ def format_judge(summary: dict) -> str:
             f"{b['mean_difference']:+.1f}" + ("" if b["standard_error"] is None else f" ({b['standard_error']:.1f})")
             + f" at seeds {','.join(map(str, b['seeds']))}")
         lines.append(f"| {recipe} | {','.join(map(str, e['seeds']))} | {seeds} | {e['mean']:.1f} ({sd}) | {vs} | "
-                     f"{e['real_speech_false_accepts']} |")
+                     f"{e['test_false_accepts']} | {e['real_speech_false_accepts']} |")
     return "\n".join(lines)
 
 

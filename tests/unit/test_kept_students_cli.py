@@ -44,7 +44,8 @@ def test_the_judge_cutoff_is_the_lowest_with_at_most_the_allowed_false_accepts()
 
 def test_the_judge_summary_pairs_recipes_seed_by_seed():
     def rows(run, *detected):
-        return [{"run": run, "real_wakeword_detected": d, "real_speech_false_accepts": d == 1} for d in detected]
+        return [{"run": run, "real_wakeword_detected": d, "real_speech_false_accepts": d == 1,
+                 "test_false_accepts": 2} for d in detected]
 
     data = (rows("ablation-base", 30, 40) + rows("ablation-base-seed1", 20, 20) + rows("ablation-base-seed2", 50, 50)
             + rows("ablation-new", 38, 38) + rows("ablation-new-seed1", 22, 24) + rows("ablation-new-seed3", 1, 1))
@@ -55,5 +56,5 @@ def test_the_judge_summary_pairs_recipes_seed_by_seed():
     assert vs["seeds"] == [0, 1] and vs["differences"] == [3.0, 3.0]  # seed 3 has no baseline to pair with
     assert vs["mean_difference"] == 3.0 and vs["standard_error"] == 0.0
     table = kept_students.format_judge(s)
-    assert "| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 2 |" in table
+    assert "| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 12 | 2 |" in table
     assert s["base"]["real_speech_false_accepts"] == 0
