@@ -53,7 +53,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.accuracy import folder_report, shared_data, store_breakdown, train
+from benchmarks.accuracy import RUNS, folder_report, shared_data, store_breakdown, train
 from benchmarks.common import OUT_DIR, log, result
 from components.common.jsonio import dumps
 
@@ -184,7 +184,8 @@ def _real(model: Path, positives: list[Path], ambient: list[Path], cutoff: float
 
 
 def measure(name: str, seed: int = 0) -> dict:
-    """Train (or reuse) one variant and measure its shipped model."""
+    """Train (or reuse) one variant and measure its shipped model, and judge all its candidate students."""
+    from benchmarks.kept_students import judge_folder  # it imports this module
     run_name, overrides = run_spec(name, seed)
     done = train(run_name, "default", overrides, wake_word=WORD)
     data = shared_data()
@@ -203,14 +204,16 @@ def measure(name: str, seed: int = 0) -> dict:
             "heldout_family": None if ho is None else ho.family, "heldout_family_frr": None if ho is None else ho.frr,
             "worst_condition": wf.condition, "worst_condition_fa_per_hour": wf.fa_per_hour,
             "cutoff": synth.cutoff, "blessed": done["blessed"], "wall_s": done["wall_s"],
-            "real_at_fixed_cutoffs": at_cutoffs, "candidates": candidates(done, positives, ambient)}
+            "real_at_fixed_cutoffs": at_cutoffs, "candidates": candidates(done, positives, ambient),
+            "judge": judge_folder(RUNS / run_name)}
 
 
 def table(rows: list[dict]) -> str:
     fixed = " / ".join(f"{c:.1f}" for c in FIXED_CUTOFFS)
     head = ("| variant | real FRR (detected/56) | real-speech FA/h (FAs) | held-out FRR | worst-condition FA/h | "
             f"cutoff | blessed | real detected (FAs) at {fixed} | candidates: real detected at own cutoff "
-            "(validation FRR), * shipped |\n|---|---|---|---|---|---|---|---|---|")
+            "(validation FRR), * shipped | judge: mean real detected at 1-8 validation false accepts |"
+            "\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         at = r.get("real_at_fixed_cutoffs") or {}
@@ -219,7 +222,8 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['real_wakeword_frr']:.1%} ({r['real_wakeword_detected']}/"
                      f"{r['real_wakeword_clips']}) | {r['real_speech_fa_per_hour']:.1f} ({r['real_speech_false_accepts']}) "
                      f"| {ho} | {r['worst_condition_fa_per_hour']:.1f} ({r['worst_condition']}) | {r['cutoff']:.2f} | "
-                     f"{'yes' if r['blessed'] else 'no'} | {fixed_cells or '–'} | {_candidate_cells(r) or '–'} |")
+                     f"{'yes' if r['blessed'] else 'no'} | {fixed_cells or '–'} | {_candidate_cells(r) or '–'} | "
+                     f"{'–' if not r.get('judge') else format(r['judge']['real_wakeword_detected_mean'], '.1f')} |")
     return "\n".join(lines)
 
 

@@ -218,6 +218,19 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
     return rows
 
 
+def judge_folder(folder: Path, real: RealAudio | None = None) -> dict | None:
+    """The judge of one kept run, for the ablation's own row: its rows and their mean real detections; None for a
+    run that kept fewer than two candidate students (there is nothing to average over)."""
+    try:
+        run = KeptRun(folder)
+    except SystemExit:
+        return None
+    rows = judge(run, real or RealAudio())
+    return {"real_wakeword_detected_mean": float(np.mean([r["real_wakeword_detected"] for r in rows])),
+            "test_false_accepts": int(sum(r["test_false_accepts"] for r in rows)),
+            "real_speech_false_accepts": int(sum(r["real_speech_false_accepts"] for r in rows)), "rows": rows}
+
+
 def recipe_of(run_name: str) -> tuple[str, int]:
     """(recipe, seed) of a kept run's name: `ablation-greetings-seed2` -> (`greetings`, 2); seed 0 has no suffix."""
     name = run_name.removeprefix("ablation-")
