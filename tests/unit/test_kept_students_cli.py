@@ -44,17 +44,23 @@ def test_the_judge_cutoff_is_the_lowest_with_at_most_the_allowed_false_accepts()
 
 def test_the_judge_summary_pairs_recipes_seed_by_seed():
     def rows(run, *detected):
-        return [{"run": run, "real_wakeword_detected": d, "real_speech_false_accepts": d == 1,
-                 "test_false_accepts": 2} for d in detected]
+        return [{"run": run, "real_wakeword_detected": d, "real_speech_false_accepts": d == 1, "chosen": k == 0,
+                 "test_false_accepts": 2 + (run == "ablation-new")} for k, d in enumerate(detected)]
 
     data = (rows("ablation-base", 30, 40) + rows("ablation-base-seed1", 20, 20) + rows("ablation-base-seed2", 50, 50)
             + rows("ablation-new", 38, 38) + rows("ablation-new-seed1", 22, 24) + rows("ablation-new-seed3", 1, 1))
     s = kept_students.judge_summary(data, "base")
-    assert s["base"]["seeds"] == {0: 35.0, 1: 20.0, 2: 50.0} and "against_baseline" not in s["base"]
-    assert s["base"]["mean"] == pytest.approx(35.0) and s["base"]["sd"] == pytest.approx(15.0)
-    vs = s["new"]["against_baseline"]
+    real = s["base"]["real_detected"]
+    assert real["per_seed"] == {0: 35.0, 1: 20.0, 2: 50.0} and "against_baseline" not in real
+    assert real["mean"] == pytest.approx(35.0) and real["sd"] == pytest.approx(15.0)
+    assert s["base"]["real_speech_false_accepts"] == 0 and s["new"]["real_speech_false_accepts"] == 2
+    vs = s["new"]["real_detected"]["against_baseline"]
     assert vs["seeds"] == [0, 1] and vs["differences"] == [3.0, 3.0]  # seed 3 has no baseline to pair with
     assert vs["mean_difference"] == 3.0 and vs["standard_error"] == 0.0
+    assert s["new"]["test_false_accepts"]["against_baseline"]["differences"] == [1.0, 0.0]
+    shipped = s["new"]["shipped_student_real_detected"]  # the first student of each run is the chosen one
+    assert shipped["per_seed"] == {0: 38.0, 1: 22.0, 3: 1.0} and shipped["against_baseline"]["differences"] == [8.0, 2.0]
     table = kept_students.format_judge(s)
-    assert "| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 12 | 2 |" in table
-    assert s["base"]["real_speech_false_accepts"] == 0
+    assert ("| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 38.0 / 22.0 / 1.0 | 20.3 (18.6) "
+            "| +5.0 (3.0) at seeds 0,1 | 3.0 / 2.0 / 2.0 | 2.3 (0.6) | +0.5 (0.5) at seeds 0,1 | 2 |") in table
+    assert all(line.count("|") == 13 for line in table.splitlines())
