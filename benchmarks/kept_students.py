@@ -5,11 +5,12 @@
                          each one's real detections, real false accepts and synthetic test figures
   average RUN...         one model from the students' averaged weights (`--checkpoint best|last`, optionally
                          re-measuring its BatchNorm statistics), judged like a candidate, then measured
-  judge RUN...           a lower-variance judge of a recipe: every candidate student's real detections at the
-                         cutoffs where all validation audio together has 1, 2, 4 and 8 false accepts, averaged
-                         over students and cutoffs; then per recipe (the run name less -seedN) over seeds, and each
-                         recipe against `--baseline` seed by seed. The shipped figure swings with one student and
-                         one noisy worst-condition cutoff; this one does not (see README, "A judge that can see")
+  judge RUN...           a judge of a recipe with less noise than the shipped figure: every candidate student's
+                         real detections at the cutoffs where all its validation audio together has 1, 2, 4 and 8
+                         false accepts, averaged over students and cutoffs (and over the shipped student's alone),
+                         with the synthetic test false accepts at the same cutoffs; then per recipe (the run name
+                         less -seedN) over seeds, and against `--baseline` seed by seed (README, "A judge for
+                         recipes"). A link to a kept run may rename it, e.g. to group runs into one recipe
 
 Each run is a folder under runs/bench/accuracy/ kept by `python -m benchmarks.ablation` with three or more
 students. Rules and models are judged on validation through the device path, as distillation does; the real
