@@ -178,8 +178,8 @@ def lowest_cutoff(points: list, allowed: int):
 
 def judge(run: KeptRun, real: RealAudio) -> list[dict]:
     """Each candidate student at the cutoffs where all its validation audio has 1, 2, 4 and 8 false accepts, and
-    its real detections and real-speech false accepts there. Kept in the run's folder and reused while its
-    candidate models are the same files."""
+    there its real detections, real-speech false accepts and synthetic test false accepts and FRR. Kept in the
+    run's folder and reused while its candidate models are the same files."""
     from components.common.artifacts import Split
     from components.common.evaluation import store_streams
     from components.common.metrics import StreamScores, evaluate
@@ -257,8 +257,9 @@ def _paired(by_seed: dict[int, float], base: dict[int, float]) -> dict:
 
 def judge_summary(rows: list[dict], baseline: str | None) -> dict:
     """Per run the mean over its students and judge cutoffs of the real detections (also of the shipped student's
-    alone) and of the synthetic test false accepts; per recipe their mean and standard deviation over seeds and, against `baseline`, the mean seed-by-seed
-    difference and its standard error; and the real-speech false accepts of all its rows."""
+    alone) and of the synthetic test false accepts; per recipe their mean and standard deviation over seeds and,
+    against `baseline`, the mean seed-by-seed difference and its standard error; and the real-speech false
+    accepts of all its rows."""
     per_run: dict[str, list[dict]] = {}
     for r in rows:
         per_run.setdefault(r["run"], []).append(r)
@@ -320,6 +321,9 @@ def main(argv: list[str]) -> None:
     jud.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     jud.add_argument("--baseline", metavar="RECIPE", help="compare every recipe with this one, seed by seed")
     args = parser.parse_args(argv)
+    if getattr(args, "baseline", None) and args.baseline not in {recipe_of(r.name)[0] for r in args.runs}:
+        parser.error(f"--baseline {args.baseline!r} is none of the runs' recipes "
+                     f"{sorted({recipe_of(r.name)[0] for r in args.runs})}")
     runs = [KeptRun(r if r.is_dir() else RUNS / r) for r in args.runs]
     summary = None
     if args.command == "cutoff-rules":

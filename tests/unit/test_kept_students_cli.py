@@ -59,8 +59,17 @@ def test_the_judge_summary_pairs_recipes_seed_by_seed():
     assert vs["mean_difference"] == 3.0 and vs["standard_error"] == 0.0
     assert s["new"]["test_false_accepts"]["against_baseline"]["differences"] == [1.0, 0.0]
     shipped = s["new"]["shipped_student_real_detected"]  # the first student of each run is the chosen one
-    assert shipped["per_seed"] == {0: 38.0, 1: 22.0, 3: 1.0} and shipped["against_baseline"]["differences"] == [8.0, 2.0]
+    assert shipped["per_seed"] == {0: 38.0, 1: 22.0, 3: 1.0}
+    assert shipped["against_baseline"]["differences"] == [8.0, 2.0]
     table = kept_students.format_judge(s)
-    assert ("| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 38.0 / 22.0 / 1.0 | 20.3 (18.6) "
-            "| +5.0 (3.0) at seeds 0,1 | 3.0 / 2.0 / 2.0 | 2.3 (0.6) | +0.5 (0.5) at seeds 0,1 | 2 |") in table
+    assert ("| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 38.0 / 22.0 / 1.0 | "
+            "20.3 (18.6) | +5.0 (3.0) at seeds 0,1 | 3.0 / 2.0 / 2.0 | 2.3 (0.6) | +0.5 (0.5) at seeds 0,1 | 2 |") in table
     assert all(line.count("|") == 13 for line in table.splitlines())
+
+
+def test_a_baseline_that_is_none_of_the_runs_recipes_is_refused_before_anything_loads(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        kept_students.main(["judge", "--baseline", "defualt", str(tmp_path / "ablation-default-seed1"),
+                            str(tmp_path / "ablation-greetings")])
+    assert e.value.code == 2
+    assert "--baseline 'defualt' is none of the runs' recipes ['default', 'greetings']" in capsys.readouterr().err
