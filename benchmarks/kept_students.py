@@ -176,21 +176,30 @@ def lowest_cutoff(points: list, allowed: int):
                 max(points, key=lambda p: p.cutoff))
 
 
+def _pooled_points(run: KeptRun, split, model) -> list:
+    """FRR and the false accepts of all the split's ambient audio together, at every cutoff, on the device path."""
+    from components.common.evaluation import store_streams
+    from components.common.metrics import StreamScores, evaluate
+    from components.runtime.tflm import TflmStreamer
+
+    positives, ambient = store_streams(run.store, split, TflmStreamer(model.tflite, model.arena))
+    return evaluate(StreamScores([p.probs for p in positives], [a.probs for a in ambient], quantized=True),
+                    model.settings)
+
+
 def judge(run: KeptRun, real: RealAudio) -> list[dict]:
     """Each candidate student at the cutoffs where all its validation audio has 1, 2, 4 and 8 false accepts, and
     there its real detections, real-speech false accepts and synthetic test false accepts and FRR. Kept in the
     run's folder and reused while its candidate models are the same files."""
     from components.common.artifacts import Split
-    from components.common.evaluation import store_streams
-    from components.common.metrics import StreamScores, evaluate
     from components.runtime.folders import load_model
-    from components.runtime.tflm import TflmStreamer
 
     key = [[s["candidate"], hashlib.sha256((run.model_dir / s["candidate"]).read_bytes()).hexdigest()]
            for s in run.students] + [list(JUDGE_FALSE_ACCEPTS), JUDGE_VERSION]
     cache = run.folder / JUDGE_FILE
-    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:  # named as asked (a link may rename)
-        return [{**r, "run": run.name} for r in json.loads(cache.read_text())["rows"]]
+    kept = json.loads(cache.read_text()) if cache.is_file() else {}
+    if kept.get("key") == key:  # named as asked (a link may rename the run)
+        return [{**r, "run": run.name} for r in kept["rows"]]
     rows = []
     clips = len(real.positives.files)
     with tempfile.TemporaryDirectory(prefix="wakeline-judge-") as tmp:
@@ -198,13 +207,8 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
             tflite = Path(tmp) / f"student-{student['index']}.tflite"
             shutil.copyfile(run.model_dir / student["candidate"], tflite)
             model = load_model(run.as_shipped(tflite, run.manifest["micro"]["probability_cutoff"]))
-            positives, ambient = store_streams(run.store, Split.VALIDATION, TflmStreamer(tflite, model.arena))
-            validation = evaluate(StreamScores([p.probs for p in positives], [a.probs for a in ambient],
-                                               quantized=True), model.settings)
-            positives, ambient = store_streams(run.store, Split.TEST, TflmStreamer(tflite, model.arena))
-            test = {p.cutoff: p for p in evaluate(StreamScores([p.probs for p in positives],
-                                                               [a.probs for a in ambient], quantized=True),
-                                                  model.settings)}
+            validation = _pooled_points(run, Split.VALIDATION, model)
+            test = {p.cutoff: p for p in _pooled_points(run, Split.TEST, model)}
             on_real = {p.cutoff: p for p in real.points(model)}
             for allowed in JUDGE_FALSE_ACCEPTS:
                 v = lowest_cutoff(validation, allowed)
@@ -321,9 +325,9 @@ def main(argv: list[str]) -> None:
     jud.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     jud.add_argument("--baseline", metavar="RECIPE", help="compare every recipe with this one, seed by seed")
     args = parser.parse_args(argv)
-    if getattr(args, "baseline", None) and args.baseline not in {recipe_of(r.name)[0] for r in args.runs}:
-        parser.error(f"--baseline {args.baseline!r} is none of the runs' recipes "
-                     f"{sorted({recipe_of(r.name)[0] for r in args.runs})}")
+    recipes = sorted({recipe_of(r.name)[0] for r in args.runs})
+    if getattr(args, "baseline", None) and args.baseline not in recipes:
+        parser.error(f"--baseline {args.baseline!r} is none of the runs' recipes {recipes}")
     runs = [KeptRun(r if r.is_dir() else RUNS / r) for r in args.runs]
     summary = None
     if args.command == "cutoff-rules":
