@@ -10,10 +10,12 @@ shipped cutoff, on what no part of training ever saw:
   worst_condition_fa_per_hour   synthetic test FA/h of the worst condition
   blessed                the pipeline's own gate
 
-Variants (`python -m benchmarks.ablation [--seed N] [NAME ...]`, default: all of them; runs are kept and reused
-under runs/bench/accuracy/ablation-<name>/ (ablation-<name>-seed<N>/ for another seed) when config and source are
-unchanged). `--seed` reruns a variant with another `seed` (other splits, texts, voices and initial weights): one
-run per row cannot tell a part's effect from run-to-run noise, a second seed can.
+Variants (`python -m benchmarks.ablation [--seed N] [--wake-word W] [NAME ...]`, default: all of them; runs are kept
+and reused under runs/bench/accuracy/ablation-<name>/ (ablation-<name>-seed<N>/ for another seed) when config and
+source are unchanged). `--seed` reruns a variant with another `seed` (other splits, texts, voices and initial
+weights): one run per row cannot tell a part's effect from run-to-run noise, a second seed can. `--wake-word`
+trains another word (kept as ablation-<word>-<name>..., e.g. ablation-hey-jarvis-all-seed1); a word without real
+recordings has no real FRR, and its judge reports the synthetic test FRR and false accepts instead.
   all                 the default preset
   no-embedding-teacher  distillation.embedding_teacher.weight=0 (the student learns from the two MixedNets only)
   no-perturbation     data_prep.perturbation.method=none (every clip as the engine spoke it)
@@ -140,11 +142,19 @@ VARIANTS = {
 FIXED_CUTOFFS = (0.3, 0.4, 0.5)
 
 
-def run_spec(name: str, seed: int = 0) -> tuple[str, list[str]]:
-    """The kept run's name and the config overrides of one variant at one seed (0: the preset's own)."""
+def run_spec(name: str, seed: int = 0, word: str = WORD) -> tuple[str, list[str]]:
+    """The kept run's name and the config overrides of one variant at one seed (0: the preset's own). A word other
+    than WORD prefixes the name with it (`ablation-hey-jarvis-all-seed1`), so its recipes group apart."""
+    stem = f"ablation-{name}" if word == WORD else f"ablation-{word.replace(' ', '-')}-{name}"
     if seed == 0:
-        return f"ablation-{name}", VARIANTS[name]()
-    return f"ablation-{name}-seed{seed}", [*VARIANTS[name](), f"seed={seed}"]
+        return stem, VARIANTS[name]()
+    return f"{stem}-seed{seed}", [*VARIANTS[name](), f"seed={seed}"]
+
+
+def real_wakeword_dir(word: str) -> Path | None:
+    """The real recordings of `word` (../shared/data/real-wakeword-dev/hey_chatterbox), None where there are none."""
+    folder = shared_data() / "real-wakeword-dev" / word.replace(" ", "_")
+    return folder if folder.is_dir() else None
 
 
 def candidates(done: dict, positives: list[Path], ambient: list[Path]) -> list[dict]:
@@ -178,27 +188,32 @@ def candidates(done: dict, positives: list[Path], ambient: list[Path]) -> list[d
 
 
 def _real(model: Path, positives: list[Path], ambient: list[Path], cutoff: float | None) -> dict:
-    p = folder_report(model, positives=positives, cutoff=cutoff).breakdown.frr_cell()
+    """Real detections (None without real recordings of the word) and real-speech false accepts."""
+    p = folder_report(model, positives=positives, cutoff=cutoff).breakdown.frr_cell() if positives else None
     a = folder_report(model, ambient=ambient, cutoff=cutoff).breakdown.fa_cell()
-    return {"real_wakeword_detected": p.clips - p.misses, "real_speech_false_accepts": a.false_accepts}
+    return {"real_wakeword_detected": None if p is None else p.clips - p.misses,
+            "real_speech_false_accepts": a.false_accepts}
 
 
-def measure(name: str, seed: int = 0) -> dict:
-    """Train (or reuse) one variant and measure its shipped model, and judge all its candidate students."""
+def measure(name: str, seed: int = 0, word: str = WORD) -> dict:
+    """Train (or reuse) one variant and measure its shipped model, and judge all its candidate students. A word
+    without real recordings is measured on real speech and the synthetic test only."""
     from benchmarks.kept_students import judge_folder  # it imports this module
-    run_name, overrides = run_spec(name, seed)
-    done = train(run_name, "default", overrides, wake_word=WORD)
+    run_name, overrides = run_spec(name, seed, word)
+    done = train(run_name, "default", overrides, wake_word=word)
     data = shared_data()
     model = Path(done["manifest"])
-    positives, ambient = [data / "real-wakeword-dev" / "hey_chatterbox"], [data / "real-speech-dev"]
-    real = folder_report(model, positives=positives).breakdown.frr_cell()
+    recordings = real_wakeword_dir(word)
+    positives, ambient = ([] if recordings is None else [recordings]), [data / "real-speech-dev"]
+    real = folder_report(model, positives=positives).breakdown.frr_cell() if positives else None
     speech = folder_report(model, ambient=ambient).breakdown.fa_cell()
     at_cutoffs = {f"{c:.2f}": _real(model, positives, ambient, c) for c in FIXED_CUTOFFS}
     synth = store_breakdown(model, Path(done["features"]), done["heldout_families"])
     ho, wf = synth.worst_heldout(), synth.worst_fa()
-    return {"variant": run_name.removeprefix("ablation-"), "seed": seed, "overrides": overrides,
-            "real_wakeword_frr": real.frr,
-            "real_wakeword_detected": real.clips - real.misses, "real_wakeword_clips": real.clips,
+    return {"variant": run_name.removeprefix("ablation-"), "seed": seed, "wake_word": word, "overrides": overrides,
+            "real_wakeword_frr": None if real is None else real.frr,
+            "real_wakeword_detected": None if real is None else real.clips - real.misses,
+            "real_wakeword_clips": 0 if real is None else real.clips,
             "real_speech_fa_per_hour": speech.fa_per_hour, "real_speech_false_accepts": speech.false_accepts,
             "real_speech_hours": speech.hours, "synthetic_test_frr": synth.frr_cell().frr,
             "heldout_family": None if ho is None else ho.family, "heldout_family_frr": None if ho is None else ho.frr,
@@ -218,37 +233,48 @@ def table(rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         at = r.get("real_at_fixed_cutoffs") or {}
-        fixed_cells = " / ".join(f"{v['real_wakeword_detected']} ({v['real_speech_false_accepts']})" for v in at.values())
+        fixed_cells = " / ".join(f"{_count(v['real_wakeword_detected'])} ({v['real_speech_false_accepts']})"
+                                 for v in at.values())
         ho = "–" if r["heldout_family_frr"] is None else f"{r['heldout_family_frr']:.1%} ({r['heldout_family']})"
-        lines.append(f"| {r['variant']} | {r['real_wakeword_frr']:.1%} ({r['real_wakeword_detected']}/"
-                     f"{r['real_wakeword_clips']}) | {r['real_speech_fa_per_hour']:.1f} ({r['real_speech_false_accepts']}) "
+        real = ("– (no real recordings)" if r["real_wakeword_frr"] is None else
+                f"{r['real_wakeword_frr']:.1%} ({r['real_wakeword_detected']}/{r['real_wakeword_clips']})")
+        lines.append(f"| {r['variant']} | {real} | {r['real_speech_fa_per_hour']:.1f} ({r['real_speech_false_accepts']}) "
                      f"| {ho} | {r['worst_condition_fa_per_hour']:.1f} ({r['worst_condition']}) | {r['cutoff']:.2f} | "
                      f"{'yes' if r['blessed'] else 'no'} | {fixed_cells or '–'} | {_candidate_cells(r) or '–'} | "
                      f"{_judge_cell(r.get('judge'))} |")
     return "\n".join(lines)
 
 
+def _count(n: int | None) -> str:
+    return "–" if n is None else str(n)
+
+
 def _judge_cell(judged: dict | None) -> str:
     if not judged:
         return "–"
+    if judged["real_wakeword_detected_mean"] is None:  # no real recordings: the synthetic test at the same cutoffs
+        return f"test FRR {judged['test_frr_mean']:.1%}, test FAs {judged['test_false_accepts']}"
     return f"{judged['real_wakeword_detected_mean']:.1f} / {judged['shipped_student_real_detected_mean']:.1f}"
 
 
 def _candidate_cells(row: dict) -> str:
-    return " / ".join(f"{c['real_wakeword_detected']}{'*' if c['chosen'] else ''} ({c['validation_frr']:.0%})"
+    return " / ".join(f"{_count(c['real_wakeword_detected'])}{'*' if c['chosen'] else ''} ({c['validation_frr']:.0%})"
                       for c in row.get("candidates") or [])
 
 
-def run(names: list[str] | None = None, seed: int = 0) -> list[dict]:
+def run(names: list[str] | None = None, seed: int = 0, word: str = WORD) -> list[dict]:
     rows = []
     out = OUT_DIR / "ablation-progress.json"
     for name in names or list(VARIANTS):
-        rows.append(measure(name, seed))
+        rows.append(measure(name, seed, word))
         log(f"[bench] ablation: {rows[-1]['variant']}: {json.dumps(rows[-1])}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dumps({"benchmark": "ablation", "rows": rows}, indent=2) + "\n")
     print(table(rows))
+    # a word without real recordings is headed by its synthetic test FRR, and says so in the metric's name
     return [result(f"ablation_{r['variant']}_real_wakeword_frr", r["real_wakeword_frr"], "fraction", **r)
+            if r["real_wakeword_frr"] is not None else
+            result(f"ablation_{r['variant']}_synthetic_test_frr", r["synthetic_test_frr"], "fraction", **r)
             for r in rows]
 
 
@@ -258,13 +284,17 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__.split("\n")[0])
     parser.add_argument("variants", nargs="*", metavar="VARIANT", help=f"default: all of {list(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=0, help="the config's seed (default 0, the preset's)")
+    parser.add_argument("--wake-word", default=WORD, help=f"the word to train (default {WORD!r}, the word of the real "
+                        "recordings; another word is measured on real speech and its synthetic test only)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.variants if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    run(args.variants or None, args.seed)
+    if not args.wake_word.strip():
+        parser.error("--wake-word must not be empty")
+    run(args.variants or None, args.seed, " ".join(args.wake_word.lower().split()))
 
 
 if __name__ == "__main__":

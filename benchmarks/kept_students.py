@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ablation import _real
+from benchmarks.ablation import WORD, _real, real_wakeword_dir
 from benchmarks.accuracy import RUNS, shared_data
 from benchmarks.common import OUT_DIR, log
 from components.common.jsonio import dumps
@@ -152,12 +152,17 @@ def average(run: KeptRun, checkpoint: str, remeasure_batchnorm: bool) -> dict:
 class RealAudio:
     """The real recordings, decoded once into frontend features, scored per model (evaluation only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, word: str = WORD) -> None:
         from components.runtime.folders import POSITIVE_PAD_S, load_folder
 
-        data = shared_data()
-        self.positives = load_folder(data / "real-wakeword-dev" / "hey_chatterbox", "real", pad_s=POSITIVE_PAD_S)
-        self.speech = load_folder(data / "real-speech-dev", "real-speech")
+        recordings = real_wakeword_dir(word)
+        self.word = word
+        self.positives = None if recordings is None else load_folder(recordings, "real", pad_s=POSITIVE_PAD_S)
+        self.speech = load_folder(shared_data() / "real-speech-dev", "real-speech")
+
+    @property
+    def clips(self) -> int:
+        return 0 if self.positives is None else len(self.positives.files)
 
     def points(self, model) -> list:
         """Real detections (as FRR) and real-speech false accepts at every cutoff, on the device's detector."""
@@ -165,8 +170,8 @@ class RealAudio:
         from components.runtime.tflm import TflmStreamer
 
         tflm = TflmStreamer(model.tflite, model.arena)
-        scores = StreamScores([tflm(f) for f in self.positives.features], [tflm(f) for f in self.speech.features],
-                              quantized=True)
+        positives = [] if self.positives is None else [tflm(f) for f in self.positives.features]
+        scores = StreamScores(positives, [tflm(f) for f in self.speech.features], quantized=True)
         return evaluate(scores, model.settings)
 
 
@@ -194,6 +199,8 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
     from components.common.artifacts import Split
     from components.runtime.folders import load_model
 
+    if real.word != run.config.wake_word:
+        raise ValueError(f"{run.name} was trained for {run.config.wake_word!r}, the real audio is {real.word!r}'s")
     key = [[s["candidate"], hashlib.sha256((run.model_dir / s["candidate"]).read_bytes()).hexdigest()]
            for s in run.students] + [list(JUDGE_FALSE_ACCEPTS), JUDGE_VERSION]
     cache = run.folder / JUDGE_FILE
@@ -201,7 +208,7 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
     if kept.get("key") == key:  # named as asked (a link may rename the run)
         return [{**r, "run": run.name} for r in kept["rows"]]
     rows = []
-    clips = len(real.positives.files)
+    clips = real.clips
     with tempfile.TemporaryDirectory(prefix="wakeline-judge-") as tmp:
         for student in run.students:
             tflite = Path(tmp) / f"student-{student['index']}.tflite"
@@ -216,7 +223,8 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
                 rows.append({"run": run.name, "student": student["index"], "chosen": bool(student["chosen"]),
                              "validation_false_accepts": allowed, "cutoff": v.cutoff, "validation_frr": v.frr,
                              "test_false_accepts": t.false_accepts, "test_frr": t.frr,
-                             "real_wakeword_detected": clips - round(r.frr * clips), "real_wakeword_clips": clips,
+                             "real_wakeword_detected": clips - round(r.frr * clips) if clips else None,
+                             "real_wakeword_clips": clips,
                              "real_speech_false_accepts": r.false_accepts})
                 log(f"[bench] judge: {json.dumps(rows[-1])}")
     cache.write_text(dumps({"key": key, "rows": rows}, indent=2) + "\n")
@@ -230,12 +238,18 @@ def judge_folder(folder: Path, real: RealAudio | None = None) -> dict | None:
         run = KeptRun(folder)
     except SystemExit:
         return None
-    rows = judge(run, real or RealAudio())
-    return {"real_wakeword_detected_mean": float(np.mean([r["real_wakeword_detected"] for r in rows])),
-            "shipped_student_real_detected_mean": float(np.mean([r["real_wakeword_detected"] for r in rows
-                                                                 if r["chosen"]])),
+    rows = judge(run, real or RealAudio(run.config.wake_word))
+    return {"real_wakeword_detected_mean": _mean([r["real_wakeword_detected"] for r in rows]),
+            "shipped_student_real_detected_mean": _mean([r["real_wakeword_detected"] for r in rows if r["chosen"]]),
             "test_false_accepts": int(sum(r["test_false_accepts"] for r in rows)),
+            "test_frr_mean": _mean([r["test_frr"] for r in rows]),
             "real_speech_false_accepts": int(sum(r["real_speech_false_accepts"] for r in rows)), "rows": rows}
+
+
+def _mean(values: list) -> float | None:
+    """The mean of the measured values; None where nothing was measured (a word without real recordings)."""
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
 
 
 def recipe_of(run_name: str) -> tuple[str, int]:
@@ -248,7 +262,8 @@ def recipe_of(run_name: str) -> tuple[str, int]:
 # (rows, field) per metric: every student is the recipe's typical student; the shipped one is what a user gets
 JUDGE_METRICS = {"real_detected": (False, "real_wakeword_detected"),
                  "shipped_student_real_detected": (True, "real_wakeword_detected"),
-                 "test_false_accepts": (False, "test_false_accepts")}
+                 "test_false_accepts": (False, "test_false_accepts"),
+                 "test_frr": (False, "test_frr")}
 
 
 def _paired(by_seed: dict[int, float], base: dict[int, float]) -> dict:
@@ -272,41 +287,50 @@ def judge_summary(rows: list[dict], baseline: str | None) -> dict:
     for run, rs in per_run.items():
         recipe, seed = recipe_of(run)
         recipes.setdefault(recipe, {})[seed] = {
-            m: float(np.mean([r[f] for r in rs if r["chosen"] or not shipped_only] or [np.nan]))
+            m: _mean([r[f] for r in rs if r["chosen"] or not shipped_only])
             for m, (shipped_only, f) in JUDGE_METRICS.items()}
         real_fas[recipe] = real_fas.get(recipe, 0) + sum(int(r["real_speech_false_accepts"]) for r in rs)
     out = {}
     for recipe, by_seed in sorted(recipes.items()):
         entry: dict = {"seeds": sorted(by_seed), "real_speech_false_accepts": real_fas[recipe]}
         for m in JUDGE_METRICS:
-            values = {s: v[m] for s, v in sorted(by_seed.items())}
+            values = {s: v[m] for s, v in sorted(by_seed.items()) if v[m] is not None}
+            if not values:  # a word without real recordings has no real detections
+                entry[m] = None
+                continue
             x = np.array(list(values.values()))
             entry[m] = {"per_seed": values, "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1 else None}
             if baseline and baseline in recipes and recipe != baseline:
                 entry[m]["against_baseline"] = {"baseline": baseline, **_paired(
-                    values, {s: v[m] for s, v in recipes[baseline].items()})}
+                    values, {s: v[m] for s, v in recipes[baseline].items() if v[m] is not None})}
         out[recipe] = entry
     return out
 
 
-def _judge_cells(e: dict) -> str:
-    sd = "–" if e["sd"] is None else f"{e['sd']:.1f}"
+def _judge_cells(e: dict | None, scale: float = 1.0, unit: str = "") -> str:
+    """Per seed | mean (SD) | against the baseline; `scale` 100 and unit "%" for a fraction."""
+    if e is None:
+        return "– | – | –"
+    f = lambda x, sign="": f"{x * scale:{sign}.1f}{unit}"  # noqa: E731
+    sd = "–" if e["sd"] is None else f(e["sd"])
     b = e.get("against_baseline")
     vs = "–" if not b or b["mean_difference"] is None else (
-        f"{b['mean_difference']:+.1f}" + ("" if b["standard_error"] is None else f" ({b['standard_error']:.1f})")
+        f(b["mean_difference"], "+") + ("" if b["standard_error"] is None else f" ({f(b['standard_error'])})")
         + f" at seeds {','.join(map(str, b['seeds']))}")
-    return f"{' / '.join(f'{v:.1f}' for v in e['per_seed'].values())} | {e['mean']:.1f} ({sd}) | {vs}"
+    return f"{' / '.join(f(v) for v in e['per_seed'].values())} | {f(e['mean'])} ({sd}) | {vs}"
 
 
 def format_judge(summary: dict) -> str:
     lines = ["| recipe | seeds | real detected of 56 (mean over students and cutoffs), per seed | mean (SD) | "
              "against the baseline, seed by seed: mean difference (SE) | the shipped student's alone, per seed | "
              "mean (SD) | against the baseline | synthetic test false accepts (mean), per seed | mean (SD) | "
-             "against the baseline | real-speech false accepts, all rows |", "|---" * 12 + "|"]
+             "against the baseline | synthetic test FRR (mean), per seed | mean (SD) | against the baseline | "
+             "real-speech false accepts, all rows |", "|---" * 15 + "|"]
     for recipe, e in summary.items():
         lines.append(f"| {recipe} | {','.join(map(str, e['seeds']))} | {_judge_cells(e['real_detected'])} | "
                      f"{_judge_cells(e['shipped_student_real_detected'])} | "
-                     f"{_judge_cells(e['test_false_accepts'])} | {e['real_speech_false_accepts']} |")
+                     f"{_judge_cells(e['test_false_accepts'])} | {_judge_cells(e['test_frr'], 100, '%')} | "
+                     f"{e['real_speech_false_accepts']} |")
     return "\n".join(lines)
 
 
@@ -333,8 +357,8 @@ def main(argv: list[str]) -> None:
     if args.command == "cutoff-rules":
         rows = [row for run in runs for row in cutoff_rules(run)]
     elif args.command == "judge":
-        real = RealAudio()
-        rows = [row for run in runs for row in judge(run, real)]
+        real = {w: RealAudio(w) for w in sorted({run.config.wake_word for run in runs})}
+        rows = [row for run in runs for row in judge(run, real[run.config.wake_word])]
         summary = judge_summary(rows, args.baseline)
         print(format_judge(summary))
     else:

@@ -12,6 +12,15 @@ def test_seed_zero_is_the_preset_run_and_another_seed_is_its_own_run():
     assert overrides == ["augmentation.ops.channel_probability=0", "seed=2"]
 
 
+def test_another_word_is_its_own_kept_run_and_only_the_recorded_word_has_real_recordings(tmp_path, monkeypatch):
+    assert ablation.run_spec("all", 1, "hey jarvis") == ("ablation-hey-jarvis-all-seed1", ["seed=1"])
+    assert ablation.run_spec("all", 0, ablation.WORD) == ("ablation-all", [])
+    (tmp_path / "real-wakeword-dev" / "hey_chatterbox").mkdir(parents=True)
+    monkeypatch.setenv("WAKELINE_SHARED_DATA", str(tmp_path))
+    assert ablation.real_wakeword_dir("hey chatterbox") == tmp_path / "real-wakeword-dev" / "hey_chatterbox"
+    assert ablation.real_wakeword_dir("hey jarvis") is None
+
+
 @pytest.mark.parametrize("variant", sorted(ablation.VARIANTS))
 def test_every_variant_at_another_seed_is_a_valid_config(variant):
     _, overrides = ablation.run_spec(variant, 1)
@@ -22,7 +31,8 @@ def test_every_variant_at_another_seed_is_a_valid_config(variant):
 
 
 @pytest.mark.parametrize("argv, message", [(["bogus"], "unknown variant(s) ['bogus']"),
-                                           (["--seed", "-1", "all"], "--seed must be >= 0")])
+                                           (["--seed", "-1", "all"], "--seed must be >= 0"),
+                                           (["--wake-word", " ", "all"], "--wake-word must not be empty")])
 def test_bad_arguments_are_refused_by_name(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         ablation.main(argv)
@@ -47,6 +57,15 @@ def test_the_table_shows_real_detections_at_fixed_cutoffs_where_measured():
     assert lines[1].count("|") == lines[0].count("|") == lines[2].count("|") == lines[3].count("|")
     assert lines[2].endswith("| 0.62 | no | 50 (0) / 51 (1) / 52 (2) | 30 (60%) / 42* (34%) / 47 (58%) | 41.2 / 47.0 |")
     assert lines[3].endswith("| 0.62 | no | – | – | – |")  # a row kept from before any was measured
+    unrecorded = {**row, "variant": "hey-jarvis-all", "real_wakeword_frr": None, "real_wakeword_detected": None,
+                  "real_wakeword_clips": 0, "real_at_fixed_cutoffs": {k: {**v, "real_wakeword_detected": None}
+                                                                      for k, v in at.items()},
+                  "candidates": [{**c, "real_wakeword_detected": None} for c in cands],
+                  "judge": {**judged, "real_wakeword_detected_mean": None, "shipped_student_real_detected_mean": None,
+                            "test_frr_mean": 0.125}}
+    line = ablation.table([unrecorded]).splitlines()[-1]
+    assert line.startswith("| hey-jarvis-all | – (no real recordings) | 0.0 (0) |")
+    assert line.endswith("| – (0) / – (1) / – (2) | – (60%) / –* (34%) / – (58%) | test FRR 12.5%, test FAs 30 |")
 
 
 def test_a_kept_run_drops_its_shard_feature_stores_and_keeps_the_gathered_one(tmp_path):
