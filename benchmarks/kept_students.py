@@ -8,7 +8,9 @@
   judge RUN...           a judge of a recipe with less noise than the shipped figure: every candidate student's
                          real detections at the cutoffs where all its validation audio together has 1, 2, 4 and 8
                          false accepts, averaged over students and cutoffs (and over the shipped student's alone),
-                         with the synthetic test false accepts at the same cutoffs; then per recipe (the run name
+                         with the synthetic test false accepts and FRR at the same cutoffs, and the test FRR at the
+                         test's own cutoff for as many false accepts (separation, apart from calibration; the only
+                         figures for a word without real recordings); then per recipe (the run name
                          less -seedN) over seeds, and against `--baseline` seed by seed (README, "A judge for
                          recipes"). A link to a kept run may rename it, e.g. to group runs into one recipe
 
@@ -35,7 +37,7 @@ from components.common.jsonio import dumps
 # the judge's operating points: false accepts in all validation audio together (1.33 h in `default`), the cutoff
 # set by validation alone, so a recipe that moves every score is not rewarded or punished for the move
 JUDGE_FALSE_ACCEPTS = (1, 2, 4, 8)
-JUDGE_VERSION = 2  # bumped when a judge row gains or changes a field, so cached rows are measured again
+JUDGE_VERSION = 3  # bumped when a judge row gains or changes a field, so cached rows are measured again
 JUDGE_FILE = "judge.json"  # per kept run: the judge's rows, reused while the run's candidates are unchanged
 # the worst validation condition's allowed false accepts in its 10 minutes -> an FA/h target between n and n+1
 RULES = {0: 0.5, 1: 6.5, 2: 12.5}
@@ -215,7 +217,8 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
             shutil.copyfile(run.model_dir / student["candidate"], tflite)
             model = load_model(run.as_shipped(tflite, run.manifest["micro"]["probability_cutoff"]))
             validation = _pooled_points(run, Split.VALIDATION, model)
-            test = {p.cutoff: p for p in _pooled_points(run, Split.TEST, model)}
+            test_points = _pooled_points(run, Split.TEST, model)
+            test = {p.cutoff: p for p in test_points}
             on_real = {p.cutoff: p for p in real.points(model)}
             for allowed in JUDGE_FALSE_ACCEPTS:
                 v = lowest_cutoff(validation, allowed)
@@ -223,6 +226,9 @@ def judge(run: KeptRun, real: RealAudio) -> list[dict]:
                 rows.append({"run": run.name, "student": student["index"], "chosen": bool(student["chosen"]),
                              "validation_false_accepts": allowed, "cutoff": v.cutoff, "validation_frr": v.frr,
                              "test_false_accepts": t.false_accepts, "test_frr": t.frr,
+                             # the test's own cutoff for as many false accepts: how well the student separates
+                             # held-out audio, whatever validation's calibration (evaluation only)
+                             "test_frr_at_as_many_test_false_accepts": lowest_cutoff(test_points, allowed).frr,
                              "real_wakeword_detected": clips - round(r.frr * clips) if clips else None,
                              "real_wakeword_clips": clips,
                              "real_speech_false_accepts": r.false_accepts})
@@ -263,7 +269,8 @@ def recipe_of(run_name: str) -> tuple[str, int]:
 JUDGE_METRICS = {"real_detected": (False, "real_wakeword_detected"),
                  "shipped_student_real_detected": (True, "real_wakeword_detected"),
                  "test_false_accepts": (False, "test_false_accepts"),
-                 "test_frr": (False, "test_frr")}
+                 "test_frr": (False, "test_frr"),
+                 "test_frr_at_as_many_test_false_accepts": (False, "test_frr_at_as_many_test_false_accepts")}
 
 
 def _paired(by_seed: dict[int, float], base: dict[int, float]) -> dict:
@@ -325,11 +332,13 @@ def format_judge(summary: dict) -> str:
              "against the baseline, seed by seed: mean difference (SE) | the shipped student's alone, per seed | "
              "mean (SD) | against the baseline | synthetic test false accepts (mean), per seed | mean (SD) | "
              "against the baseline | synthetic test FRR (mean), per seed | mean (SD) | against the baseline | "
-             "real-speech false accepts, all rows |", "|---" * 15 + "|"]
+             "test FRR at the test's own cutoff for as many false accepts, per seed | mean (SD) | against the "
+             "baseline | real-speech false accepts, all rows |", "|---" * 18 + "|"]
     for recipe, e in summary.items():
         lines.append(f"| {recipe} | {','.join(map(str, e['seeds']))} | {_judge_cells(e['real_detected'])} | "
                      f"{_judge_cells(e['shipped_student_real_detected'])} | "
                      f"{_judge_cells(e['test_false_accepts'])} | {_judge_cells(e['test_frr'], 100, '%')} | "
+                     f"{_judge_cells(e['test_frr_at_as_many_test_false_accepts'], 100, '%')} | "
                      f"{e['real_speech_false_accepts']} |")
     return "\n".join(lines)
 

@@ -45,7 +45,8 @@ def test_the_judge_cutoff_is_the_lowest_with_at_most_the_allowed_false_accepts()
 def test_the_judge_summary_pairs_recipes_seed_by_seed():
     def rows(run, *detected):
         return [{"run": run, "real_wakeword_detected": d, "real_speech_false_accepts": d == 1, "chosen": k == 0,
-                 "test_false_accepts": 2 + (run == "ablation-new"), "test_frr": 0.25} for k, d in enumerate(detected)]
+                 "test_false_accepts": 2 + (run == "ablation-new"), "test_frr": 0.25,
+                 "test_frr_at_as_many_test_false_accepts": 0.2} for k, d in enumerate(detected)]
 
     data = (rows("ablation-base", 30, 40) + rows("ablation-base-seed1", 20, 20) + rows("ablation-base-seed2", 50, 50)
             + rows("ablation-new", 38, 38) + rows("ablation-new-seed1", 22, 24) + rows("ablation-new-seed3", 1, 1))
@@ -64,13 +65,15 @@ def test_the_judge_summary_pairs_recipes_seed_by_seed():
     table = kept_students.format_judge(s)
     assert ("| new | 0,1,3 | 38.0 / 23.0 / 1.0 | 20.7 (18.6) | +3.0 (0.0) at seeds 0,1 | 38.0 / 22.0 / 1.0 | "
             "20.3 (18.6) | +5.0 (3.0) at seeds 0,1 | 3.0 / 2.0 / 2.0 | 2.3 (0.6) | +0.5 (0.5) at seeds 0,1 | "
-            "25.0% / 25.0% / 25.0% | 25.0% (0.0%) | +0.0% (0.0%) at seeds 0,1 | 2 |") in table
-    assert all(line.count("|") == 16 for line in table.splitlines())
+            "25.0% / 25.0% / 25.0% | 25.0% (0.0%) | +0.0% (0.0%) at seeds 0,1 | 20.0% / 20.0% / 20.0% | "
+            "20.0% (0.0%) | +0.0% (0.0%) at seeds 0,1 | 2 |") in table
+    assert all(line.count("|") == 19 for line in table.splitlines())
 
 
 def test_a_word_without_real_recordings_is_judged_on_its_synthetic_test():
     rows = [{"run": run, "real_wakeword_detected": None, "real_speech_false_accepts": 0, "chosen": k == 0,
-             "test_false_accepts": fas, "test_frr": frr} for run, fas, frr in
+             "test_false_accepts": fas, "test_frr": frr, "test_frr_at_as_many_test_false_accepts": frr / 2}
+            for run, fas, frr in
             (("ablation-hey-jarvis-all-seed1", 4, 0.2), ("ablation-hey-jarvis-no-greetings-seed1", 1, 0.3))
             for k in range(2)]
     s = kept_students.judge_summary(rows, "hey-jarvis-all")
@@ -80,7 +83,8 @@ def test_a_word_without_real_recordings_is_judged_on_its_synthetic_test():
     assert new["test_frr"]["against_baseline"]["differences"] == [pytest.approx(0.1)]
     line = kept_students.format_judge(s).splitlines()[-1]
     assert line.startswith("| hey-jarvis-no-greetings | 1 | – | – | – | – | – | – | 1.0 | 1.0 (–) | -3.0 at seeds 1 | ")
-    assert line.count("|") == 16
+    assert new["test_frr_at_as_many_test_false_accepts"]["against_baseline"]["differences"] == [pytest.approx(0.05)]
+    assert line.count("|") == 19
 
 
 def test_a_baseline_that_is_none_of_the_runs_recipes_is_refused_before_anything_loads(tmp_path, capsys):
