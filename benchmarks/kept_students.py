@@ -80,9 +80,9 @@ class KeptRun:
         from components.common.evaluation import breakdown, store_streams
         from components.runtime.tflm import TflmStreamer
 
-        data = shared_data()
-        real = _real(self.as_shipped(tflite, cutoff), [data / "real-wakeword-dev" / "hey_chatterbox"],
-                     [data / "real-speech-dev"], None)
+        recordings = real_wakeword_dir(self.config.wake_word)  # none for most words: then no real detections
+        real = _real(self.as_shipped(tflite, cutoff), [] if recordings is None else [recordings],
+                     [shared_data() / "real-speech-dev"], None)
         positives, ambient = store_streams(self.store, Split.TEST, TflmStreamer(tflite))
         test = breakdown(positives, ambient, cutoff, quantized=True, heldout_families=self.heldout)
         worst = test.worst_fa()
