@@ -13,6 +13,11 @@
                          figures for a word without real recordings); then per recipe (the run name
                          less -seedN) over seeds, and against `--baseline` seed by seed (README, "A judge for
                          recipes"). A link to a kept run may rename it, e.g. to group runs into one recipe
+  sources RUN...         where the shipped student fires on evaluation speech: every validation and test speech
+                         clip (what the speech conditions are built from) scored alone, clean and through a
+                         telephone line, at the shipped cutoff, per split, voice family (held-out ones apart) and
+                         whether training ever heard the sentence: do test false accepts come from what validation
+                         cannot hear?
 
 Each run is a folder under runs/bench/accuracy/ kept by `python -m benchmarks.ablation` with three or more
 students. Rules and models are judged on validation through the device path, as distillation does; the real
@@ -62,6 +67,7 @@ class KeptRun:
             f"mining.session_root={self.folder / 'mining'}", f"publish.store={self.folder / 'published'}"])
         self.store = FeatureStoreLayout(Path(done["features"]))
         self.manifest = json.loads(Path(done["manifest"]).read_text())
+        self.manifest_path = Path(done["manifest"])
         self.model_dir = Path(done["manifest"]).parents[2] / "distillation" / "model"
         self.students = json.loads((self.model_dir / REPORT_FILE).read_text())["students"]
         if len(self.students) < 2 or not all(s.get("candidate") for s in self.students):
@@ -252,6 +258,93 @@ def judge_folder(folder: Path, real: RealAudio | None = None) -> dict | None:
             "real_speech_false_accepts": int(sum(r["real_speech_false_accepts"] for r in rows)), "rows": rows}
 
 
+SOURCE_CHANNELS = ("clean", "telephone")
+
+
+def _clip_features(samples: np.ndarray, channel: str) -> np.ndarray:
+    """Frontend features of one int16 clip as the device hears it alone, 1 s of silence either side."""
+    from components.common.artifacts import SAMPLE_RATE_HZ
+    from components.common.frontend import features_uint16
+    from components.runtime.folders import POSITIVE_PAD_S
+    from components.synthesis.channels import telephone
+
+    x = samples.astype(np.float32) / 32768.0
+    if channel == "telephone":
+        x = telephone(x)
+    pad = np.zeros(int(POSITIVE_PAD_S * SAMPLE_RATE_HZ), np.float32)
+    x = np.concatenate([pad, x, pad])
+    return features_uint16(np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16))
+
+
+def dataset_manifest(run: KeptRun) -> Path:
+    """The run's data_prep manifest (the dataset the kept run was trained and evaluated on)."""
+    found = sorted((run.folder / "runs").rglob("manifest.jsonl"))
+    if len(found) != 1:
+        raise SystemExit(f"{run.folder}: expected one data_prep manifest.jsonl, found {len(found)}")
+    return found[0]
+
+
+def sources(run: KeptRun) -> list[dict]:
+    """Every validation and test general-speech clip (the speech conditions' material; not the non-English family)
+    scored alone by the shipped student at its cutoff, clean and through a telephone line: one row per (split,
+    family, heard, channel), `heard` saying whether a training clip says the same sentence."""
+    import soundfile as sf
+
+    from components.common.artifacts import Label, Split
+    from components.common.metrics import activations
+    from components.data_prep.synth import NON_ENGLISH_FAMILY
+    from components.runtime.folders import load_model
+    from components.runtime.tflm import TflmStreamer
+
+    manifest = dataset_manifest(run)
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    speech = [r for r in records if r["label"] == Label.NEGATIVE.value and r.get("family") != NON_ENGLISH_FAMILY]
+    trained = {r["text"] for r in speech if r["split"] == Split.TRAIN.value}
+    evaluated = [r for r in speech if r["split"] in (Split.VALIDATION.value, Split.TEST.value)]
+    model = load_model(Path(run.manifest_path))
+    tflm = TflmStreamer(model.tflite, model.arena)
+    cells: dict[tuple, list] = {}
+    for i, r in enumerate(evaluated):
+        samples, _ = sf.read(manifest.parent / r["path"], dtype="int16")
+        for channel in SOURCE_CHANNELS:
+            probs = tflm(_clip_features(samples, channel))
+            fired = len(activations(probs, model.cutoff, model.settings, quantized=True)) > 0
+            key = (r["split"], r["family"], r["text"] in trained, channel)
+            cell = cells.setdefault(key, [0, 0, 0.0, []])
+            cell[0] += 1
+            cell[1] += int(fired)
+            cell[2] += r["duration_s"]
+            if fired:
+                cell[3].append(r["text"])
+        if (i + 1) % 200 == 0:
+            log(f"[bench] sources: {run.name}: {i + 1}/{len(evaluated)} clips")
+    return [{"run": run.name, "split": split, "family": family, "heldout_family": family in run.heldout,
+             "text_heard_in_training": heard, "channel": channel, "clips": n, "fired": fired,
+             "speech_hours": round(seconds / 3600, 4), "fired_texts": sorted(texts)[:20]}
+            for (split, family, heard, channel), (n, fired, seconds, texts) in sorted(cells.items())]
+
+
+def format_sources(rows: list[dict]) -> str:
+    """Fired clips per split: all, held-out families, heard/unheard sentences, per channel."""
+    lines = [f"{'run':<28}{'split':<12}{'channel':<11}{'which clips':<34}{'fired/clips':>12}{'rate':>8}"]
+    groups = (("all", lambda r: True), ("held-out families", lambda r: r["heldout_family"]),
+              ("other families", lambda r: not r["heldout_family"]),
+              ("other families, heard sentences", lambda r: not r["heldout_family"] and r["text_heard_in_training"]),
+              ("other families, unheard sentences",
+               lambda r: not r["heldout_family"] and not r["text_heard_in_training"]))
+    for name in dict.fromkeys(r["run"] for r in rows):
+        for split in ("validation", "test"):
+            for channel in SOURCE_CHANNELS:
+                mine = [r for r in rows if r["run"] == name and r["split"] == split and r["channel"] == channel]
+                for label, keep in groups:
+                    kept = [r for r in mine if keep(r)]
+                    n, fired = sum(r["clips"] for r in kept), sum(r["fired"] for r in kept)
+                    if n:
+                        lines.append(f"{name:<28}{split:<12}{channel:<11}{label:<34}{f'{fired}/{n}':>12}"
+                                     f"{fired / n:>8.1%}")
+    return "\n".join(lines)
+
+
 def _mean(values: list) -> float | None:
     """The mean of the measured values; None where nothing was measured (a word without real recordings)."""
     kept = [v for v in values if v is not None]
@@ -357,6 +450,8 @@ def main(argv: list[str]) -> None:
     jud = sub.add_parser("judge", help="real detections at 1, 2, 4 and 8 validation false accepts, per recipe")
     jud.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     jud.add_argument("--baseline", metavar="RECIPE", help="compare every recipe with this one, seed by seed")
+    src = sub.add_parser("sources", help="where the shipped student fires on validation and test speech")
+    src.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     args = parser.parse_args(argv)
     recipes = sorted({recipe_of(r.name)[0] for r in args.runs})
     if getattr(args, "baseline", None) and args.baseline not in recipes:
@@ -370,6 +465,9 @@ def main(argv: list[str]) -> None:
         rows = [row for run in runs for row in judge(run, real[run.config.wake_word])]
         summary = judge_summary(rows, args.baseline)
         print(format_judge(summary))
+    elif args.command == "sources":
+        rows = [row for run in runs for row in sources(run)]
+        print(format_sources(rows))
     else:
         rows = [average(run, args.checkpoint, args.remeasure_batchnorm) for run in runs]
     out = OUT_DIR / f"kept-students-{args.command}.json"
