@@ -278,7 +278,7 @@ def _clip_features(samples: np.ndarray, channel: str) -> np.ndarray:
 
 def dataset_manifest(run: KeptRun) -> Path:
     """The run's data_prep manifest (the dataset the kept run was trained and evaluated on)."""
-    found = sorted((run.folder / "runs").rglob("manifest.jsonl"))
+    found = sorted((run.folder / "runs").rglob("data-prep/dataset/manifest.jsonl"))
     if len(found) != 1:
         raise SystemExit(f"{run.folder}: expected one data_prep manifest.jsonl, found {len(found)}")
     return found[0]
@@ -286,8 +286,9 @@ def dataset_manifest(run: KeptRun) -> Path:
 
 def sources(run: KeptRun) -> list[dict]:
     """Every validation and test general-speech clip (the speech conditions' material; not the non-English family)
-    scored alone by the shipped student at its cutoff, clean and through a telephone line: one row per (split,
-    family, heard, channel), `heard` saying whether a training clip says the same sentence."""
+    scored alone by the shipped student, clean and through a telephone line, at the shipped cutoff and at the
+    judge's cutoffs (all validation audio at 1, 2, 4 and 8 false accepts): one row per (cutoff, split, family,
+    heard, channel), `heard` saying whether a training clip says the same sentence."""
     import soundfile as sf
 
     from components.common.artifacts import Label, Split
@@ -301,47 +302,61 @@ def sources(run: KeptRun) -> list[dict]:
     speech = [r for r in records if r["label"] == Label.NEGATIVE.value and r.get("family") != NON_ENGLISH_FAMILY]
     trained = {r["text"] for r in speech if r["split"] == Split.TRAIN.value}
     evaluated = [r for r in speech if r["split"] in (Split.VALIDATION.value, Split.TEST.value)]
-    model = load_model(Path(run.manifest_path))
+    model = load_model(run.manifest_path)
+    validation = _pooled_points(run, Split.VALIDATION, model)
+    cutoffs = {"shipped": model.cutoff} | {f"{n} validation FA": lowest_cutoff(validation, n).cutoff
+                                           for n in JUDGE_FALSE_ACCEPTS}
     tflm = TflmStreamer(model.tflite, model.arena)
     cells: dict[tuple, list] = {}
     for i, r in enumerate(evaluated):
         samples, _ = sf.read(manifest.parent / r["path"], dtype="int16")
         for channel in SOURCE_CHANNELS:
             probs = tflm(_clip_features(samples, channel))
-            fired = len(activations(probs, model.cutoff, model.settings, quantized=True)) > 0
-            key = (r["split"], r["family"], r["text"] in trained, channel)
-            cell = cells.setdefault(key, [0, 0, 0.0, []])
-            cell[0] += 1
-            cell[1] += int(fired)
-            cell[2] += r["duration_s"]
-            if fired:
-                cell[3].append(r["text"])
+            for name, cutoff in cutoffs.items():
+                fired = len(activations(probs, cutoff, model.settings, quantized=True)) > 0
+                cell = cells.setdefault((name, r["split"], r["family"], r["text"] in trained, channel), [0, 0, []])
+                cell[0] += 1
+                cell[1] += int(fired)
+                if fired:
+                    cell[2].append(r["text"])
         if (i + 1) % 200 == 0:
             log(f"[bench] sources: {run.name}: {i + 1}/{len(evaluated)} clips")
-    return [{"run": run.name, "split": split, "family": family, "heldout_family": family in run.heldout,
-             "text_heard_in_training": heard, "channel": channel, "clips": n, "fired": fired,
-             "speech_hours": round(seconds / 3600, 4), "fired_texts": sorted(texts)[:20]}
-            for (split, family, heard, channel), (n, fired, seconds, texts) in sorted(cells.items())]
+    return [{"run": run.name, "at": name, "cutoff": cutoffs[name], "split": split, "family": family,
+             "heldout_family": family in run.heldout, "text_heard_in_training": heard, "channel": channel,
+             "clips": n, "fired": fired, "fired_texts": sorted(texts)[:20]}
+            for (name, split, family, heard, channel), (n, fired, texts) in cells.items()]
+
+
+SOURCE_GROUPS = (("all", lambda r: True), ("held-out families", lambda r: r["heldout_family"]),
+                 ("other families", lambda r: not r["heldout_family"]),
+                 ("other fam., heard sentences", lambda r: not r["heldout_family"] and r["text_heard_in_training"]),
+                 ("other fam., unheard sentences",
+                  lambda r: not r["heldout_family"] and not r["text_heard_in_training"]))
 
 
 def format_sources(rows: list[dict]) -> str:
-    """Fired clips per split: all, held-out families, heard/unheard sentences, per channel."""
-    lines = [f"{'run':<28}{'split':<12}{'channel':<11}{'which clips':<34}{'fired/clips':>12}{'rate':>8}"]
-    groups = (("all", lambda r: True), ("held-out families", lambda r: r["heldout_family"]),
-              ("other families", lambda r: not r["heldout_family"]),
-              ("other families, heard sentences", lambda r: not r["heldout_family"] and r["text_heard_in_training"]),
-              ("other families, unheard sentences",
-               lambda r: not r["heldout_family"] and not r["text_heard_in_training"]))
+    """Fired clips of (split, channel, group) down, one column per cutoff: all clips, held-out families and the
+    other families' heard and unheard sentences."""
+    lines = []
     for name in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == name]
+        ats = list(dict.fromkeys(r["at"] for r in mine))
+        cut = {r["at"]: r["cutoff"] for r in mine}
+        lines += [f"{name}: speech clips that fire, scored alone", "",
+                  f"{'split':<12}{'channel':<11}{'which clips':<31}" + "".join(f"{a:>18}" for a in ats),
+                  f"{'':<54}" + "".join(f"{f'(cutoff {cut[a]:.2f})':>18}" for a in ats)]
         for split in ("validation", "test"):
             for channel in SOURCE_CHANNELS:
-                mine = [r for r in rows if r["run"] == name and r["split"] == split and r["channel"] == channel]
-                for label, keep in groups:
-                    kept = [r for r in mine if keep(r)]
-                    n, fired = sum(r["clips"] for r in kept), sum(r["fired"] for r in kept)
-                    if n:
-                        lines.append(f"{name:<28}{split:<12}{channel:<11}{label:<34}{f'{fired}/{n}':>12}"
-                                     f"{fired / n:>8.1%}")
+                for label, keep in SOURCE_GROUPS:
+                    counts = []
+                    for a in ats:
+                        kept = [r for r in mine if r["at"] == a and r["split"] == split and r["channel"] == channel
+                                and keep(r)]
+                        counts.append((sum(r["fired"] for r in kept), sum(r["clips"] for r in kept)))
+                    if counts and counts[0][1]:
+                        lines.append(f"{split:<12}{channel:<11}{label:<31}"
+                                     + "".join(f"{f'{f}/{n} {f / n:5.1%}' if n else '–':>18}" for f, n in counts))
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -95,22 +95,31 @@ def test_a_baseline_that_is_none_of_the_runs_recipes_is_refused_before_anything_
     assert "--baseline 'defualt' is none of the runs' recipes ['default', 'greetings']" in capsys.readouterr().err
 
 
-def _source_row(split, family, heldout, heard, channel, clips, fired):
-    return {"run": "ablation-all", "split": split, "family": family, "heldout_family": heldout,
-            "text_heard_in_training": heard, "channel": channel, "clips": clips, "fired": fired}
+def _source_row(split, family, heldout, heard, channel, clips, fired, at="shipped", cutoff=0.5):
+    return {"run": "ablation-all", "at": at, "cutoff": cutoff, "split": split, "family": family,
+            "heldout_family": heldout, "text_heard_in_training": heard, "channel": channel, "clips": clips,
+            "fired": fired}
 
 
 def test_the_sources_table_separates_held_out_families_and_unheard_sentences():
     rows = [_source_row("test", "espeak:klatt", True, False, "clean", 10, 4),
             _source_row("test", "piper:joe", False, True, "clean", 20, 1),
             _source_row("test", "piper:joe", False, False, "clean", 30, 3),
-            _source_row("validation", "piper:joe", False, True, "telephone", 40, 2)]
+            _source_row("validation", "piper:joe", False, True, "telephone", 40, 2),
+            _source_row("test", "espeak:klatt", True, False, "clean", 10, 7, at="1 validation FA", cutoff=0.3)]
     lines = kept_students.format_sources(rows).splitlines()
-    cell = {tuple(line.split()[1:3]) + (" ".join(line.split()[3:-2]),): line.split()[-2] for line in lines[1:]}
-    assert cell[("test", "clean", "all")] == "8/60"
-    assert cell[("test", "clean", "held-out families")] == "4/10"
-    assert cell[("test", "clean", "other families")] == "4/50"
-    assert cell[("test", "clean", "other families, heard sentences")] == "1/20"
-    assert cell[("test", "clean", "other families, unheard sentences")] == "3/30"
-    assert cell[("validation", "telephone", "all")] == "2/40"
-    assert ("validation", "clean", "all") not in cell  # nothing scored there: no row
+    assert "(cutoff 0.50)" in lines[3] and "(cutoff 0.30)" in lines[3]
+    cells = {}
+    for line in lines[4:]:
+        if line:
+            split, channel, rest = line[:12].strip(), line[12:23].strip(), line[23:]
+            cells[(split, channel, rest[:31].strip())] = rest[31:].split()
+    assert cells[("test", "clean", "all")][:2] == ["8/60", "13.3%"]
+    assert cells[("test", "clean", "all")][2:] == ["7/10", "70.0%"]  # the second cutoff: klatt rows only
+    assert cells[("test", "clean", "held-out families")][0] == "4/10"
+    assert cells[("test", "clean", "other families")][2] == "–"  # the second cutoff scored no other family
+    assert cells[("test", "clean", "other families")][0] == "4/50"
+    assert cells[("test", "clean", "other fam., heard sentences")][0] == "1/20"
+    assert cells[("test", "clean", "other fam., unheard sentences")][0] == "3/30"
+    assert cells[("validation", "telephone", "all")][0] == "2/40"
+    assert ("validation", "clean", "all") not in cells  # nothing scored there: no row
