@@ -35,7 +35,7 @@ test-fast: install ## every test but the `slow` ones (those that train, synthesi
 bench: install ## benchmarks -> runs/bench/<benchmark>.json (all but accuracy and ablation)
 	$(PY) -m benchmarks
 
-bench-accuracy: install ## wakeline vs the official model on held-out voices, conditions and real speech (~30 min alone on 2 cores)
+bench-accuracy: install ## wakeline vs the official model on held-out voices, conditions and real speech; "hey chatterbox" at 3 seeds (~80 min alone on 2 cores)
 	$(PY) -m benchmarks accuracy
 
 bench-ablation: install ## what each part of the training data buys, on real recordings (~30 min per variant)
