@@ -63,6 +63,26 @@ def assign_files(names: Sequence[str], cfg: Splits, seed: int) -> dict[str, Spli
     return out
 
 
+def assign_by_value(values: Mapping[str, float], cfg: Splits, seed: int) -> dict[str, Split]:
+    """Split independent files so that validation and test each span the range of `values` (a room's RT60): the
+    files, sorted by value, fall into as many contiguous bands as the larger of the two has files, and each band
+    gives validation one file and test one (a seeded draw within the band) while they still need one. The same
+    counts as `assign_files`."""
+    frac = _fractions(cfg)
+    n = len(values)
+    n_val = max(1 if n >= 3 else 0, round(n * frac[Split.VALIDATION]))
+    n_test = max(1 if n >= 3 else 0, round(n * frac[Split.TEST]))
+    order = sorted(values, key=lambda name: (values[name], _tiebreak(name, seed)))
+    bands = max(n_val, n_test, 1)
+    out = {name: Split.TRAIN for name in order}
+    for b in range(bands):
+        band = sorted(order[b * n // bands:(b + 1) * n // bands], key=lambda name: _tiebreak(name, seed))
+        picks = [s for s, need in ((Split.VALIDATION, n_val), (Split.TEST, n_test)) if b < need]
+        for name, split in zip(band, picks):
+            out[name] = split
+    return out
+
+
 def assign_voices(positives: Mapping[str, int], totals: Mapping[str, int], families: Mapping[str, str],
                   cfg: Splits, seed: int, eval_only_families: Sequence[str] = ()) -> dict[str, Split]:
     """Whole voices to splits: voices of `cfg.heldout_families` go to test only, voices of `eval_only_families`

@@ -14,7 +14,7 @@ from components.common.artifacts import (EVAL_ONLY_SOURCE, SAMPLE_RATE_HZ, Datas
                                          QuarantineReason, QuarantineRecord, Split, code_version, sha256_file,
                                          write_jsonl)
 from components.common.audio import write_wav
-from components.common.config import AmbientKind, WakelineConfig
+from components.common.config import AmbientKind, RoomSplit, WakelineConfig
 from components.common.stages import StageResult
 from components.common.cpus import available_cpus
 from components.common.progress import progress
@@ -205,10 +205,13 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
         records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"synthetic:{name}",
                                     "synthetic_ambient", f"{name}:{kind.value}", condition=kind.value))
 
-    rir_split = splits.assign_files([f"rir-{i:04d}" for i in range(dp.rirs.count)], dp.splits, config.seed)
+    names = [f"rir-{i:04d}" for i in range(dp.rirs.count)]
+    rooms = {name: rirs.room_impulse_response(dp.rirs, seed=config.seed * 7_919 + int(name[4:]))
+             for name in progress(names, desc="room impulse responses", unit="rir", disable=not show_progress)}
+    rir_split = (splits.assign_by_value({n: info["rt60_s"] for n, (_, info) in rooms.items()}, dp.splits, config.seed)
+                 if dp.rirs.split is RoomSplit.BY_RT60 else splits.assign_files(names, dp.splits, config.seed))
     rirs_by_split: dict[Split, list] = defaultdict(list)
-    for name in progress(sorted(rir_split), desc="room impulse responses", unit="rir", disable=not show_progress):
-        rir, info = rirs.room_impulse_response(dp.rirs, seed=config.seed * 7_919 + int(name[4:]))
+    for name, (rir, info) in rooms.items():
         rirs_by_split[rir_split[name]].append(rir)
         records.append(_write_extra(layout, Label.RIR, rir_split[name], rir, f"room:{name}", "pyroomacoustics",
                                     f"{name}:{json.dumps(info, sort_keys=True)}"))

@@ -166,6 +166,29 @@ def test_training_only_speech_is_heard_in_training_and_leaves_evaluation_audio_u
         assert all(any(w in t.lower() for w in words) for t in added), added
 
 
+def test_rooms_split_by_rt60_change_only_the_rooms_and_the_streams_they_reverberate(heldout_dataset, tmp_path):
+    from components.data_prep.splits import assign_by_value
+
+    base, layout, _ = heldout_dataset
+    cfg = load_config("smoke", overrides=HELD_OUT + ["data_prep.rirs.count=20", "data_prep.rirs.split=by_rt60"])
+    run(tmp_path, cfg, show_progress=False)
+    after = DatasetLayout(tmp_path).read_manifest()
+    rooms = {r.origin.split(":")[0]: (r.split, json.loads(r.origin.split(":", 1)[1])["rt60_s"])
+             for r in after if r.label is Label.RIR}
+    assert len(rooms) == 20
+    expected = assign_by_value({n: rt for n, (_, rt) in rooms.items()}, cfg.data_prep.splits, cfg.seed)
+    assert {n: split for n, (split, _) in rooms.items()} == expected
+    # smoke's 0.15 each of 20 rooms: 3 bands (the 6 driest, the next 7, the 7 most reverberant), one room of each
+    # for validation and for test
+    driest = sorted(rooms, key=lambda n: rooms[n][1])
+    for split in (Split.VALIDATION, Split.TEST):
+        bands = sorted(sum(driest.index(n) >= edge for edge in (6, 13)) for n, (s, _) in rooms.items() if s is split)
+        assert bands == [0, 1, 2], (split, bands)
+    unchanged = lambda records: sorted((r.split, r.label, r.sha256) for r in records if r.label is not Label.RIR
+                                       and r.condition != "far_field_speech")
+    assert unchanged(after) == unchanged(layout.read_manifest())
+
+
 def test_test_speech_says_texts_training_never_says(heldout_dataset):
     _, layout, _ = heldout_dataset
     english = [r for r in layout.read_manifest() if r.label is Label.NEGATIVE and r.family != "espeak:non_english"]

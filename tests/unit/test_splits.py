@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from components.common.artifacts import Split
 from components.common.config import Splits
-from components.data_prep.splits import assign_files, assign_groups
+from components.data_prep.splits import assign_by_value, assign_files, assign_groups
 
 
 @settings(max_examples=200, deadline=None)
@@ -67,3 +67,23 @@ def test_background_fractions_must_leave_training_audio():
     with pytest.raises(ConfigError, match="background_test_fraction"):
         load_config("smoke", None, ["data_prep.splits.background_validation_fraction=0.45",
                                     "data_prep.splits.background_test_fraction=0.45"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.1, 1.0), min_size=3, max_size=80), st.integers(0, 10_000),
+       st.sampled_from([0.05, 0.1, 0.2, 0.3]))
+def test_split_by_value_takes_the_same_counts_as_a_random_split(values, seed, fraction):
+    named = {f"r{i}": v for i, v in enumerate(values)}
+    cfg = Splits(validation_fraction=fraction, test_fraction=fraction)
+    a = assign_by_value(named, cfg, seed)
+    assert Counter(a.values()) == Counter(assign_files(list(named), cfg, seed).values())
+    assert a == assign_by_value(dict(reversed(list(named.items()))), cfg, seed)  # order-independent
+
+
+def test_split_by_value_gives_validation_and_test_one_room_from_each_band():
+    rt60 = {f"rir-{i:04d}": 0.15 + 0.75 * i / 59 for i in range(60)}  # 60 rooms, 0.15 to 0.9 s
+    a = assign_by_value(rt60, Splits(), 3)
+    for split in (Split.VALIDATION, Split.TEST):
+        bands = sorted(int(n[4:]) // 10 for n, s in a.items() if s is split)  # room i is the i-th driest
+        assert bands == [0, 1, 2, 3, 4, 5]  # one room from each sixth of the 60, driest to wettest
+    assert assign_by_value(rt60, Splits(), 4) != a  # the draw within a band depends on the seed

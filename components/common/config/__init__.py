@@ -23,8 +23,8 @@ from components.common.config.run import (OKAY_NABU_SHAPES, Accent, Adversarial,
                                           EmbeddingTeacher, EpochOrder, EspeakSettings, EvalConditions,
                                           HibariSettings, JudgeChoice, KokoroSettings, LabelWeights, Mining, ModelSpec,
                                           NonEnglish, PerturbationMethod, PiperSettings, PositiveCondition, Quality,
-                                          RoomImpulseResponses, RunParameters, SamplingWeights, ScheduleShape,
-                                          SnrSchedule, SpeakerClass, SpeakerPerturbation, SpecAugment,
+                                          RoomImpulseResponses, RoomSplit, RunParameters, SamplingWeights,
+                                          ScheduleShape, SnrSchedule, SpeakerClass, SpeakerPerturbation, SpecAugment,
                                           SpeechCondition, Splits, StudentInit, Training, TrainingLanguages,
                                           TTSSettings, UserSources, WakelineConfig, WeightAveraging)
 
@@ -36,7 +36,7 @@ __all__ = [
     "Augmentation", "Cascade", "Channel", "CheckpointRule", "ClipCounts", "DataPrep", "DeviceBudget", "Distillation",
     "EmbeddingTeacher", "EpochOrder", "EspeakSettings", "EvalConditions", "HibariSettings", "JudgeChoice",
     "KokoroSettings", "LabelWeights", "Mining", "ModelSpec", "NonEnglish", "PerturbationMethod", "PiperSettings", "PositiveCondition",
-    "Quality", "RoomImpulseResponses", "RunParameters", "SamplingWeights", "ScheduleShape", "SnrSchedule",
+    "Quality", "RoomImpulseResponses", "RoomSplit", "RunParameters", "SamplingWeights", "ScheduleShape", "SnrSchedule",
     "SpeakerClass", "SpeakerPerturbation", "SpecAugment", "SpeechCondition", "Splits", "StudentInit", "TTSSettings",
     "Training", "TrainingLanguages", "OKAY_NABU_SHAPES", "UserSources", "WakelineConfig", "WeightAveraging",
     # deployment settings
