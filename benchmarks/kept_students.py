@@ -17,7 +17,8 @@
                          clip (what the speech conditions are built from) scored alone, clean and through a
                          telephone line, at the shipped cutoff, per split, voice family (held-out ones apart) and
                          whether training ever heard the sentence: do test false accepts come from what validation
-                         cannot hear?
+                         cannot hear? Then each validation and test condition's stream false accepts at the same
+                         cutoffs, and the RT60 of each split's rooms
 
 Each run is a folder under runs/bench/accuracy/ kept by `python -m benchmarks.ablation` with three or more
 students. Rules and models are judged on validation through the device path, as distillation does; the real
@@ -284,14 +285,18 @@ def dataset_manifest(run: KeptRun) -> Path:
     return found[0]
 
 
-def sources(run: KeptRun) -> list[dict]:
-    """Every validation and test general-speech clip (the speech conditions' material; not the non-English family)
-    scored alone by the shipped student, clean and through a telephone line, at the shipped cutoff and at the
-    judge's cutoffs (all validation audio at 1, 2, 4 and 8 false accepts): one row per (cutoff, split, family,
-    heard, channel), `heard` saying whether a training clip says the same sentence."""
+def sources(run: KeptRun) -> tuple[list[dict], list[dict], dict]:
+    """Where the shipped student's false accepts come from, at the shipped cutoff and at the judge's cutoffs (all
+    validation audio at 1, 2, 4 and 8 false accepts):
+    - clip rows: every validation and test general-speech clip (the speech conditions' material; not the
+      non-English family) scored alone, clean and through a telephone line, one row per (cutoff, split, family,
+      heard, channel), `heard` saying whether a training clip says the same sentence;
+    - stream rows: the false accepts of each validation and test condition's streams, as the evaluation counts them;
+    - rooms: the RT60 of each evaluation split's rooms (the far-field condition's reverberation)."""
     import soundfile as sf
 
     from components.common.artifacts import Label, Split
+    from components.common.evaluation import breakdown, store_streams
     from components.common.metrics import activations
     from components.data_prep.synth import NON_ENGLISH_FAMILY
     from components.runtime.folders import load_model
@@ -321,10 +326,22 @@ def sources(run: KeptRun) -> list[dict]:
                     cell[2].append(r["text"])
         if (i + 1) % 200 == 0:
             log(f"[bench] sources: {run.name}: {i + 1}/{len(evaluated)} clips")
-    return [{"run": run.name, "at": name, "cutoff": cutoffs[name], "split": split, "family": family,
-             "heldout_family": family in run.heldout, "text_heard_in_training": heard, "channel": channel,
-             "clips": n, "fired": fired, "fired_texts": sorted(texts)[:20]}
-            for (name, split, family, heard, channel), (n, fired, texts) in cells.items()]
+    clip_rows = [{"run": run.name, "at": name, "cutoff": cutoffs[name], "split": split, "family": family,
+                  "heldout_family": family in run.heldout, "text_heard_in_training": heard, "channel": channel,
+                  "clips": n, "fired": fired, "fired_texts": sorted(texts)[:20]}
+                 for (name, split, family, heard, channel), (n, fired, texts) in cells.items()]
+    stream_rows = []
+    for split in (Split.VALIDATION, Split.TEST):
+        positives, ambient = store_streams(run.store, split, tflm)
+        for name, cutoff in cutoffs.items():
+            for c in breakdown(positives, ambient, cutoff, quantized=True).fa:
+                stream_rows.append({"run": run.name, "at": name, "cutoff": cutoff, "split": split.value,
+                                    "condition": c.condition, "hours": round(c.hours, 4),
+                                    "false_accepts": c.false_accepts})
+    rooms = {split: sorted(json.loads(r["origin"].split(":", 1)[1])["rt60_s"] for r in records
+                           if r["label"] == Label.RIR.value and r["split"] == split)
+             for split in (Split.VALIDATION.value, Split.TEST.value)}
+    return clip_rows, stream_rows, {"run": run.name, "rt60_s": rooms}
 
 
 SOURCE_GROUPS = (("all", lambda r: True), ("held-out families", lambda r: r["heldout_family"]),
@@ -332,6 +349,28 @@ SOURCE_GROUPS = (("all", lambda r: True), ("held-out families", lambda r: r["hel
                  ("other fam., heard sentences", lambda r: not r["heldout_family"] and r["text_heard_in_training"]),
                  ("other fam., unheard sentences",
                   lambda r: not r["heldout_family"] and not r["text_heard_in_training"]))
+
+
+def format_streams(rows: list[dict], rooms: list[dict]) -> str:
+    """False accepts per condition (those with any), validation beside test, one line per cutoff; then the rooms."""
+    lines = []
+    for name in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == name and r["condition"] != "all"]
+        lines += [f"{name}: false accepts in the condition streams", ""]
+        for at in dict.fromkeys(r["at"] for r in mine):
+            cells = []
+            for split in ("validation", "test"):
+                here = [r for r in mine if r["at"] == at and r["split"] == split]
+                fired = ", ".join(f"{r['condition']} {r['false_accepts']}" for r in here if r["false_accepts"])
+                cells.append(f"{split} {sum(r['false_accepts'] for r in here)}" + (f" ({fired})" if fired else ""))
+            cutoff = next(r["cutoff"] for r in mine if r["at"] == at)
+            lines.append(f"  {at} (cutoff {cutoff:.2f}): " + "; ".join(cells))
+        for room in (r for r in rooms if r["run"] == name):
+            lines.append("  rooms (RT60, s): " + "; ".join(
+                f"{split} {np.mean(v):.2f} mean ({', '.join(f'{x:.2f}' for x in v)})"
+                for split, v in room["rt60_s"].items() if v))
+        lines.append("")
+    return "\n".join(lines)
 
 
 def format_sources(rows: list[dict]) -> str:
@@ -481,14 +520,18 @@ def main(argv: list[str]) -> None:
         summary = judge_summary(rows, args.baseline)
         print(format_judge(summary))
     elif args.command == "sources":
-        rows = [row for run in runs for row in sources(run)]
+        found = [sources(run) for run in runs]
+        rows = [row for clips, _, _ in found for row in clips]
+        summary = {"streams": [row for _, streams, _ in found for row in streams], "rooms": [r for _, _, r in found]}
         print(format_sources(rows))
+        print(format_streams(summary["streams"], summary["rooms"]))
     else:
         rows = [average(run, args.checkpoint, args.remeasure_batchnorm) for run in runs]
     out = OUT_DIR / f"kept-students-{args.command}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": f"kept-students {args.command}", "rows": rows}
-    out.write_text(dumps(doc if summary is None else {**doc, "recipes": summary}, indent=2) + "\n")
+    extra = {} if summary is None else summary if args.command == "sources" else {"recipes": summary}
+    out.write_text(dumps({**doc, **extra}, indent=2) + "\n")
     print(f"{len(rows)} rows -> {out}")
 
 

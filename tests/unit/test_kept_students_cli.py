@@ -123,3 +123,14 @@ def test_the_sources_table_separates_held_out_families_and_unheard_sentences():
     assert cells[("test", "clean", "other fam., unheard sentences")][0] == "3/30"
     assert cells[("validation", "telephone", "all")][0] == "2/40"
     assert ("validation", "clean", "all") not in cells  # nothing scored there: no row
+
+
+def test_the_streams_table_puts_validation_beside_test_and_lists_the_rooms():
+    rows = [{"run": "r", "at": "shipped", "cutoff": 0.22, "split": "validation", "condition": c, "hours": 0.17,
+             "false_accepts": n} for c, n in (("clean_speech", 0), ("far_field_speech", 1), ("all", 1))]
+    rows += [{"run": "r", "at": "shipped", "cutoff": 0.22, "split": "test", "condition": c, "hours": 0.17,
+              "false_accepts": n} for c, n in (("clean_speech", 1), ("far_field_speech", 11), ("all", 12))]
+    text = kept_students.format_streams(rows, [{"run": "r", "rt60_s": {"validation": [0.2, 0.4], "test": [0.7]}}])
+    assert "shipped (cutoff 0.22): validation 1 (far_field_speech 1); test 12 (clean_speech 1, far_field_speech 11)" \
+        in text  # the "all" row is not counted twice
+    assert "validation 0.30 mean (0.20, 0.40); test 0.70 mean (0.70)" in text
