@@ -18,7 +18,8 @@ on the same audio (`baseline` names it):
   default_seeds_<figure>        the "hey chatterbox" `default` run at seeds 0, 1 and 2 (min / median / max, and each
                                 seed's value): real detections of the 56, real-speech FA/h, synthetic test FRR,
                                 worst test condition FA/h, blessed. One seed is one draw: the same recipe detected
-                                27 to 48 of the 56 over five seeds, and seed 0 (the figures above) is the best draw
+                                33 to 48 of the 56 over seeds 0-2 (27 to 48 over five seeds on another machine), and
+                                seed 0 (the figures above) was the best draw on both
   smoke_seed_spread             test FRR and worst-condition FA/h over 3 seeds of `smoke` (min / median / max)
   same_seed_bit_identical       1 when two `smoke` runs with seed 0 give byte-identical .tflite files
 
