@@ -22,17 +22,15 @@ SEEDS = tuple(range(10))
 def gaps(seed: int) -> dict[str, float]:
     """|mean RT60 of validation - test| under each rule for `default` at `seed` (the rooms data_prep makes)."""
     from components.common.config import RoomSplit, load_config
-    from components.data_prep import splits
-    from components.synthesis import rirs
+    from components.data_prep.stage import make_rooms, split_rooms
 
-    cfg = load_config("default", overrides=[f"seed={seed}"]).data_prep
-    names = [f"rir-{i:04d}" for i in range(cfg.rirs.count)]
-    rt60 = {n: rirs.room_impulse_response(cfg.rirs, seed=seed * 7_919 + int(n[4:]))[1]["rt60_s"] for n in names}
-    rules = {RoomSplit.RANDOM: splits.assign_files(names, cfg.splits, seed),
-             RoomSplit.BY_RT60: splits.assign_by_value(rt60, cfg.splits, seed)}
+    config = load_config("default", overrides=[f"seed={seed}"])
+    rooms = make_rooms(config)
     out = {}
-    for rule, split in rules.items():
-        mean = {s: np.mean([rt60[n] for n in names if split[n] is s]) for s in (Split.VALIDATION, Split.TEST)}
+    for rule in RoomSplit:
+        split = split_rooms(rooms, rule, config)
+        mean = {s: np.mean([info["rt60_s"] for n, (_, info) in rooms.items() if split[n] is s])
+                for s in (Split.VALIDATION, Split.TEST)}
         out[rule.value] = float(abs(mean[Split.VALIDATION] - mean[Split.TEST]))
     return out
 

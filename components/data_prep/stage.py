@@ -124,6 +124,22 @@ def _ambient_clips(config: WakelineConfig, speech_by_split: dict[Split, list], n
         yield name, split, primary, samples
 
 
+def make_rooms(config: WakelineConfig, *, show_progress: bool = False) -> dict[str, tuple[Any, dict]]:
+    """Every room of the run by name (rir-0000, ...): its impulse response and what it is (RT60, size, distance)."""
+    names = [f"rir-{i:04d}" for i in range(config.data_prep.rirs.count)]
+    return {name: rirs.room_impulse_response(config.data_prep.rirs, seed=config.seed * 7_919 + int(name[4:]))
+            for name in progress(names, desc="room impulse responses", unit="rir", disable=not show_progress)}
+
+
+def split_rooms(rooms: Mapping[str, tuple[Any, dict]], rule: RoomSplit,
+                config: WakelineConfig) -> dict[str, Split]:
+    """Each room's split under `rule` (`data_prep.rirs.split`)."""
+    if rule is RoomSplit.BY_RT60:
+        return splits.assign_by_value({n: info["rt60_s"] for n, (_, info) in rooms.items()}, config.data_prep.splits,
+                                      config.seed)
+    return splits.assign_files(list(rooms), config.data_prep.splits, config.seed)
+
+
 def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Build the dataset in `output_dir`; return the metadata (also written to summary.json)."""
     t0 = time.monotonic()
@@ -205,11 +221,8 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
         records.append(_write_extra(layout, Label.BACKGROUND, split, samples, f"synthetic:{name}",
                                     "synthetic_ambient", f"{name}:{kind.value}", condition=kind.value))
 
-    names = [f"rir-{i:04d}" for i in range(dp.rirs.count)]
-    rooms = {name: rirs.room_impulse_response(dp.rirs, seed=config.seed * 7_919 + int(name[4:]))
-             for name in progress(names, desc="room impulse responses", unit="rir", disable=not show_progress)}
-    rir_split = (splits.assign_by_value({n: info["rt60_s"] for n, (_, info) in rooms.items()}, dp.splits, config.seed)
-                 if dp.rirs.split is RoomSplit.BY_RT60 else splits.assign_files(names, dp.splits, config.seed))
+    rooms = make_rooms(config, show_progress=show_progress)
+    rir_split = split_rooms(rooms, dp.rirs.split, config)
     rirs_by_split: dict[Split, list] = defaultdict(list)
     for name, (rir, info) in rooms.items():
         rirs_by_split[rir_split[name]].append(rir)
