@@ -69,7 +69,7 @@ class KeptRun:
         self.store = FeatureStoreLayout(Path(done["features"]))
         self.manifest = json.loads(Path(done["manifest"]).read_text())
         self.manifest_path = Path(done["manifest"])
-        self.model_dir = Path(done["manifest"]).parents[2] / "distillation" / "model"
+        self.model_dir = self.manifest_path.parents[2] / "distillation" / "model"
         self.students = json.loads((self.model_dir / REPORT_FILE).read_text())["students"]
         if len(self.students) < 2 or not all(s.get("candidate") for s in self.students):
             raise SystemExit(f"{folder}: kept no candidate students to compare")
@@ -265,6 +265,7 @@ SOURCE_CHANNELS = ("clean", "telephone")
 def _clip_features(samples: np.ndarray, channel: str) -> np.ndarray:
     """Frontend features of one int16 clip as the device hears it alone, 1 s of silence either side."""
     from components.common.artifacts import SAMPLE_RATE_HZ
+    from components.common.audio import to_int16
     from components.common.frontend import features_uint16
     from components.runtime.folders import POSITIVE_PAD_S
     from components.synthesis.channels import telephone
@@ -274,7 +275,7 @@ def _clip_features(samples: np.ndarray, channel: str) -> np.ndarray:
         x = telephone(x)
     pad = np.zeros(int(POSITIVE_PAD_S * SAMPLE_RATE_HZ), np.float32)
     x = np.concatenate([pad, x, pad])
-    return features_uint16(np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16))
+    return features_uint16(to_int16(x))
 
 
 def dataset_manifest(run: KeptRun) -> Path:
