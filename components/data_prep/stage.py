@@ -174,8 +174,11 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     try:
         jobs += synth.greeting_jobs(config, voice_split, heldout_texts)
         jobs += synth.sound_alike_jobs(config, voice_split, heldout_texts)
+        validation_jobs = synth.validation_speech_jobs(config, voice_split, heldout_texts)
     except ValueError as e:
         raise DataPrepError(str(e)) from None
+    jobs += validation_jobs
+    validation_only = {j.origin for j in validation_jobs}
     shared = splits.shared_voices(voice_split, families, synth.NEURAL_ENGINES)
     cache = synth.cache_for(config)
     synthetic, rejected = synth.run_jobs(jobs, config, workers, progress if show_progress else _quiet, cache)
@@ -188,8 +191,9 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     speech_by_split: dict[Split, list] = defaultdict(list)
     non_english_by_split: dict[Split, list] = defaultdict(list)
     for c in progress(clips, desc="write clips", unit="clip", disable=not show_progress):
-        split = splits.clip_split(c.voice, c.label, c.text, c.origin, voice_split, shared,
-                                  dp.splits.single_voice_validation_fraction, config.seed)
+        split = Split.VALIDATION if c.origin in validation_only else splits.clip_split(
+            c.voice, c.label, c.text, c.origin, voice_split, shared, dp.splits.single_voice_validation_fraction,
+            config.seed)
         path = layout.clip_path(c.label, c.sha256)
         write_wav(path, c.samples)
         records.append(ManifestRecord(layout.relative(path), c.label, split, c.voice, c.source,
@@ -299,10 +303,13 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
     voices: dict[str, set[str]] = defaultdict(set)
     engine_voices: dict[str, set[str]] = defaultdict(set)
     families: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
+    speech_families: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in Split})
     conds: dict[str, dict[str, float]] = defaultdict(lambda: {s.value: 0.0 for s in Split})
     for r in records:
         if r.family and r.label is Label.POSITIVE:
             families[r.family][r.split.value] += 1
+        if r.family and r.label is Label.NEGATIVE:
+            speech_families[r.family][r.split.value] += 1
         if r.condition:
             conds[r.condition][r.split.value] += r.duration_s / 3600
         counts[r.label.value][r.split.value] += 1
@@ -320,6 +327,7 @@ def summarize(records: list[ManifestRecord], quarantine: list[QuarantineRecord],
         "voices_per_split": {s: len(v) for s, v in sorted(voices.items())},
         "voices_per_engine": {e: len(v) for e, v in sorted(engine_voices.items())},
         "positives_per_family": dict(sorted(families.items())),
+        "speech_per_family": dict(sorted(speech_families.items())),
         "heldout_families": list(config.data_prep.splits.heldout_families),
         "condition_hours": {k: {s: round(v, 5) for s, v in d.items()} for k, d in sorted(conds.items())},
         "quarantined": len(quarantine),

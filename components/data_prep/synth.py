@@ -167,7 +167,7 @@ def greeting_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[st
     same with or without them."""
     count = config.data_prep.greetings
     texts = phrases.greeting_sentences(count.total, config.seed) if count.total else []
-    return _training_only_jobs(config, voice_split, avoid_texts, "greetings", texts, 22, 300_000)
+    return _by_training_voices(config, voice_split, avoid_texts, "greetings", texts, 22, 300_000)
 
 
 def sound_alike_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str]) -> list[Job]:
@@ -177,7 +177,21 @@ def sound_alike_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set
     if not count.total:
         return []
     texts = phrases.sound_alike_sentences(sound_alike_vocabulary(config.phrases), count.total, config.seed)
-    return _training_only_jobs(config, voice_split, avoid_texts, "sound_alikes", texts, 23, 400_000)
+    return _by_training_voices(config, voice_split, avoid_texts, "sound_alikes", texts, 23, 400_000)
+
+
+def validation_speech_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str]) -> list[Job]:
+    """Validation-only general speech (`data_prep.validation_speech`): the voices the split put in training
+    (the single-voice neural families among them, whose voices are closest to people) saying generated sentences
+    no other clip says, each re-spoken by a drawn speaker. Validation, which picks the checkpoint, the student
+    and the cutoff, then hears more than espeak-ng; training and test audio stay as they are."""
+    count = config.data_prep.validation_speech
+    if not count.total:
+        return []
+    n_said = config.data_prep.generated_sentences
+    said = set(phrases.general_speech(config.phrases, n_said, config.seed)) | avoid_texts
+    texts = [t for t in phrases.generated_sentences(n_said + 2 * count.total, config.seed) if t not in said]
+    return _by_training_voices(config, voice_split, said, "validation_speech", texts, 24, 500_000)
 
 
 def sound_alike_vocabulary(wake_phrases: list[str]) -> list[str]:
@@ -189,7 +203,7 @@ def sound_alike_vocabulary(wake_phrases: list[str]) -> list[str]:
     return phrases.sound_alike_words(targets, vocabulary, neural_tts.phonemes, SOUND_ALIKES_PER_WORD)
 
 
-def _training_only_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str], key: str,
+def _by_training_voices(config: WakelineConfig, voice_split: dict, avoid_texts: set[str], key: str,
                         texts: list[str], stream: int, base: int) -> list[Job]:
     """`data_prep.<key>` negatives saying `texts` (less `avoid_texts` and any with a wake-word phrase), each by a
     voice of its engine that the split put in training."""

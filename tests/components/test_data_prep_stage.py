@@ -166,6 +166,26 @@ def test_training_only_speech_is_heard_in_training_and_leaves_evaluation_audio_u
         assert all(any(w in t.lower() for w in words) for t in added), added
 
 
+def test_validation_speech_is_heard_by_validation_only_in_sentences_no_other_clip_says(heldout_dataset, tmp_path):
+    _, layout, _ = heldout_dataset
+    cfg = load_config("smoke", overrides=HELD_OUT + ["data_prep.validation_speech.espeak_clips=6"])
+    md = run(tmp_path, cfg, show_progress=False)
+    before, after = layout.read_manifest(), DatasetLayout(tmp_path).read_manifest()
+    unchanged = lambda records: sorted((r.split, r.label, r.sha256) for r in records if r.split is not Split.VALIDATION)
+    assert unchanged(after) == unchanged(before)  # training and test audio, streams included, are the same
+    clips = lambda records: {r.sha256: r for r in records if r.split is Split.VALIDATION and r.label in
+                             (Label.POSITIVE, Label.NEGATIVE, Label.ADVERSARIAL_NEGATIVE)}
+    added = [r for sha, r in clips(after).items() if sha not in clips(before)]
+    assert len(added) == 6 and set(clips(before)) <= set(clips(after))
+    assert all(r.label is Label.NEGATIVE and r.family == "espeak:formant" for r in added)
+    training_voices = {r.voice for r in before if r.split is Split.TRAIN}
+    assert {r.voice for r in added} <= training_voices
+    others = {r.text for r in after if r.text and r.sha256 not in {a.sha256 for a in added}}
+    assert len({r.text for r in added}) == 6 and not {r.text for r in added} & others
+    assert md["speech_per_family"]["espeak:formant"]["validation"] == \
+        sum(r.label is Label.NEGATIVE and r.family == "espeak:formant" and r.split is Split.VALIDATION for r in after)
+
+
 def test_rooms_split_by_rt60_change_only_the_rooms_and_the_streams_they_reverberate(heldout_dataset, tmp_path):
     from components.data_prep.splits import assign_by_value
 

@@ -16,7 +16,7 @@ from components.data_prep.phrases import (HOUSEHOLD_SENTENCES, NON_ENGLISH_SENTE
                                           sound_alike_sentences, sound_alike_words)
 from components.data_prep.splits import assign_voices, clip_split, shared_voices
 from components.data_prep.synth import (NEURAL_ENGINES, Job, family_of, greeting_jobs, hold_out_texts,
-                                       sound_alike_jobs, sound_alike_vocabulary)
+                                       sound_alike_jobs, sound_alike_vocabulary, validation_speech_jobs)
 
 SR = 16_000
 
@@ -136,6 +136,21 @@ def test_greeting_jobs_use_training_voices_only_and_avoid_test_texts():
     assert not any("hey marvin" in j.text.lower() for j in jobs)  # the wake word is never a negative
     assert jobs == greeting_jobs(cfg, GREETING_SPLIT, avoid)
     assert greeting_jobs(load_config("smoke"), GREETING_SPLIT, avoid) == []
+
+
+def test_validation_speech_jobs_use_training_voices_and_sentences_no_other_clip_says():
+    cfg = load_config("smoke", overrides=["data_prep.validation_speech.piper_clips=5",
+                                          "data_prep.validation_speech.kokoro_clips=20",
+                                          "data_prep.validation_speech.hibari_clips=30"])
+    said = set(general_speech(cfg.phrases, cfg.data_prep.generated_sentences, cfg.seed))
+    jobs = validation_speech_jobs(cfg, GREETING_SPLIT | {"piper:en_US-joe-medium": Split.TRAIN}, set())
+    assert Counter(j.engine for j in jobs) == {"piper": 5, "kokoro": 20, "hibari": 30}
+    assert {j.voice for j in jobs if j.engine != "piper"} == {"kokoro:jf_alpha", "hibari:heart"}
+    texts = [j.text for j in jobs]
+    assert len(set(texts)) == len(texts) and not set(texts) & said  # unheard sentences, each said once
+    assert all(j.label is Label.NEGATIVE for j in jobs)
+    assert len({j.origin for j in jobs}) == len(jobs)
+    assert validation_speech_jobs(load_config("smoke"), GREETING_SPLIT, set()) == []
 
 
 def test_greeting_jobs_need_a_training_voice_of_each_engine_asked_for():

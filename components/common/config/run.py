@@ -295,6 +295,11 @@ class DataPrep(Strict):
     # Sentences that greet or name real words and names sounding like the wake word less its first word ("Hey
     # Marvin, ..." for "hey jarvis"; hibari's lexicon ranked by phoneme distance), heard in training only.
     sound_alikes: ClipCounts = ClipCounts()
+    # Validation-only general speech: the voices training hears (hibari heart, piper joe, the Kokoro packs in
+    # training, espeak-ng's) saying sentences no other clip says, planned after the split. Without it validation
+    # speech, which picks the checkpoint, the student and the cutoff, is nearly all espeak-ng; training and test
+    # audio are the same with or without it.
+    validation_speech: ClipCounts = ClipCounts()
     # Synthesised clips are cached by content (engine, voice, text, settings, engine code); "" = the user cache
     # folder ($XDG_CACHE_HOME or ~/.cache)/wakeline/synth. A second run, or another wake word, reuses them.
     synthesis_cache: bool = True
