@@ -296,7 +296,7 @@ def sources(run: KeptRun) -> tuple[list[dict], list[dict], dict]:
     - rooms: the RT60 of each evaluation split's rooms (the far-field condition's reverberation)."""
     import soundfile as sf
 
-    from components.common.artifacts import Label, Split
+    from components.common.artifacts import Label, Split, iter_manifest
     from components.common.evaluation import breakdown, store_streams
     from components.common.metrics import activations
     from components.data_prep.synth import NON_ENGLISH_FAMILY
@@ -304,10 +304,10 @@ def sources(run: KeptRun) -> tuple[list[dict], list[dict], dict]:
     from components.runtime.tflm import TflmStreamer
 
     manifest = dataset_manifest(run)
-    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    speech = [r for r in records if r["label"] == Label.NEGATIVE.value and r.get("family") != NON_ENGLISH_FAMILY]
-    trained = {r["text"] for r in speech if r["split"] == Split.TRAIN.value}
-    evaluated = [r for r in speech if r["split"] in (Split.VALIDATION.value, Split.TEST.value)]
+    records = list(iter_manifest(manifest))
+    speech = [r for r in records if r.label is Label.NEGATIVE and r.family != NON_ENGLISH_FAMILY]
+    trained = {r.text for r in speech if r.split is Split.TRAIN}
+    evaluated = [r for r in speech if r.split in (Split.VALIDATION, Split.TEST)]
     model = load_model(run.manifest_path)
     validation = _pooled_points(run, Split.VALIDATION, model)
     cutoffs = {"shipped": model.cutoff} | {f"{n} validation FA": lowest_cutoff(validation, n).cutoff
@@ -315,16 +315,16 @@ def sources(run: KeptRun) -> tuple[list[dict], list[dict], dict]:
     tflm = TflmStreamer(model.tflite, model.arena)
     cells: dict[tuple, list] = {}
     for i, r in enumerate(evaluated):
-        samples, _ = sf.read(manifest.parent / r["path"], dtype="int16")
+        samples, _ = sf.read(manifest.parent / r.path, dtype="int16")
         for channel in SOURCE_CHANNELS:
             probs = tflm(_clip_features(samples, channel))
             for name, cutoff in cutoffs.items():
                 fired = len(activations(probs, cutoff, model.settings, quantized=True)) > 0
-                cell = cells.setdefault((name, r["split"], r["family"], r["text"] in trained, channel), [0, 0, []])
+                cell = cells.setdefault((name, r.split.value, r.family, r.text in trained, channel), [0, 0, []])
                 cell[0] += 1
                 cell[1] += int(fired)
                 if fired:
-                    cell[2].append(r["text"])
+                    cell[2].append(r.text)
         if (i + 1) % 200 == 0:
             log(f"[bench] sources: {run.name}: {i + 1}/{len(evaluated)} clips")
     clip_rows = [{"run": run.name, "at": name, "cutoff": cutoffs[name], "split": split, "family": family,
@@ -339,14 +339,23 @@ def sources(run: KeptRun) -> tuple[list[dict], list[dict], dict]:
                 stream_rows.append({"run": run.name, "at": name, "cutoff": cutoff, "split": split.value,
                                     "condition": c.condition, "hours": round(c.hours, 4),
                                     "false_accepts": c.false_accepts})
-    rooms = {split: sorted(json.loads(r["origin"].split(":", 1)[1])["rt60_s"] for r in records
-                           if r["label"] == Label.RIR.value and r["split"] == split)
-             for split in (Split.VALIDATION.value, Split.TEST.value)}
+    rooms = {split.value: sorted(json.loads(r.origin.split(":", 1)[1])["rt60_s"] for r in records
+                                 if r.label is Label.RIR and r.split is split)
+             for split in (Split.VALIDATION, Split.TEST)}
     return clip_rows, stream_rows, {"run": run.name, "rt60_s": rooms}
+
+
+def _neural(family: str) -> bool:
+    from components.data_prep.synth import NEURAL_ENGINES
+
+    return family.partition(":")[0] in NEURAL_ENGINES
 
 
 SOURCE_GROUPS = (("all", lambda r: True), ("held-out families", lambda r: r["heldout_family"]),
                  ("other families", lambda r: not r["heldout_family"]),
+                 ("other fam., espeak-ng", lambda r: not r["heldout_family"] and r["family"].startswith("espeak:")),
+                 ("other fam., neural voices",
+                  lambda r: not r["heldout_family"] and _neural(r["family"])),
                  ("other fam., heard sentences", lambda r: not r["heldout_family"] and r["text_heard_in_training"]),
                  ("other fam., unheard sentences",
                   lambda r: not r["heldout_family"] and not r["text_heard_in_training"]))

@@ -101,11 +101,12 @@ def _source_row(split, family, heldout, heard, channel, clips, fired, at="shippe
             "fired": fired}
 
 
-def test_the_sources_table_separates_held_out_families_and_unheard_sentences():
+def test_the_sources_table_separates_held_out_families_engines_and_unheard_sentences():
     rows = [_source_row("test", "espeak:klatt", True, False, "clean", 10, 4),
             _source_row("test", "piper:joe", False, True, "clean", 20, 1),
             _source_row("test", "piper:joe", False, False, "clean", 30, 3),
             _source_row("validation", "piper:joe", False, True, "telephone", 40, 2),
+            _source_row("test", "espeak:formant", False, True, "clean", 15, 2),
             _source_row("test", "espeak:klatt", True, False, "clean", 10, 7, at="1 validation FA", cutoff=0.3)]
     lines = kept_students.format_sources(rows).splitlines()
     assert "(cutoff 0.50)" in lines[3] and "(cutoff 0.30)" in lines[3]
@@ -114,12 +115,14 @@ def test_the_sources_table_separates_held_out_families_and_unheard_sentences():
         if line:
             split, channel, rest = line[:12].strip(), line[12:23].strip(), line[23:]
             cells[(split, channel, rest[:31].strip())] = rest[31:].split()
-    assert cells[("test", "clean", "all")][:2] == ["8/60", "13.3%"]
+    assert cells[("test", "clean", "all")][:2] == ["10/75", "13.3%"]
     assert cells[("test", "clean", "all")][2:] == ["7/10", "70.0%"]  # the second cutoff: klatt rows only
     assert cells[("test", "clean", "held-out families")][0] == "4/10"
     assert cells[("test", "clean", "other families")][2] == "–"  # the second cutoff scored no other family
-    assert cells[("test", "clean", "other families")][0] == "4/50"
-    assert cells[("test", "clean", "other fam., heard sentences")][0] == "1/20"
+    assert cells[("test", "clean", "other families")][0] == "6/65"
+    assert cells[("test", "clean", "other fam., espeak-ng")][0] == "2/15"  # held-out klatt is not counted here
+    assert cells[("test", "clean", "other fam., neural voices")][0] == "4/50"
+    assert cells[("test", "clean", "other fam., heard sentences")][0] == "3/35"
     assert cells[("test", "clean", "other fam., unheard sentences")][0] == "3/30"
     assert cells[("validation", "telephone", "all")][0] == "2/40"
     assert ("validation", "clean", "all") not in cells  # nothing scored there: no row
