@@ -48,6 +48,11 @@ recordings has no real FRR, and its judge reports the synthetic test FRR and fal
   validation-speech   400 validation-only sentences no other clip says, by the voices training hears (piper 100,
                       Kokoro 100, hibari 200; data_prep.validation_speech): validation's speech is then about half
                       neural instead of nearly all espeak-ng; training and test audio are unchanged
+  neural-speech       validation-speech, and three times the training speech from the voices closest to people:
+                      piper 300, Kokoro 300, hibari 1,800 (was 100, 100, 600; espeak-ng stays 1,400). Scored
+                      alone, validation sentences by these voices fired where espeak-ng's did not
+                      (validation-speech, seed 0); judge it against validation-speech, whose 400 added validation
+                      clips it shares
   rooms-by-rt60       data_prep.rirs.split=by_rt60: validation and test each take one room from every RT60 band (was
                       a seeded draw: at seed 0 validation's 6 rooms averaged 0.40 s, test's 0.70 s), so validation's
                       far-field false accepts, which set the cutoff, foresee test's
@@ -120,6 +125,8 @@ VARIANTS = {
     # hears, saying sentences no other clip says (validation-voices moved positives too, and training lost them)
     "validation-speech": lambda: [f"data_prep.validation_speech.{e}_clips={n}"
                                   for e, n in (("piper", 100), ("kokoro", 100), ("hibari", 200))],
+    "neural-speech": lambda: VARIANTS["validation-speech"]() + [
+        f"data_prep.speech.{e}_clips={n}" for e, n in (("piper", 300), ("kokoro", 300), ("hibari", 1800))],
     "rooms-by-rt60": lambda: ["data_prep.rirs.split=by_rt60"],
     # validation FRR rose when the curriculum's last epoch (-5..10 dB, the whole low-LR phase) began, in 8 of 9
     # students: read every SNR range throughout instead
