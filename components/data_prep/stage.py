@@ -174,7 +174,7 @@ def run(output_dir: Path, config: WakelineConfig, *, show_progress: bool = True)
     try:
         jobs += synth.greeting_jobs(config, voice_split, heldout_texts)
         jobs += synth.sound_alike_jobs(config, voice_split, heldout_texts)
-        validation_jobs = synth.validation_speech_jobs(config, voice_split, heldout_texts)
+        validation_jobs = synth.validation_speech_jobs(config, voice_split, {j.text for j in jobs} | heldout_texts)
     except ValueError as e:
         raise DataPrepError(str(e)) from None
     jobs += validation_jobs

@@ -183,7 +183,8 @@ def sound_alike_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set
 def validation_speech_jobs(config: WakelineConfig, voice_split: dict, avoid_texts: set[str]) -> list[Job]:
     """Validation-only general speech (`data_prep.validation_speech`): the voices the split put in training
     (the single-voice neural families among them, whose voices are closest to people) saying generated sentences
-    no other clip says, each re-spoken by a drawn speaker. Validation, which picks the checkpoint, the student
+    that are neither general speech nor one of `avoid_texts` (every other planned clip's), each re-spoken by a
+    drawn speaker. Validation, which picks the checkpoint, the student
     and the cutoff, then hears more than espeak-ng; training and test audio stay as they are."""
     count = config.data_prep.validation_speech
     if not count.total:

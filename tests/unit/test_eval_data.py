@@ -150,6 +150,8 @@ def test_validation_speech_jobs_use_training_voices_and_sentences_no_other_clip_
     assert len(set(texts)) == len(texts) and not set(texts) & said  # unheard sentences, each said once
     assert all(j.label is Label.NEGATIVE for j in jobs)
     assert len({j.origin for j in jobs}) == len(jobs)
+    avoided = validation_speech_jobs(cfg, GREETING_SPLIT | {"piper:en_US-joe-medium": Split.TRAIN}, set(texts[:10]))
+    assert len(avoided) == len(jobs) and not {j.text for j in avoided} & set(texts[:10])  # e.g. a greeting's text
     assert validation_speech_jobs(load_config("smoke"), GREETING_SPLIT, set()) == []
 
 
