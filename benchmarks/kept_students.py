@@ -345,15 +345,19 @@ def sources(run: KeptRun) -> tuple[list[dict], list[dict], dict]:
     return clip_rows, stream_rows, {"run": run.name, "rt60_s": rooms}
 
 
-def _neural(family: str) -> bool:
+def _engine(family: str | None) -> str:
+    return (family or "").partition(":")[0]  # user clips may have no family
+
+
+def _neural(family: str | None) -> bool:
     from components.data_prep.synth import NEURAL_ENGINES
 
-    return family.partition(":")[0] in NEURAL_ENGINES
+    return _engine(family) in NEURAL_ENGINES
 
 
 SOURCE_GROUPS = (("all", lambda r: True), ("held-out families", lambda r: r["heldout_family"]),
                  ("other families", lambda r: not r["heldout_family"]),
-                 ("other fam., espeak-ng", lambda r: not r["heldout_family"] and r["family"].startswith("espeak:")),
+                 ("other fam., espeak-ng", lambda r: not r["heldout_family"] and _engine(r["family"]) == "espeak"),
                  ("other fam., neural voices",
                   lambda r: not r["heldout_family"] and _neural(r["family"])),
                  ("other fam., heard sentences", lambda r: not r["heldout_family"] and r["text_heard_in_training"]),

@@ -107,6 +107,7 @@ def test_the_sources_table_separates_held_out_families_engines_and_unheard_sente
             _source_row("test", "piper:joe", False, False, "clean", 30, 3),
             _source_row("validation", "piper:joe", False, True, "telephone", 40, 2),
             _source_row("test", "espeak:formant", False, True, "clean", 15, 2),
+            _source_row("test", None, False, True, "clean", 5, 0),  # a user clip without a family
             _source_row("test", "espeak:klatt", True, False, "clean", 10, 7, at="1 validation FA", cutoff=0.3)]
     lines = kept_students.format_sources(rows).splitlines()
     assert "(cutoff 0.50)" in lines[3] and "(cutoff 0.30)" in lines[3]
@@ -115,14 +116,14 @@ def test_the_sources_table_separates_held_out_families_engines_and_unheard_sente
         if line:
             split, channel, rest = line[:12].strip(), line[12:23].strip(), line[23:]
             cells[(split, channel, rest[:31].strip())] = rest[31:].split()
-    assert cells[("test", "clean", "all")][:2] == ["10/75", "13.3%"]
+    assert cells[("test", "clean", "all")][:2] == ["10/80", "12.5%"]
     assert cells[("test", "clean", "all")][2:] == ["7/10", "70.0%"]  # the second cutoff: klatt rows only
     assert cells[("test", "clean", "held-out families")][0] == "4/10"
     assert cells[("test", "clean", "other families")][2] == "–"  # the second cutoff scored no other family
-    assert cells[("test", "clean", "other families")][0] == "6/65"
+    assert cells[("test", "clean", "other families")][0] == "6/70"
     assert cells[("test", "clean", "other fam., espeak-ng")][0] == "2/15"  # held-out klatt is not counted here
     assert cells[("test", "clean", "other fam., neural voices")][0] == "4/50"
-    assert cells[("test", "clean", "other fam., heard sentences")][0] == "3/35"
+    assert cells[("test", "clean", "other fam., heard sentences")][0] == "3/40"
     assert cells[("test", "clean", "other fam., unheard sentences")][0] == "3/30"
     assert cells[("validation", "telephone", "all")][0] == "2/40"
     assert ("validation", "clean", "all") not in cells  # nothing scored there: no row
