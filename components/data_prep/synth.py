@@ -191,7 +191,7 @@ def validation_speech_jobs(config: WakelineConfig, voice_split: dict, avoid_text
         return []
     n_said = config.data_prep.generated_sentences
     said = set(phrases.general_speech(config.phrases, n_said, config.seed)) | avoid_texts
-    texts = [t for t in phrases.generated_sentences(n_said + 2 * count.total, config.seed) if t not in said]
+    texts = phrases.generated_sentences(n_said + 2 * count.total, config.seed)
     return _by_training_voices(config, voice_split, said, "validation_speech", texts, 24, 500_000)
 
 
